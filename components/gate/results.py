@@ -1,0 +1,54 @@
+"""Reading a TFX Evaluator's output: why a model failed the gate, and the metric values."""
+from typing import Dict, List
+
+import tensorflow_model_analysis as tfma
+
+
+def validation_failures(evaluation_uri: str) -> List[str]:
+  """One readable line per failed threshold in an Evaluator output (empty when it passed)."""
+  result = tfma.load_validation_result(evaluation_uri)
+  lines = []
+  for per_slice in result.metric_validations_per_slice:
+    for failure in per_slice.failures:
+      key = failure.metric_key
+      value = failure.metric_value
+      if not value.HasField('double_value'):
+        lines.append(f'{key.name}: {failure.message or value}')
+        continue
+      what = 'change vs baseline' if key.is_diff else 'value'
+      lines.append(f'{key.name} {what} = {value.double_value.value:+.4f} fails '
+                   f'{_threshold_text(failure.metric_threshold, key.is_diff)} '
+                   f'(model {key.model_name or "?"})')
+  if not result.validation_ok and not lines:
+    if result.missing_slices or result.missing_thresholds:
+      lines.append(f'missing slices or thresholds: {list(result.missing_slices)} '
+                   f'{list(result.missing_thresholds)}')
+  return lines
+
+
+def _threshold_text(threshold: tfma.MetricThreshold, is_diff: bool) -> str:
+  if is_diff and threshold.HasField('change_threshold'):
+    change = threshold.change_threshold
+    if change.HasField('absolute'):
+      return f'the allowed change >= {change.absolute.value:+.4f}'
+    return f'the change threshold {change}'
+  bounds = threshold.value_threshold
+  parts = []
+  if bounds.HasField('lower_bound'):
+    parts.append(f'>= {bounds.lower_bound.value:.4f}')
+  if bounds.HasField('upper_bound'):
+    parts.append(f'<= {bounds.upper_bound.value:.4f}')
+  return 'the bound ' + ' and '.join(parts)
+
+
+def metric_values(evaluation_uri: str, metric_name: str) -> Dict[str, float]:
+  """{model name: value} of one metric on the overall slice (diffs left out)."""
+  values = {}
+  for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+    if metrics_for_slice.slice_key.single_slice_keys:
+      continue
+    for kv in metrics_for_slice.metric_keys_and_values:
+      if kv.key.name == metric_name and not kv.key.is_diff and kv.value.HasField('double_value'):
+        values[kv.key.model_name] = kv.value.double_value.value
+  return values
+

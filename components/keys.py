@@ -1,0 +1,47 @@
+"""Keys shared by the components: spec keys, custom property names and file names.
+
+One module, so that a producer and its consumers never disagree on a spelling.
+"""
+
+# Channel and parameter keys of the component specs.
+MODEL_KEY = 'model'
+EXAMPLES_KEY = 'examples'
+CALIBRATION_KEY = 'calibration'
+MODEL_BLESSING_KEY = 'model_blessing'
+EVALUATION_KEY = 'evaluation'
+PUSHED_MODEL_KEY = 'pushed_model'
+TFLITE_MODEL_KEY = 'tflite_model'
+
+MODE_KEY = 'mode'
+INFERENCE_IO_KEY = 'inference_io'
+CALIBRATION_SPLIT_KEY = 'calibration_split'
+CALIBRATION_SAMPLES_KEY = 'calibration_samples'
+LABEL_KEY = 'label_key'
+SEED_KEY = 'seed'
+PUSH_DESTINATION_KEY = 'push_destination'
+MODEL_NAME_KEY = 'model_name'
+ALLOWED_MODES_KEY = 'allowed_modes'
+
+# Custom properties written on output artifacts.
+PROP_MODE = 'tfx_edge_mode'
+PROP_INFERENCE_IO = 'tfx_edge_inference_io'
+PROP_SIZE_BYTES = 'tfx_edge_size_bytes'
+PROP_INPUT_DTYPES = 'tfx_edge_input_dtypes'
+PROP_OUTPUT_DTYPES = 'tfx_edge_output_dtypes'
+PROP_CALIBRATION_COUNT = 'tfx_edge_calibration_count'
+PROP_CALIBRATION_SHA256 = 'tfx_edge_calibration_sha256'
+PROP_MODEL_SHA256 = 'tfx_edge_model_sha256'
+PROP_PUSHED = 'pushed'  # Same name as the standard TFX Pusher, so tooling that reads it works.
+PROP_PUSHED_VERSION = 'pushed_version'
+PROP_PUSHED_DESTINATION = 'pushed_destination'
+PROP_PUSH_REASON = 'tfx_edge_push_reason'
+
+# The standard TFX blessing property set by the Evaluator.
+PROP_BLESSED = 'blessed'
+
+# Files inside a converted Model artifact. TFMA and the TFX Evaluator load a TFLite model from the
+# file named `tflite` in the serving model directory (Format-Serving); `model.tflite` is the same
+# bytes under a name people and device tools expect.
+TFLITE_FILE_NAME = 'tflite'
+PLAIN_TFLITE_FILE_NAME = 'model.tflite'
+CALIBRATION_SPLIT_NAME = 'calibration'

@@ -1,0 +1,1 @@
+"""PTQConverter: post-training quantization to TFLite with Beam-sampled calibration data."""

@@ -1,0 +1,178 @@
+"""Calibration (representative) data: Beam sampling, fingerprint, and the dataset TFLite reads.
+
+Plain logic: the Beam transform runs on any runner and is tested without TFX.
+
+Sampling is deterministic: every record gets a key from a seeded hash of its bytes and each
+stratum keeps its smallest keys (bottom-k sampling). The same data, seed and size therefore give
+the same sample on every runner and every re-run, which the fingerprint makes checkable.
+"""
+import hashlib
+import logging
+import math
+from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+
+from components.ptq_converter import conversion
+
+_LOG = logging.getLogger(__name__)
+
+# Fewer calibration samples than this give activation ranges too noisy to trust.
+MIN_CALIBRATION_SAMPLES = 10
+
+
+def allocate(counts: Mapping[Hashable, int], n: int) -> Dict[Hashable, int]:
+  """Splits a sample of size n across strata in proportion to their sizes.
+
+  Uses the largest-remainder method so the quotas add up to exactly min(n, total); ties are
+  broken by stratum key so the result does not depend on dict order.
+
+  Args:
+    counts: number of records per stratum.
+    n: requested sample size.
+
+  Returns:
+    Quota per stratum, never above the stratum's count.
+  """
+  total = sum(counts.values())
+  if total <= n:
+    return dict(counts)
+  exact = {k: n * c / total for k, c in counts.items()}
+  quotas = {k: math.floor(v) for k, v in exact.items()}
+  short = n - sum(quotas.values())
+  by_remainder = sorted(exact, key=lambda k: (-(exact[k] - quotas[k]), repr(k)))
+  for k in by_remainder[:short]:
+    quotas[k] += 1
+  return quotas
+
+
+def _label_of(record: bytes, label_key: str) -> Tuple:
+  example = tf.train.Example.FromString(record)
+  feature = example.features.feature.get(label_key)
+  if feature is None:
+    raise ValueError(
+        f'calibration: an example has no feature {label_key!r} (label_key); features present: '
+        f'{sorted(example.features.feature)}.')
+  kind = feature.WhichOneof('kind')
+  return tuple(getattr(feature, kind).value) if kind else ()
+
+
+def _sample_key(record: bytes, seed: int) -> int:
+  digest = hashlib.sha256(seed.to_bytes(8, 'little', signed=True) + record).digest()
+  return int.from_bytes(digest[:8], 'big')
+
+
+@beam.ptransform_fn
+def SampleExamples(  # pylint: disable=invalid-name
+    records: beam.PCollection,
+    n: int,
+    label_key: Optional[str] = None,
+    seed: int = 0) -> beam.PCollection:
+  """Samples n serialized tf.Examples, stratified by label when label_key is given.
+
+  Args:
+    records: serialized tf.Example records.
+    n: sample size; all records are kept when there are fewer.
+    label_key: feature to stratify by, or None for a plain sample.
+    seed: changes which records are picked, deterministically.
+
+  Returns:
+    The sampled serialized records.
+  """
+  keyed = records | 'KeyByStratum' >> beam.Map(
+      lambda r: (_label_of(r, label_key) if label_key else (), (_sample_key(r, seed), r)))
+  quotas = (
+      keyed
+      | 'CountPerStratum' >> beam.combiners.Count.PerKey()
+      | 'Counts' >> beam.combiners.ToDict()
+      | 'Quotas' >> beam.Map(allocate, n))
+  return (
+      keyed
+      # A stratum never needs more than n records, so n per key bounds the memory used.
+      | 'SmallestKeysPerStratum' >> beam.combiners.Top.SmallestPerKey(n)
+      | 'TrimToQuota' >> beam.FlatMap(
+          lambda kv, q: [r for _, r in kv[1][:q[kv[0]]]], q=beam.pvalue.AsSingleton(quotas)))
+
+
+def fingerprint(records: Iterable[bytes]) -> Tuple[int, str]:
+  """Returns (count, sha256 hex) of a set of records, independent of their order."""
+  digests = sorted(hashlib.sha256(r).digest() for r in records)
+  return len(digests), hashlib.sha256(b''.join(digests)).hexdigest()
+
+
+def read_records(file_pattern: str) -> List[bytes]:
+  """Reads every record of gzip or plain TFRecord files matching a pattern."""
+  records = []
+  for path in sorted(tf.io.gfile.glob(file_pattern)):
+    compression = 'GZIP' if path.endswith('.gz') else ''
+    records.extend(r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=compression))
+  return records
+
+
+def input_feature_spec(model: tf.keras.Model) -> Dict[str, tf.io.FixedLenFeature]:
+  """A tf.Example parsing spec for the model's inputs, derived from their names and shapes.
+
+  Model inputs are named after the features they read (the module-file contract), so the model
+  alone says how to parse calibration examples.
+  """
+  spec = {}
+  for name, tensor in zip(model.input_names, model.inputs):
+    dtype = tf.as_dtype(tensor.dtype)
+    if dtype.is_floating:
+      parse_dtype = tf.float32
+    elif dtype.is_integer or dtype.is_bool:
+      parse_dtype = tf.int64
+    else:
+      parse_dtype = tf.string
+    shape = tensor.shape[1:]
+    if not shape.is_fully_defined():
+      raise ValueError(f'model input {name!r} has shape {tensor.shape}; calibration needs every '
+                       'dimension but the batch dimension to be fixed.')
+    spec[name] = tf.io.FixedLenFeature(shape.as_list(), parse_dtype)
+  return spec
+
+
+def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
+                    source: str) -> Dict[str, np.ndarray]:
+  """Parses records into {input name: array} for the model, with errors that name the data.
+
+  Args:
+    records: serialized tf.Examples.
+    model: the Keras model whose inputs the arrays feed.
+    source: what the records are (an artifact URI), for error messages.
+
+  Returns:
+    One array per model input, first dimension = number of records.
+
+  Raises:
+    ValueError: a feature is missing, has the wrong type or shape, or holds NaN/Inf.
+  """
+  spec = input_feature_spec(model)
+  try:
+    parsed = tf.io.parse_example(tf.constant(list(records)), spec)
+  except tf.errors.InvalidArgumentError as e:
+    wanted = {k: f'{v.dtype.name}{v.shape}' for k, v in spec.items()}
+    raise ValueError(f'calibration examples from {source} do not match the model inputs '
+                     f'{wanted}: {e.message}') from e
+  arrays = {}
+  for name, tensor in zip(model.input_names, model.inputs):
+    value = parsed[name].numpy().astype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
+    if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+      bad = int(np.sum(~np.isfinite(value)))
+      raise ValueError(f'calibration examples from {source}: feature {name!r} holds {bad} NaN '
+                       'or Inf values; they would make the quantization ranges meaningless.')
+    arrays[name] = value
+  return arrays
+
+
+def representative_dataset(arrays: Mapping[str, np.ndarray]) -> conversion.RepresentativeData:
+  """Wraps input arrays as a TFLite representative dataset: one {name: batch-of-1} per sample."""
+  count = len(next(iter(arrays.values())))
+
+  def generate():
+    for i in range(count):
+      yield {name: value[i:i + 1] for name, value in arrays.items()}
+
+  return generate

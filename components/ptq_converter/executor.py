@@ -1,0 +1,116 @@
+"""PTQConverter executor: parses the artifacts and delegates to calibration and conversion."""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from absl import logging
+import apache_beam as beam
+import tensorflow as tf
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components import keys
+from components import model_io
+from components.ptq_converter import calibration
+from components.ptq_converter import conversion
+
+
+def _split_file_pattern(examples: types.Artifact, split: str) -> str:
+  splits = artifact_utils.decode_split_names(examples.split_names)
+  if split not in splits:
+    raise ValueError(f'Examples artifact {examples.uri} has no split {split!r} '
+                     f'(calibration_split); its splits are {splits}.')
+  payload = examples_utils.get_payload_format(examples)
+  if payload != example_gen_pb2.FORMAT_TF_EXAMPLE:
+    raise ValueError(f'Examples artifact {examples.uri} holds '
+                     f'{example_gen_pb2.PayloadFormat.Name(payload)}; calibration reads '
+                     'FORMAT_TF_EXAMPLE only.')
+  return io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+  """Samples calibration data with Beam, converts to TFLite, and records what it made."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    mode = exec_properties[keys.MODE_KEY]
+    inference_io = exec_properties[keys.INFERENCE_IO_KEY]
+    model_artifact = artifact_utils.get_single_instance(input_dict[keys.MODEL_KEY])
+    tflite_artifact = artifact_utils.get_single_instance(output_dict[keys.TFLITE_MODEL_KEY])
+    calibration_artifact = artifact_utils.get_single_instance(output_dict[keys.CALIBRATION_KEY])
+
+    model = model_io.load_keras_model(model_artifact.uri)
+    representative_data = None
+    count, digest = 0, ''
+    calibration_artifact.split_names = artifact_utils.encode_split_names([])
+    if mode in conversion.CALIBRATED_MODES:
+      examples = artifact_utils.get_single_instance(input_dict[keys.EXAMPLES_KEY])
+      records = self._sample(
+          examples, exec_properties[keys.CALIBRATION_SPLIT_KEY],
+          exec_properties[keys.CALIBRATION_SAMPLES_KEY], exec_properties.get(keys.LABEL_KEY),
+          exec_properties[keys.SEED_KEY], calibration_artifact)
+      count, digest = calibration.fingerprint(records)
+      arrays = calibration.to_input_arrays(records, model, source=examples.uri)
+      representative_data = calibration.representative_dataset(arrays)
+    for artifact in (calibration_artifact, tflite_artifact):
+      artifact.set_int_custom_property(keys.PROP_CALIBRATION_COUNT, count)
+      artifact.set_string_custom_property(keys.PROP_CALIBRATION_SHA256, digest)
+
+    logging.info('PTQConverter: converting to TFLite, mode=%s inference_io=%s.', mode,
+                 inference_io)
+    tflite_model = conversion.convert(model, mode, representative_data, inference_io)
+    self._write_model(tflite_model, tflite_artifact)
+
+    details = conversion.io_details(tflite_model)
+    tflite_artifact.set_string_custom_property(keys.PROP_MODE, mode)
+    tflite_artifact.set_string_custom_property(keys.PROP_INFERENCE_IO, inference_io)
+    tflite_artifact.set_int_custom_property(keys.PROP_SIZE_BYTES, len(tflite_model))
+    for prop, tensors in ((keys.PROP_INPUT_DTYPES, details['inputs']),
+                          (keys.PROP_OUTPUT_DTYPES, details['outputs'])):
+      tflite_artifact.set_string_custom_property(
+          prop, json.dumps({t.name: t.dtype for t in tensors}, sort_keys=True))
+    logging.info('PTQConverter: wrote %d bytes (%s) to %s.', len(tflite_model), mode,
+                 tflite_artifact.uri)
+
+  def _sample(self, examples: types.Artifact, split: str, n: int, label_key: Optional[str],
+              seed: int, calibration_artifact: types.Artifact) -> List[bytes]:
+    """Samples with Beam into the calibration artifact and returns the sampled records."""
+    pattern = _split_file_pattern(examples, split)
+    calibration_artifact.split_names = artifact_utils.encode_split_names(
+        [keys.CALIBRATION_SPLIT_NAME])
+    out_dir = artifact_utils.get_split_uri([calibration_artifact], keys.CALIBRATION_SPLIT_NAME)
+    logging.info('PTQConverter: sampling %d calibration examples from %s (stratified by %s).', n,
+                 pattern, label_key or 'nothing')
+    with self._make_beam_pipeline() as pipeline:
+      _ = (
+          pipeline
+          | 'ReadExamples' >> beam.io.ReadFromTFRecord(pattern)
+          | 'Sample' >> calibration.SampleExamples(n, label_key=label_key, seed=seed)
+          | 'Write' >> beam.io.WriteToTFRecord(
+              os.path.join(out_dir, 'data_tfrecord'), file_name_suffix='.gz', num_shards=1))
+    examples_utils.set_payload_format(calibration_artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    records = calibration.read_records(io_utils.all_files_pattern(out_dir))
+    floor = min(n, calibration.MIN_CALIBRATION_SAMPLES)
+    if len(records) < floor:
+      raise ValueError(
+          f'Examples artifact {examples.uri}, split {split!r}: {len(records)} examples, fewer '
+          f'than the {floor} that calibration needs at least.')
+    if len(records) < n:
+      logging.warning(
+          'PTQConverter: split %r of %s holds only %d examples, fewer than calibration_samples='
+          '%d; calibrating on all of them.', split, examples.uri, len(records), n)
+    return records
+
+  @staticmethod
+  def _write_model(tflite_model: bytes, artifact: types.Artifact) -> None:
+    serving_dir = model_io.serving_model_dir(artifact.uri)
+    tf.io.gfile.makedirs(serving_dir)
+    for path in (os.path.join(serving_dir, keys.TFLITE_FILE_NAME),
+                 os.path.join(artifact.uri, keys.PLAIN_TFLITE_FILE_NAME)):
+      with tf.io.gfile.GFile(path, 'wb') as f:
+        f.write(tflite_model)

@@ -1,0 +1,1 @@
+"""TFLitePusher: publishes blessed TFLite models through a Publisher."""

@@ -1,0 +1,92 @@
+"""Runs the pipeline on this machine: `python -m pipelines.run_local --runner local|beam`.
+
+Both runners execute the same create_pipeline(...): LocalDagRunner runs the components one by
+one in this process; BeamDagRunner schedules them as a Beam pipeline. Inside, the Beam-powered
+components (ExampleGen, PTQConverter, Evaluator) use the DirectRunner with --beam-arg flags.
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+from absl import logging as absl_logging
+from tfx import v1 as tfx
+
+from components.ptq_converter import conversion
+from pipelines import data
+from pipelines import pipeline as pipeline_lib
+from pipelines import summary
+
+# Small data on a small machine: one in-process worker is the fastest DirectRunner setting.
+DEFAULT_BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--runner', choices=('local', 'beam'), default='local',
+                      help='LocalDagRunner or BeamDagRunner (default: local).')
+  parser.add_argument('--output-dir', default='demo_output',
+                      help='data/, pipeline_root/, metadata.sqlite and pushed_models/ go here.')
+  parser.add_argument('--pipeline-name', default='tfx_edge_digits')
+  parser.add_argument('--model-name', default='digits', help='name the model is pushed under.')
+  parser.add_argument('--train-steps', type=int, default=600)
+  parser.add_argument('--calibration-samples', type=int, default=300)
+  parser.add_argument('--int8-io', choices=(conversion.IO_NATIVE, conversion.IO_FLOAT32),
+                      default=conversion.IO_NATIVE,
+                      help='int8 model I/O: native (int8 tensors) or float32.')
+  parser.add_argument('--min-accuracy', type=float, default=0.5,
+                      help='gate: lowest accepted int8 accuracy.')
+  parser.add_argument('--max-accuracy-drop', type=float, default=0.01,
+                      help='gate: largest accepted absolute drop vs the float32 baseline.')
+  parser.add_argument('--enable-cache', action='store_true',
+                      help='reuse outputs of unchanged steps from earlier runs.')
+  parser.add_argument('--beam-arg', action='append', default=None, dest='beam_args',
+                      help=f'Beam pipeline argument (repeatable); default {DEFAULT_BEAM_ARGS}.')
+  return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  absl_logging.set_verbosity(absl_logging.INFO)
+  paths = pipeline_lib.demo_paths(args.output_dir)
+  data.export_digits(paths['data_root'])
+
+  pipeline = pipeline_lib.create_pipeline(
+      pipeline_name=args.pipeline_name,
+      pipeline_root=paths['pipeline_root'],
+      data_root=paths['data_root'],
+      push_destination=paths['push_destination'],
+      model_name=args.model_name,
+      train_steps=args.train_steps,
+      calibration_samples=args.calibration_samples,
+      int8_io=args.int8_io,
+      min_accuracy=args.min_accuracy,
+      max_accuracy_drop=args.max_accuracy_drop,
+      beam_pipeline_args=args.beam_args or DEFAULT_BEAM_ARGS,
+      metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          paths['metadata_path']),
+      enable_cache=args.enable_cache)
+
+  start = time.monotonic()
+  if args.runner == 'local':
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+  else:
+    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # pylint: disable=g-import-not-at-top
+    BeamDagRunner().run(pipeline)
+  elapsed = time.monotonic() - start
+
+  rows = summary.summarize(paths['metadata_path'], args.pipeline_name)
+  print(f'\nPipeline {args.pipeline_name!r} finished with the {args.runner} runner in '
+        f'{elapsed:.0f}s.\n')
+  print(summary.format_table(rows))
+  print(f'\nArtifacts: {paths["pipeline_root"]}\nML Metadata: {paths["metadata_path"]}\n'
+        f'Pushed models: {paths["push_destination"]}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
