@@ -65,7 +65,8 @@ def build_model() -> tf_keras.Model:
   return model
 
 
-def _serving_signature(model: tf_keras.Model):
+def save_model(model: tf_keras.Model, serving_model_dir: str) -> None:
+  """Saves the model as a SavedModel whose serving_default signature parses tf.Examples."""
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve_tf_examples(serialized):
@@ -73,7 +74,8 @@ def _serving_signature(model: tf_keras.Model):
         serialized, {k: v for k, v in FEATURE_SPEC.items() if k != data.LABEL_KEY})
     return {'outputs': model(features)}
 
-  return serve_tf_examples
+  model.save(serving_model_dir, save_format='tf',
+             signatures={'serving_default': serve_tf_examples})
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -91,5 +93,4 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       validation_steps=fn_args.eval_steps,
       callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
       verbose=2)
-  model.save(fn_args.serving_model_dir, save_format='tf',
-             signatures={'serving_default': _serving_signature(model)})
+  save_model(model, fn_args.serving_model_dir)

@@ -1,0 +1,89 @@
+"""End to end: the real pipeline through `python -m pipelines.run_local` with both runners."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from components.ptq_converter import conversion
+from pipelines import pipeline as pipeline_lib
+from pipelines import summary
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+PIPELINE = 'tfx_edge_digits'
+
+
+def run_pipeline(output_dir, *args):
+  """Runs the local entry point as a user would; returns its combined output."""
+  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pipelines.run_local', '--output-dir', str(output_dir), *args],
+      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+      timeout=1200, check=False)
+  assert proc.returncode == 0, proc.stdout[-5000:]
+  return proc.stdout
+
+
+def rows_by_variant(output_dir):
+  paths = pipeline_lib.demo_paths(str(output_dir))
+  return {r.variant: r for r in summary.summarize(paths['metadata_path'], PIPELINE)}
+
+
+@pytest.fixture(scope='module')
+def local_run(tmp_path_factory):
+  output_dir = tmp_path_factory.mktemp('local_run')
+  return output_dir, run_pipeline(output_dir, '--runner', 'local')
+
+
+def _assert_blessed_int8_push(output_dir):
+  rows = rows_by_variant(output_dir)
+  baseline, int8 = rows[pipeline_lib.PTQ_FLOAT32], rows[pipeline_lib.PTQ_INT8]
+  assert int8.blessed == 'BLESSED'
+  assert abs(int8.accuracy - baseline.accuracy) <= 0.01, (int8.accuracy, baseline.accuracy)
+  assert int8.accuracy > 0.9
+  pushed_file = os.path.join(int8.pushed_to, 'model.tflite')
+  with open(pushed_file, 'rb') as f:
+    tflite_model = f.read()
+  # Weights and activations int8 (biases int32), int8 I/O: nothing float is left.
+  assert set(conversion.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
+  assert len(tflite_model) == int8.size_bytes
+  assert int8.size_bytes < baseline.size_bytes / 3
+  return rows
+
+
+def test_local_runner_pushes_a_blessed_int8_model(local_run):
+  output_dir, output = local_run
+
+  rows = _assert_blessed_int8_push(output_dir)
+
+  assert 'finished with the local runner' in output
+  # The printed summary names the pushed version directory.
+  assert rows[pipeline_lib.PTQ_INT8].pushed_to.endswith(os.path.join('digits', '00000001'))
+  assert rows[pipeline_lib.PTQ_INT8].pushed_to in output
+
+
+def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
+  output_dir, _ = local_run
+  push_root = os.path.join(pipeline_lib.demo_paths(str(output_dir))['push_destination'], 'digits')
+  before = sorted(os.listdir(push_root))
+
+  # Unchanged steps come from the cache: only the Evaluator and the pusher run again.
+  output = run_pipeline(output_dir, '--runner', 'local', '--enable-cache', '--min-accuracy', '1.0')
+
+  rows = rows_by_variant(output_dir)
+  int8 = rows[pipeline_lib.PTQ_INT8]
+  assert int8.accuracy < 1.0
+  assert int8.blessed == 'NOT_BLESSED'
+  assert int8.pushed_to.startswith('not pushed: model is NOT_BLESSED')
+  assert 'TFLitePusher: NOT pushing' in output
+  assert f'sparse_categorical_accuracy value = {int8.accuracy:+.4f} fails the bound >= 1.0000' in (
+      output)
+  assert sorted(os.listdir(push_root)) == before
+
+
+def test_beam_runner_pushes_a_blessed_int8_model(tmp_path):
+  output = run_pipeline(tmp_path, '--runner', 'beam')
+
+  _assert_blessed_int8_push(tmp_path)
+  assert 'finished with the beam runner' in output
