@@ -2,7 +2,7 @@
 
 Public API::
 
-    from components import PTQConverter, TFLitePusher
+    from components import Pruner, Clusterer, QATTrainer, PTQConverter, TFLitePusher
 """
 import os
 
@@ -10,7 +10,10 @@ import os
 # once, at its first import, so it must be set before anything imports tensorflow.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
+from components.clusterer.component import Clusterer  # noqa: E402
 from components.ptq_converter.component import PTQConverter  # noqa: E402
+from components.pruner.component import Pruner  # noqa: E402
 from components.pusher.component import TFLitePusher  # noqa: E402
+from components.qat_trainer.component import QATTrainer  # noqa: E402
 
-__all__ = ['PTQConverter', 'TFLitePusher']
+__all__ = ['Clusterer', 'PTQConverter', 'Pruner', 'QATTrainer', 'TFLitePusher']

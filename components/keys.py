@@ -26,6 +26,7 @@ ALLOWED_MODES_KEY = 'allowed_modes'
 PROP_MODE = 'tfx_edge_mode'
 PROP_INFERENCE_IO = 'tfx_edge_inference_io'
 PROP_SIZE_BYTES = 'tfx_edge_size_bytes'
+PROP_GZIP_SIZE_BYTES = 'tfx_edge_gzip_size_bytes'
 PROP_INPUT_DTYPES = 'tfx_edge_input_dtypes'
 PROP_OUTPUT_DTYPES = 'tfx_edge_output_dtypes'
 PROP_CALIBRATION_COUNT = 'tfx_edge_calibration_count'
@@ -45,3 +46,25 @@ PROP_BLESSED = 'blessed'
 TFLITE_FILE_NAME = 'tflite'
 PLAIN_TFLITE_FILE_NAME = 'model.tflite'
 CALIBRATION_SPLIT_NAME = 'calibration'
+
+# Fine-tuning (Pruner, Clusterer, QATTrainer).
+INPUT_FN_KEY = 'input_fn'
+MODULE_FILE_KEY = 'module_file'  # Same name as TFX's, so its udf_utils can load the function.
+FINE_TUNING_KEY = 'fine_tuning'  # JSON of FineTuneConfig.
+OPTIMIZATION_KEY = 'optimization'  # JSON of the component's own config.
+OPTIMIZED_MODEL_KEY = 'optimized_model'
+
+# What optimizers did, carried from model to model (and onto PTQConverter's output), so a later
+# step can pick its scheme and a report can show the whole chain.
+PROP_HISTORY = 'tfx_edge_history'  # JSON list, e.g. ["prune", "cluster", "qat"]
+PROP_SPARSITY = 'tfx_edge_sparsity'  # Overall fraction of zero weights in pruned layers.
+PROP_SPARSITY_PER_LAYER = 'tfx_edge_sparsity_per_layer'  # JSON {layer: fraction}
+PROP_SPARSITY_STRUCTURE = 'tfx_edge_sparsity_structure'  # 'unstructured' or '2:4'
+PROP_CLUSTERS = 'tfx_edge_number_of_clusters'
+PROP_UNIQUE_WEIGHTS = 'tfx_edge_unique_weights_per_layer'  # JSON {layer: count}
+PROP_2BY4_VERIFIED = 'tfx_edge_2by4_verified_tensors'  # JSON list, set by PTQConverter
+PROP_CLUSTER_PRESERVE_SPARSITY = 'tfx_edge_cluster_preserve_sparsity'
+PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'  # Keras eval accuracy after fine-tuning
+PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'
+PROP_FLOAT_LAYERS = 'tfx_edge_float_layers'  # JSON list of layers QAT left in float
+MODEL_RUN_KEY = 'model_run'  # TensorBoard logs of fine-tuning, as the Trainer's model_run.

@@ -1,7 +1,10 @@
 """Loading the Keras model inside a Trainer's (or another component's) Model artifact."""
 import os
 
+from typing import Dict
+
 import tensorflow as tf
+import tensorflow_model_optimization as tfmot
 import tf_keras
 from tfx.utils import path_utils
 
@@ -34,7 +37,9 @@ def load_keras_model(model_uri: str) -> tf_keras.Model:
         f'Model artifact {model_uri}: no SavedModel at {path} (expected saved_model.pb). The '
         'Trainer module must save the model with model.save(fn_args.serving_model_dir).')
   try:
-    model = tf_keras.models.load_model(path, compile=False)
+    # quantize_scope knows the wrapper layers a QATTrainer's model is saved with.
+    with tfmot.quantization.keras.quantize_scope():
+      model = tf_keras.models.load_model(path, compile=False)
   except Exception as e:  # Keras raises many types for unreadable models.
     raise ModelLoadError(
         f'Model artifact {model_uri}: the SavedModel at {path} cannot be reloaded as a Keras 2 '
@@ -46,3 +51,42 @@ def load_keras_model(model_uri: str) -> tf_keras.Model:
         f'Model artifact {model_uri}: reloaded a {type(model).__name__}, which is not a tf_keras '
         'Functional or Sequential model; only those can be converted and optimized.')
   return model
+
+
+def input_feature_spec(model: tf.keras.Model) -> Dict[str, tf.io.FixedLenFeature]:
+  """A tf.Example parsing spec for the model's inputs, derived from their names and shapes.
+
+  Model inputs are named after the features they read (the module-file contract), so the model
+  alone says how to parse calibration examples.
+  """
+  spec = {}
+  for name, tensor in zip(model.input_names, model.inputs):
+    dtype = tf.as_dtype(tensor.dtype)
+    if dtype.is_floating:
+      parse_dtype = tf.float32
+    elif dtype.is_integer or dtype.is_bool:
+      parse_dtype = tf.int64
+    else:
+      parse_dtype = tf.string
+    shape = tensor.shape[1:]
+    if not shape.is_fully_defined():
+      raise ValueError(f'model input {name!r} has shape {tensor.shape}; calibration needs every '
+                       'dimension but the batch dimension to be fixed.')
+    spec[name] = tf.io.FixedLenFeature(shape.as_list(), parse_dtype)
+  return spec
+
+
+def save_keras_model(model: tf_keras.Model, serving_dir: str) -> None:
+  """Saves a model so the next component (or TF Serving) can use it.
+
+  The SavedModel gets a `serving_default` signature that parses serialized tf.Examples with the
+  spec derived from the model inputs, like the Trainer module's, and the Keras metadata that
+  `load_keras_model` needs.
+  """
+  spec = input_feature_spec(model)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serve_tf_examples(serialized):
+    return {'outputs': model(tf.io.parse_example(serialized, spec))}
+
+  model.save(serving_dir, save_format='tf', signatures={'serving_default': serve_tf_examples})

@@ -23,6 +23,7 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import schema_utils
 
+from components import model_io
 from pipelines import data
 
 FEATURE_SPEC = {
@@ -65,19 +66,6 @@ def build_model() -> tf_keras.Model:
   return model
 
 
-def save_model(model: tf_keras.Model, serving_model_dir: str) -> None:
-  """Saves the model as a SavedModel whose serving_default signature parses tf.Examples."""
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
-  def serve_tf_examples(serialized):
-    features = tf.io.parse_example(
-        serialized, {k: v for k, v in FEATURE_SPEC.items() if k != data.LABEL_KEY})
-    return {'outputs': model(features)}
-
-  model.save(serving_model_dir, save_format='tf',
-             signatures={'serving_default': serve_tf_examples})
-
-
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
   """Trains the CNN and saves it as a SavedModel with a tf.Example serving signature."""
   tf_keras.utils.set_random_seed(SEED)
@@ -93,4 +81,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
       validation_steps=fn_args.eval_steps,
       callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
       verbose=2)
-  save_model(model, fn_args.serving_model_dir)
+  # Adds the tf.Example serving signature the contract asks for.
+  model_io.save_keras_model(model, fn_args.serving_model_dir)

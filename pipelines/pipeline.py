@@ -1,25 +1,49 @@
 """The one create_pipeline(...) that every runner (local, Beam, Kubeflow) uses."""
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components import Clusterer
 from components import PTQConverter
+from components import Pruner
+from components import QATTrainer
 from components import TFLitePusher
+from components.clusterer.clustering import ClusteringConfig
+from components.finetune.config import FineTuneConfig
 from components.gate import accuracy_gate_config
 from components.ptq_converter import conversion
+from components.pruner.pruning import PruningConfig
 from pipelines import data
 
 DEFAULT_RUN_FN = 'pipelines.digits_module.run_fn'
+DEFAULT_INPUT_FN = 'pipelines.digits_module.input_fn'
+
+# The model variants the pipeline can build; each is converted to int8 and gated by TFMA.
+PTQ = 'ptq'  # PTQ int8 of the trained model
+PRUNED = 'pruned'  # Pruner -> int8
+CLUSTERED = 'clustered'  # Clusterer -> int8
+PCQAT = 'pcqat'  # Pruner -> Clusterer -> QATTrainer (prune-and-cluster-preserving) -> int8
+VARIANTS = (PTQ, PRUNED, CLUSTERED, PCQAT)
 
 # Node ids, shared with the summary that reads the run back from ML Metadata.
 EXAMPLE_GEN = 'ImportExampleGen'
 TRAINER = 'Trainer'
 PTQ_FLOAT32 = 'ptq_float32'
-PTQ_INT8 = 'ptq_int8'
-EVALUATOR_INT8 = 'evaluator_int8'
-PUSHER_INT8 = 'pusher_int8'
+PRUNER = 'Pruner'
+CLUSTERER = 'Clusterer'
+PCQAT_CLUSTERER = 'Clusterer_after_Pruner'
+QAT_TRAINER = 'QATTrainer'
+PUSHER = 'TFLitePusher'
+
+
+def int8_node(variant: str) -> str:
+  return f'{variant}_int8'
+
+
+def evaluator_node(variant: str) -> str:
+  return f'{variant}_evaluator'
 
 
 def create_pipeline(
@@ -28,9 +52,12 @@ def create_pipeline(
     data_root: str,
     push_destination: str,
     *,
+    variants: Sequence[str] = VARIANTS,
+    push_variant: str = PTQ,
     model_name: str = 'digits',
     run_fn: Optional[str] = DEFAULT_RUN_FN,
     module_file: Optional[str] = None,
+    input_fn: Optional[str] = DEFAULT_INPUT_FN,
     train_steps: int = 600,
     eval_steps: int = 10,
     label_key: str = data.LABEL_KEY,
@@ -38,28 +65,41 @@ def create_pipeline(
     int8_io: str = conversion.IO_NATIVE,
     min_accuracy: float = 0.5,
     max_accuracy_drop: float = 0.01,
+    fine_tuning: Optional[FineTuneConfig] = None,
+    pruning: Optional[PruningConfig] = None,
+    clustering: Optional[ClusteringConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config=None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-  """Trainer -> PTQConverter (float32 baseline, int8) -> Evaluator gate -> TFLitePusher.
+  """Trainer -> optimizers -> PTQConverter (int8) per variant -> Evaluator gates -> TFLitePusher.
+
+  Every variant's int8 model is gated by its own Evaluator against one float32 TFLite baseline
+  of the trained model. Only `push_variant` goes on to the pusher.
 
   Args:
     pipeline_name: name in ML Metadata.
     pipeline_root: where artifacts are written (local path or URI).
     data_root: directory of tf.Example TFRecord files (ImportExampleGen's input_base).
     push_destination: directory the blessed int8 model is published to.
+    variants: which of VARIANTS to build.
+    push_variant: the variant whose int8 model is pushed when blessed (one of `variants`).
     model_name: name the model is published under.
     run_fn: import path of the Trainer's run_fn (works offline and in containers), or None to
       use `module_file`.
-    module_file: path of a Trainer module file, used when run_fn is None.
+    module_file: path of a module file with run_fn and input_fn, used when run_fn/input_fn are
+      None.
+    input_fn: import path of the module's input_fn, used by the fine-tuning components.
     train_steps: Trainer training steps.
     eval_steps: Trainer evaluation steps.
     label_key: label feature (stratifies calibration and feeds the accuracy metric).
     calibration_samples: calibration examples sampled by Beam for int8.
-    int8_io: input/output type of the int8 model: `native` (int8) or `float32`.
-    min_accuracy: the gate's value threshold on int8 accuracy.
-    max_accuracy_drop: the gate's change threshold: largest absolute accuracy drop vs float32.
+    int8_io: input/output type of the int8 models: `native` (int8) or `float32`.
+    min_accuracy: the gates' value threshold on int8 accuracy.
+    max_accuracy_drop: the gates' change threshold: largest absolute accuracy drop vs float32.
+    fine_tuning: fine-tuning of every optimizer (default FineTuneConfig()).
+    pruning: the Pruner's configuration (default 80% sparsity, reached at 60% of fine-tuning).
+    clustering: the Clusterers' configuration (default 16 clusters).
     beam_pipeline_args: arguments for every Beam-powered component (ExampleGen, PTQConverter,
       Evaluator), for example a distributed runner's flags.
     metadata_connection_config: ML Metadata connection; the runner supplies it.
@@ -73,6 +113,17 @@ def create_pipeline(
   for name, value in (('train_steps', train_steps), ('eval_steps', eval_steps)):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
       raise ValueError(f'{name}={value!r} is not accepted; it must be a positive integer.')
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown or not variants or len(set(variants)) != len(variants):
+    raise ValueError(f'variants={list(variants)!r} is not accepted: give distinct names from '
+                     f'{", ".join(VARIANTS)}.')
+  if push_variant not in variants:
+    raise ValueError(f'push_variant={push_variant!r} is not among variants={list(variants)!r}.')
+  fine_tuning = fine_tuning or FineTuneConfig()
+  # Reach the target by 60% of fine-tuning, leaving the rest to recover accuracy.
+  pruning = pruning or PruningConfig(target_sparsity=0.8, end=0.6)
+  clustering = clustering or ClusteringConfig(number_of_clusters=16)
+  user_code = {'input_fn': input_fn} if input_fn else {'module_file': module_file}
 
   example_gen = tfx.components.ImportExampleGen(
       input_base=data_root,
@@ -89,36 +140,62 @@ def create_pipeline(
       train_args=tfx.proto.TrainArgs(num_steps=train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
       **trainer_source).with_id(TRAINER)
+  trained = trainer.outputs['model']
+  components = [example_gen, trainer]
 
   # TFMA cannot mix TFLite and SavedModel models in one evaluation: the baseline is float32 TFLite.
-  ptq_float32 = PTQConverter(
-      model=trainer.outputs['model'], mode=conversion.FLOAT32).with_id(PTQ_FLOAT32)
-  ptq_int8 = PTQConverter(
-      model=trainer.outputs['model'],
-      examples=examples,
-      mode=conversion.INT8,
-      inference_io=int8_io,
-      calibration_samples=calibration_samples,
-      label_key=label_key).with_id(PTQ_INT8)
+  ptq_float32 = PTQConverter(model=trained, mode=conversion.FLOAT32).with_id(PTQ_FLOAT32)
+  components.append(ptq_float32)
+  gate = accuracy_gate_config(label_key, min_accuracy, max_accuracy_drop)
 
-  evaluator = tfx.components.Evaluator(
-      examples=examples,
-      model=ptq_int8.outputs['tflite_model'],
-      baseline_model=ptq_float32.outputs['tflite_model'],
-      eval_config=accuracy_gate_config(label_key, min_accuracy, max_accuracy_drop)).with_id(
-          EVALUATOR_INT8)
+  optimizer_args = dict(examples=examples, fine_tuning=fine_tuning, **user_code)
+  pruner = None
+  if PRUNED in variants or PCQAT in variants:
+    pruner = Pruner(model=trained, pruning=pruning, **optimizer_args).with_id(PRUNER)
+    components.append(pruner)
+  sources = {PTQ: trained}
+  if PRUNED in variants:
+    sources[PRUNED] = pruner.outputs['optimized_model']
+  if CLUSTERED in variants:
+    clusterer = Clusterer(model=trained, clustering=clustering, **optimizer_args).with_id(CLUSTERER)
+    components.append(clusterer)
+    sources[CLUSTERED] = clusterer.outputs['optimized_model']
+  if PCQAT in variants:
+    # The Clusterer preserves the Pruner's zeros; QATTrainer picks PCQAT from that history.
+    pruned_clusterer = Clusterer(model=pruner.outputs['optimized_model'], clustering=clustering,
+                                 **optimizer_args).with_id(PCQAT_CLUSTERER)
+    qat_trainer = QATTrainer(model=pruned_clusterer.outputs['optimized_model'],
+                             **optimizer_args).with_id(QAT_TRAINER)
+    components += [pruned_clusterer, qat_trainer]
+    sources[PCQAT] = qat_trainer.outputs['optimized_model']
 
-  pusher = TFLitePusher(
-      model=ptq_int8.outputs['tflite_model'],
-      model_blessing=evaluator.outputs['blessing'],
-      evaluation=evaluator.outputs['evaluation'],
-      push_destination=push_destination,
-      model_name=model_name).with_id(PUSHER_INT8)
+  for variant in variants:
+    int8 = PTQConverter(
+        model=sources[variant],
+        examples=examples,
+        mode=conversion.INT8,
+        inference_io=int8_io,
+        calibration_samples=calibration_samples,
+        label_key=label_key).with_id(int8_node(variant))
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=int8.outputs['tflite_model'],
+        baseline_model=ptq_float32.outputs['tflite_model'],
+        eval_config=gate).with_id(evaluator_node(variant))
+    components += [int8, evaluator]
+    if variant == push_variant:
+      components.append(
+          TFLitePusher(
+              model=int8.outputs['tflite_model'],
+              model_blessing=evaluator.outputs['blessing'],
+              evaluation=evaluator.outputs['evaluation'],
+              push_destination=push_destination,
+              model_name=model_name).with_id(PUSHER))
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, trainer, ptq_float32, ptq_int8, evaluator, pusher],
+      components=components,
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [])

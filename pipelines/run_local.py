@@ -14,6 +14,7 @@ from typing import List, Optional
 from absl import logging as absl_logging
 from tfx import v1 as tfx
 
+from components.finetune.config import FineTuneConfig
 from components.ptq_converter import conversion
 from pipelines import data
 from pipelines import pipeline as pipeline_lib
@@ -32,7 +33,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='data/, pipeline_root/, metadata.sqlite and pushed_models/ go here.')
   parser.add_argument('--pipeline-name', default='tfx_edge_digits')
   parser.add_argument('--model-name', default='digits', help='name the model is pushed under.')
+  parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS),
+                      help='comma-separated variants to build (default: all of '
+                      f'{",".join(pipeline_lib.VARIANTS)}).')
+  parser.add_argument('--push-variant', default=pipeline_lib.PTQ,
+                      help='the variant whose blessed int8 model is pushed.')
   parser.add_argument('--train-steps', type=int, default=600)
+  parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
+  parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
+                      help='fine-tuning steps per epoch of every optimizer.')
+  parser.add_argument('--finetune-learning-rate', type=float,
+                      default=FineTuneConfig.learning_rate)
   parser.add_argument('--calibration-samples', type=int, default=300)
   parser.add_argument('--int8-io', choices=(conversion.IO_NATIVE, conversion.IO_FLOAT32),
                       default=conversion.IO_NATIVE,
@@ -61,6 +72,11 @@ def main(argv: Optional[List[str]] = None) -> int:
       data_root=paths['data_root'],
       push_destination=paths['push_destination'],
       model_name=args.model_name,
+      variants=[v for v in args.variants.split(',') if v],
+      push_variant=args.push_variant,
+      fine_tuning=FineTuneConfig(epochs=args.finetune_epochs,
+                                 steps_per_epoch=args.finetune_steps,
+                                 learning_rate=args.finetune_learning_rate),
       train_steps=args.train_steps,
       calibration_samples=args.calibration_samples,
       int8_io=args.int8_io,

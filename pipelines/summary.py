@@ -1,5 +1,6 @@
 """Reads a finished run back from ML Metadata into the table `make demo` prints."""
 import dataclasses
+import json
 from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
@@ -15,8 +16,12 @@ from pipelines import pipeline as pipeline_lib
 class VariantRow:
   """One converted model and what happened to it."""
   variant: str
+  chain: str
   mode: str
+  sparsity: Optional[float]
+  clusters: Optional[int]
   size_bytes: int
+  gzip_bytes: int
   accuracy: Optional[float]
   blessed: str
   pushed_to: str
@@ -30,9 +35,13 @@ def _props(artifact: metadata_store_pb2.Artifact) -> Dict[str, object]:
   return out
 
 
-def latest_outputs(store: metadata_store.MetadataStore, pipeline_name: str,
-                   node_id: str) -> Dict[str, metadata_store_pb2.Artifact]:
-  """Output artifacts, by output key, of the newest execution of one pipeline node."""
+_OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
+
+
+def latest_artifacts(store: metadata_store.MetadataStore, pipeline_name: str, node_id: str,
+                     event_types=_OUTPUTS) -> Dict[str, metadata_store_pb2.Artifact]:
+  """Artifacts, by key, of the newest execution of one node (its outputs unless told)."""
   context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
   if context is None:
     return {}
@@ -42,10 +51,27 @@ def latest_outputs(store: metadata_store.MetadataStore, pipeline_name: str,
   latest = max(executions, key=lambda e: e.id)
   events = [
       e for e in store.get_events_by_execution_ids([latest.id])
-      if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+      if e.type in event_types
   ]
   artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events if e.path.steps}
+
+
+def _row(variant: str, model: metadata_store_pb2.Artifact, accuracy: Optional[float],
+         blessed: str, pushed_to: str) -> VariantRow:
+  props = _props(model)
+  history = json.loads(props.get(keys.PROP_HISTORY) or '[]')
+  return VariantRow(
+      variant=variant,
+      chain=' > '.join(history + [str(props.get(keys.PROP_MODE, '?'))]),
+      mode=str(props.get(keys.PROP_MODE, '?')),
+      sparsity=props.get(keys.PROP_SPARSITY),
+      clusters=props.get(keys.PROP_CLUSTERS),
+      size_bytes=int(props.get(keys.PROP_SIZE_BYTES, 0)),
+      gzip_bytes=int(props.get(keys.PROP_GZIP_SIZE_BYTES, 0)),
+      accuracy=accuracy,
+      blessed=blessed,
+      pushed_to=pushed_to)
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
@@ -55,47 +81,55 @@ def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
   config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
   store = metadata_store.MetadataStore(config)
 
-  evaluation = latest_outputs(store, pipeline_name, pipeline_lib.EVALUATOR_INT8)
-  accuracy = {}
-  if 'evaluation' in evaluation:
-    accuracy = results.metric_values(evaluation['evaluation'].uri, eval_config.ACCURACY_METRIC)
-  blessing = evaluation.get('blessing')
-  blessed = 'n/a'
-  if blessing is not None:
-    blessed = 'BLESSED' if _props(blessing).get(keys.PROP_BLESSED) == 1 else 'NOT_BLESSED'
-  pushed = latest_outputs(store, pipeline_name, pipeline_lib.PUSHER_INT8).get(
-      keys.PUSHED_MODEL_KEY)
+  pushed = latest_artifacts(store, pipeline_name, pipeline_lib.PUSHER).get(keys.PUSHED_MODEL_KEY)
+  pusher_input = latest_artifacts(store, pipeline_name, pipeline_lib.PUSHER, _INPUTS).get(
+      keys.MODEL_KEY)
   pushed_to = '-'
   if pushed is not None:
     props = _props(pushed)
     pushed_to = (props.get(keys.PROP_PUSHED_DESTINATION, '') if props.get(keys.PROP_PUSHED) == 1
                  else f'not pushed: {props.get(keys.PROP_PUSH_REASON, "")}')
 
-  rows = []
-  for node_id, model_name, row_blessed, row_pushed in (
-      (pipeline_lib.PTQ_FLOAT32, eval_config.BASELINE, 'baseline', '-'),
-      (pipeline_lib.PTQ_INT8, eval_config.CANDIDATE, blessed, pushed_to)):
-    model = latest_outputs(store, pipeline_name, node_id).get(keys.TFLITE_MODEL_KEY)
+  rows, baseline_accuracy = [], None
+  for variant in pipeline_lib.VARIANTS:
+    model = latest_artifacts(store, pipeline_name, pipeline_lib.int8_node(variant)).get(
+        keys.TFLITE_MODEL_KEY)
     if model is None:
       continue
-    props = _props(model)
-    rows.append(
-        VariantRow(
-            variant=node_id,
-            mode=str(props.get(keys.PROP_MODE, '?')),
-            size_bytes=int(props.get(keys.PROP_SIZE_BYTES, 0)),
-            accuracy=accuracy.get(model_name),
-            blessed=row_blessed,
-            pushed_to=row_pushed))
+    evaluation = latest_artifacts(store, pipeline_name, pipeline_lib.evaluator_node(variant))
+    accuracy, blessed = {}, 'n/a'
+    if 'evaluation' in evaluation:
+      accuracy = results.metric_values(evaluation['evaluation'].uri, eval_config.ACCURACY_METRIC)
+      baseline_accuracy = accuracy.get(eval_config.BASELINE, baseline_accuracy)
+    if 'blessing' in evaluation:
+      blessing = _props(evaluation['blessing'])
+      blessed = 'BLESSED' if blessing.get(keys.PROP_BLESSED) == 1 else 'NOT_BLESSED'
+    is_pushed_variant = pusher_input is not None and pusher_input.id == model.id
+    rows.append(_row(variant, model, accuracy.get(eval_config.CANDIDATE), blessed,
+                     pushed_to if is_pushed_variant else '-'))
+  baseline = latest_artifacts(store, pipeline_name, pipeline_lib.PTQ_FLOAT32).get(
+      keys.TFLITE_MODEL_KEY)
+  if baseline is not None:
+    rows.insert(0, _row('baseline', baseline, baseline_accuracy, 'baseline', '-'))
   return rows
 
 
 def format_table(rows: List[VariantRow]) -> str:
-  """A plain-text table of the rows."""
-  header = ('variant', 'mode', 'size (bytes)', 'accuracy', 'blessed', 'pushed to')
-  cells = [header] + [(r.variant, r.mode, f'{r.size_bytes:,}',
-                       '-' if r.accuracy is None else f'{r.accuracy:.4f}', r.blessed, r.pushed_to)
-                      for r in rows]
+  """A plain-text table of the rows, sizes also as ratios to the float32 baseline."""
+  base = next((r for r in rows if r.variant == 'baseline'), None)
+
+  def ratio(value, reference):
+    return f' ({reference / value:.1f}x)' if base and value else ''
+
+  header = ('variant', 'chain', 'sparsity', 'clusters', 'size (bytes)', 'gzip (bytes)',
+            'accuracy', 'blessed', 'pushed to')
+  cells = [header] + [
+      (r.variant, r.chain, '-' if r.sparsity is None else f'{r.sparsity:.2f}',
+       '-' if r.clusters is None else str(r.clusters),
+       f'{r.size_bytes:,}' + ratio(r.size_bytes, base.size_bytes if base else 0),
+       f'{r.gzip_bytes:,}' + ratio(r.gzip_bytes, base.gzip_bytes if base else 0),
+       '-' if r.accuracy is None else f'{r.accuracy:.4f}', r.blessed, r.pushed_to)
+      for r in rows]
   widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
   lines = []
   for i, row in enumerate(cells):

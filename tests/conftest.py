@@ -11,6 +11,7 @@ import tf_keras  # noqa: E402
 from tfx.types import artifact_utils  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 
+from components import model_io  # noqa: E402
 from pipelines import data  # noqa: E402
 from pipelines import digits_module  # noqa: E402
 
@@ -61,7 +62,7 @@ def trained_model_artifact(tmp_path_factory, digits_arrays):
   model.fit({data.PIXELS_KEY: pixels[:1437]}, labels[:1437], epochs=3, batch_size=32, verbose=0)
   artifact = standard_artifacts.Model()
   artifact.uri = str(tmp_path_factory.mktemp('model'))
-  digits_module.save_model(model, os.path.join(artifact.uri, 'Format-Serving'))
+  model_io.save_keras_model(model, os.path.join(artifact.uri, 'Format-Serving'))
   return artifact
 
 

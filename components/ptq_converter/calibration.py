@@ -15,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
+from components import model_io
 from components.ptq_converter import conversion
 
 _LOG = logging.getLogger(__name__)
@@ -111,29 +112,6 @@ def read_records(file_pattern: str) -> List[bytes]:
   return records
 
 
-def input_feature_spec(model: tf.keras.Model) -> Dict[str, tf.io.FixedLenFeature]:
-  """A tf.Example parsing spec for the model's inputs, derived from their names and shapes.
-
-  Model inputs are named after the features they read (the module-file contract), so the model
-  alone says how to parse calibration examples.
-  """
-  spec = {}
-  for name, tensor in zip(model.input_names, model.inputs):
-    dtype = tf.as_dtype(tensor.dtype)
-    if dtype.is_floating:
-      parse_dtype = tf.float32
-    elif dtype.is_integer or dtype.is_bool:
-      parse_dtype = tf.int64
-    else:
-      parse_dtype = tf.string
-    shape = tensor.shape[1:]
-    if not shape.is_fully_defined():
-      raise ValueError(f'model input {name!r} has shape {tensor.shape}; calibration needs every '
-                       'dimension but the batch dimension to be fixed.')
-    spec[name] = tf.io.FixedLenFeature(shape.as_list(), parse_dtype)
-  return spec
-
-
 def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
                     source: str) -> Dict[str, np.ndarray]:
   """Parses records into {input name: array} for the model, with errors that name the data.
@@ -149,7 +127,7 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
   Raises:
     ValueError: a feature is missing, has the wrong type or shape, or holds NaN/Inf.
   """
-  spec = input_feature_spec(model)
+  spec = model_io.input_feature_spec(model)
   try:
     parsed = tf.io.parse_example(tf.constant(list(records)), spec)
   except tf.errors.InvalidArgumentError as e:

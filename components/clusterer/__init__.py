@@ -1,0 +1,1 @@
+"""Clusterer: weight clustering with fine-tuning, via tfmot."""

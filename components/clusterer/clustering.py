@@ -1,0 +1,96 @@
+"""Weight clustering logic on tf_keras models (tensorflow-model-optimization). No TFX needed."""
+import dataclasses
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+import tf_keras
+
+from components.finetune import config as config_lib
+
+_LOG = logging.getLogger(__name__)
+
+_INIT = tfmot.clustering.keras.CentroidInitialization
+CENTROID_INITS = {
+    'kmeans++': _INIT.KMEANS_PLUS_PLUS,
+    'linear': _INIT.LINEAR,
+    'density': _INIT.DENSITY_BASED,
+    'random': _INIT.RANDOM,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusteringConfig:
+  """How to cluster.
+
+  Attributes:
+    number_of_clusters: unique values per weight tensor (per channel with per_channel), >= 2.
+    centroid_init: one of CENTROID_INITS.
+    per_channel: cluster each output channel of Conv2D layers separately (more accurate; up to
+      number_of_clusters values per channel).
+    preserve_sparsity: keep pruned zeros at zero; None means "yes when the model was pruned".
+    skip_layers: regex; layers whose name matches are not clustered.
+  """
+  number_of_clusters: int = 16
+  centroid_init: str = 'kmeans++'
+  per_channel: bool = False
+  preserve_sparsity: Optional[bool] = None
+  skip_layers: Optional[str] = None
+
+  def __post_init__(self):
+    n = self.number_of_clusters
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+      raise ValueError(f'number_of_clusters={n!r} is not accepted; it must be an integer >= 2.')
+    if self.centroid_init not in CENTROID_INITS:
+      raise ValueError(f'centroid_init={self.centroid_init!r} is not accepted; accepted: '
+                       f'{", ".join(CENTROID_INITS)}.')
+    if self.preserve_sparsity not in (None, True, False):
+      raise ValueError(f'preserve_sparsity={self.preserve_sparsity!r} must be True, False or None.')
+    config_lib.compile_skip_regex('skip_layers', self.skip_layers)
+
+
+def clusterable_layers(model: tf_keras.Model, config: ClusteringConfig) -> List[str]:
+  """Names of the layers `cluster` will wrap, after skips (logged)."""
+  skip = config_lib.compile_skip_regex('skip_layers', config.skip_layers)
+  names = []
+  for layer in model.layers:
+    if not layer.trainable_weights:
+      continue
+    if skip and skip.search(layer.name):
+      _LOG.info('clustering: skipping layer %r (matches skip_layers)', layer.name)
+      continue
+    names.append(layer.name)
+  return names
+
+
+def cluster(model: tf_keras.Model, config: ClusteringConfig,
+            preserve_sparsity: bool) -> tf_keras.Model:
+  """Wraps the chosen layers with cluster_weights; fine-tune, then strip()."""
+  chosen = set(clusterable_layers(model, config))
+  if not chosen:
+    raise ValueError(f'clustering: no layer left to cluster (skip_layers={config.skip_layers!r}).')
+
+  def wrap(layer):
+    if layer.name not in chosen:
+      return layer
+    return tfmot.clustering.keras.cluster_weights(
+        layer,
+        number_of_clusters=config.number_of_clusters,
+        cluster_centroids_init=CENTROID_INITS[config.centroid_init],
+        preserve_sparsity=preserve_sparsity,
+        # tfmot clusters per channel only for Conv2D kernels.
+        cluster_per_channel=config.per_channel and isinstance(layer, tf_keras.layers.Conv2D))
+
+  return tf_keras.models.clone_model(model, clone_function=wrap)
+
+
+def strip(model: tf_keras.Model) -> tf_keras.Model:
+  """Removes the clustering wrappers, leaving each kernel with its clustered values."""
+  return tfmot.clustering.keras.strip_clustering(model)
+
+
+def unique_weights(model: tf_keras.Model, layer_names: List[str]) -> Dict[str, int]:
+  """{layer: number of distinct kernel values}."""
+  return {name: int(np.unique(model.get_layer(name).get_weights()[0]).size)
+          for name in layer_names}

@@ -1,0 +1,1 @@
+"""QATTrainer: quantization-aware training, incl. prune/cluster-preserving schemes, via tfmot."""

@@ -1,0 +1,52 @@
+"""QATTrainer component: quantization-aware training on the pipeline's Examples."""
+import dataclasses
+from typing import Optional
+
+from tfx import types
+from tfx.dsl.components.base import executor_spec
+
+from components.finetune import component as finetune_component
+from components.finetune.config import FineTuneConfig
+from components.qat_trainer import executor
+from components.qat_trainer.qat import QATConfig
+
+
+class QATTrainerSpec(types.ComponentSpec):
+  PARAMETERS = finetune_component.PARAMETERS
+  INPUTS = finetune_component.INPUTS
+  OUTPUTS = finetune_component.OUTPUTS
+
+
+class QATTrainer(finetune_component.OptimizerComponent):
+  """Trains with fake quantization (quantize_model), so int8 conversion uses learned ranges.
+
+  The scheme (default 8-bit, prune-preserving, cluster-preserving or both) is chosen from the
+  incoming model's `tfx_edge_history` unless set. Layers tfmot cannot quantize fail the run
+  before training unless `QATConfig(allow_float_layers=True)`. The output converts with
+  PTQConverter(mode='int8') to an int8-only model. Outputs `optimized_model` with
+  `tfx_edge_qat_scheme`, `tfx_edge_float_layers` and `tfx_edge_history` (+ "qat").
+  """
+
+  SPEC_CLASS = QATTrainerSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self,
+               model: types.BaseChannel,
+               examples: types.BaseChannel,
+               input_fn: Optional[str] = None,
+               module_file: Optional[str] = None,
+               qat: Optional[QATConfig] = None,
+               fine_tuning: Optional[FineTuneConfig] = None):
+    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+
+    Args:
+      model: Model channel holding a tf_keras SavedModel.
+      examples: Examples with the fine-tuning splits.
+      input_fn: import path of the module's input_fn.
+      module_file: path of a module file with `input_fn`, instead of input_fn.
+      qat: scheme, skipped layers, whether unsupported layers may stay float.
+      fine_tuning: epochs, steps, batch size, learning rate, optimizer.
+    """
+    qat = qat or QATConfig()
+    super().__init__(model, examples, input_fn, module_file, fine_tuning,
+                     dataclasses.asdict(qat))

@@ -1,0 +1,115 @@
+"""Quantization-aware training logic on tf_keras models (tfmot). No TFX needed."""
+import dataclasses
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import tensorflow_model_optimization as tfmot
+# The registry that decides which layers default 8-bit QAT supports; not re-exported by tfmot.
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_registry)
+import tf_keras
+
+from components.finetune import config as config_lib
+
+_LOG = logging.getLogger(__name__)
+
+AUTO = 'auto'
+DEFAULT = 'default'
+PRUNE_PRESERVE = 'prune_preserve'  # PQAT
+CLUSTER_PRESERVE = 'cluster_preserve'  # CQAT
+PRUNE_CLUSTER_PRESERVE = 'prune_cluster_preserve'  # PCQAT
+SCHEMES = (AUTO, DEFAULT, PRUNE_PRESERVE, CLUSTER_PRESERVE, PRUNE_CLUSTER_PRESERVE)
+
+
+@dataclasses.dataclass(frozen=True)
+class QATConfig:
+  """How to train with fake quantization.
+
+  Attributes:
+    scheme: `auto` (chosen from the model's history: pruned -> prune_preserve, clustered ->
+      cluster_preserve, both -> prune_cluster_preserve, neither -> default), or one of those.
+    skip_layers: regex; matching layers stay float.
+    allow_float_layers: leave layers tfmot cannot quantize in float (logged by name) instead of
+      failing before training.
+  """
+  scheme: str = AUTO
+  skip_layers: Optional[str] = None
+  allow_float_layers: bool = False
+
+  def __post_init__(self):
+    if self.scheme not in SCHEMES:
+      raise ValueError(f'scheme={self.scheme!r} is not a QAT scheme; accepted: '
+                       f'{", ".join(SCHEMES)}.')
+    if not isinstance(self.allow_float_layers, bool):
+      raise ValueError(f'allow_float_layers={self.allow_float_layers!r} must be True or False.')
+    config_lib.compile_skip_regex('skip_layers', self.skip_layers)
+
+
+def choose_scheme(requested: str, history: Sequence[str]) -> str:
+  """The scheme to use: the requested one, or for `auto` the one the model's history calls for."""
+  if requested != AUTO:
+    return requested
+  pruned, clustered = 'prune' in history, 'cluster' in history
+  if pruned and clustered:
+    return PRUNE_CLUSTER_PRESERVE
+  if clustered:
+    return CLUSTER_PRESERVE
+  if pruned:
+    return PRUNE_PRESERVE
+  return DEFAULT
+
+
+def _scheme_object(scheme: str) -> tfmot.quantization.keras.QuantizeScheme:
+  combine = tfmot.experimental.combine
+  return {
+      DEFAULT: tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme,
+      PRUNE_PRESERVE: combine.Default8BitPrunePreserveQuantizeScheme,
+      CLUSTER_PRESERVE: lambda: combine.Default8BitClusterPreserveQuantizeScheme(False),
+      PRUNE_CLUSTER_PRESERVE: lambda: combine.Default8BitClusterPreserveQuantizeScheme(True),
+  }[scheme]()
+
+
+def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]]:
+  """(layers to quantize, layers left float), checked before any training.
+
+  Raises:
+    ValueError: a layer tfmot cannot quantize, when allow_float_layers is False; the message
+      names the layer, its type and the two ways out.
+  """
+  registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+  skip = config_lib.compile_skip_regex('skip_layers', config.skip_layers)
+  quantized, floats = [], []
+  for layer in model.layers:
+    if isinstance(layer, tf_keras.layers.InputLayer):
+      continue
+    if skip and skip.search(layer.name):
+      _LOG.info('QAT: layer %r stays float (matches skip_layers)', layer.name)
+      floats.append(layer.name)
+    elif registry.supports(layer):
+      quantized.append(layer.name)
+    elif config.allow_float_layers:
+      _LOG.warning('QAT: layer %r (%s) cannot be quantized by tfmot; left float '
+                   '(allow_float_layers=True)', layer.name, type(layer).__name__)
+      floats.append(layer.name)
+    else:
+      raise ValueError(
+          f'QAT: layer {layer.name!r} of type {type(layer).__name__} cannot be quantized by '
+          'tensorflow-model-optimization (supported: Conv2D, DepthwiseConv2D, Dense, pooling, '
+          'activations, BatchNormalization after conv, Reshape/Flatten and similar). Skip it with '
+          'skip_layers, or pass allow_float_layers=True to leave it float.')
+  return quantized, floats
+
+
+def quantize(model: tf_keras.Model, config: QATConfig, scheme: str,
+             quantized_layers: Sequence[str]) -> tf_keras.Model:
+  """Annotates the chosen layers and applies the scheme; fine-tune the result (no strip needed)."""
+  chosen = set(quantized_layers)
+
+  def annotate(layer):
+    if layer.name in chosen:
+      return tfmot.quantization.keras.quantize_annotate_layer(layer)
+    return layer
+
+  annotated = tf_keras.models.clone_model(model, clone_function=annotate)
+  with tfmot.quantization.keras.quantize_scope():
+    return tfmot.quantization.keras.quantize_apply(annotated, _scheme_object(scheme))
