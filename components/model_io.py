@@ -36,6 +36,14 @@ def load_keras_model(model_uri: str) -> tf_keras.Model:
     raise ModelLoadError(
         f'Model artifact {model_uri}: no SavedModel at {path} (expected saved_model.pb). The '
         'Trainer module must save the model with model.save(fn_args.serving_model_dir).')
+  if not tf.io.gfile.exists(os.path.join(path, 'keras_metadata.pb')):
+    raise ModelLoadError(
+        f'Model artifact {model_uri}: the SavedModel at {path} has no Keras 2 metadata '
+        '(keras_metadata.pb), so it was not saved from a tf_keras model: Keras 3 '
+        '(keras.Model.export, model.save("*.keras")) and tf.saved_model.save write none. '
+        'tensorflow-model-optimization supports tf_keras Functional and Sequential models only: '
+        'build the model with `import tf_keras` (or TF_USE_LEGACY_KERAS=1) and save it with '
+        'model.save(dir).')
   try:
     # quantize_scope knows the wrapper layers a QATTrainer's model is saved with.
     with tfmot.quantization.keras.quantize_scope():
@@ -48,8 +56,9 @@ def load_keras_model(model_uri: str) -> tf_keras.Model:
   if not isinstance(model, tf_keras.Model) or not (
       isinstance(model, tf_keras.Sequential) or getattr(model, '_is_graph_network', False)):
     raise ModelLoadError(
-        f'Model artifact {model_uri}: reloaded a {type(model).__name__}, which is not a tf_keras '
-        'Functional or Sequential model; only those can be converted and optimized.')
+        f'Model artifact {model_uri}: reloaded a {type(model).__name__}, a subclassed model; '
+        'tensorflow-model-optimization supports tf_keras Functional and Sequential models only. '
+        'Rebuild it with the functional API (tf_keras.Model(inputs, outputs)).')
   return model
 
 

@@ -38,7 +38,7 @@ def local_run(tmp_path_factory):
 
 def _assert_blessed_int8_push(output_dir):
   rows = rows_by_variant(output_dir)
-  baseline, int8 = rows[pipeline_lib.PTQ_FLOAT32], rows[pipeline_lib.PTQ_INT8]
+  baseline, int8 = rows['baseline'], rows[pipeline_lib.PTQ]
   assert int8.blessed == 'BLESSED'
   assert abs(int8.accuracy - baseline.accuracy) <= 0.01, (int8.accuracy, baseline.accuracy)
   assert int8.accuracy > 0.9
@@ -59,8 +59,34 @@ def test_local_runner_pushes_a_blessed_int8_model(local_run):
 
   assert 'finished with the local runner' in output
   # The printed summary names the pushed version directory.
-  assert rows[pipeline_lib.PTQ_INT8].pushed_to.endswith(os.path.join('digits', '00000001'))
-  assert rows[pipeline_lib.PTQ_INT8].pushed_to in output
+  assert rows[pipeline_lib.PTQ].pushed_to.endswith(os.path.join('digits', '00000001'))
+  assert rows[pipeline_lib.PTQ].pushed_to in output
+
+
+def test_every_variant_is_built_gated_and_listed(local_run):
+  output_dir, output = local_run
+
+  rows = rows_by_variant(output_dir)
+
+  assert list(rows) == ['baseline', *pipeline_lib.VARIANTS]
+  assert rows['pruned'].chain == 'prune > int8'
+  assert rows['clustered'].chain == 'cluster > int8'
+  assert rows['pcqat'].chain == 'prune > cluster > qat > int8'
+  for variant in ('pruned', 'pcqat'):
+    assert rows[variant].sparsity == pytest.approx(0.8, abs=0.02)
+  for variant in ('clustered', 'pcqat'):
+    assert rows[variant].clusters == 16
+  # Zeros and shared values shrink the over-the-air payload, not the flatbuffer.
+  assert rows['pcqat'].gzip_bytes < rows['pruned'].gzip_bytes < rows['ptq'].gzip_bytes
+  assert rows['clustered'].gzip_bytes < rows['ptq'].gzip_bytes
+  baseline = rows['baseline'].accuracy
+  for variant in pipeline_lib.VARIANTS:
+    row = rows[variant]
+    expected = 'BLESSED' if row.accuracy >= baseline - 0.01 and row.accuracy >= 0.5 else (
+        'NOT_BLESSED')
+    assert row.blessed == expected, row
+    assert (row.pushed_to != '-') == (variant == pipeline_lib.PTQ)
+    assert variant in output and row.chain in output
 
 
 def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
@@ -72,7 +98,7 @@ def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
   output = run_pipeline(output_dir, '--runner', 'local', '--enable-cache', '--min-accuracy', '1.0')
 
   rows = rows_by_variant(output_dir)
-  int8 = rows[pipeline_lib.PTQ_INT8]
+  int8 = rows[pipeline_lib.PTQ]
   assert int8.accuracy < 1.0
   assert int8.blessed == 'NOT_BLESSED'
   assert int8.pushed_to.startswith('not pushed: model is NOT_BLESSED')
@@ -83,7 +109,7 @@ def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
 
 
 def test_beam_runner_pushes_a_blessed_int8_model(tmp_path):
-  output = run_pipeline(tmp_path, '--runner', 'beam')
+  output = run_pipeline(tmp_path, '--runner', 'beam', '--variants', 'ptq')
 
   _assert_blessed_int8_push(tmp_path)
   assert 'finished with the beam runner' in output

@@ -1,6 +1,5 @@
 """Weight clustering logic on tf_keras models (tensorflow-model-optimization). No TFX needed."""
 import dataclasses
-import logging
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -8,8 +7,6 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from components.finetune import config as config_lib
-
-_LOG = logging.getLogger(__name__)
 
 _INIT = tfmot.clustering.keras.CentroidInitialization
 CENTROID_INITS = {
@@ -52,16 +49,8 @@ class ClusteringConfig:
 
 def clusterable_layers(model: tf_keras.Model, config: ClusteringConfig) -> List[str]:
   """Names of the layers `cluster` will wrap, after skips (logged)."""
-  skip = config_lib.compile_skip_regex('skip_layers', config.skip_layers)
-  names = []
-  for layer in model.layers:
-    if not layer.trainable_weights:
-      continue
-    if skip and skip.search(layer.name):
-      _LOG.info('clustering: skipping layer %r (matches skip_layers)', layer.name)
-      continue
-    names.append(layer.name)
-  return names
+  return [layer.name for layer in
+          config_lib.weighted_layers(model, config.skip_layers, 'clustering')]
 
 
 def cluster(model: tf_keras.Model, config: ClusteringConfig,

@@ -34,9 +34,7 @@ class OptimizerComponent(base_component.BaseComponent):
                input_fn: Optional[str], module_file: Optional[str],
                fine_tuning: Optional[config_lib.FineTuneConfig], options: Dict[str, Any]):
     config_lib.validate_input_fn_source(input_fn, module_file)
-    fine_tuning = fine_tuning or config_lib.FineTuneConfig()
-    if not isinstance(fine_tuning, config_lib.FineTuneConfig):
-      raise ValueError(f'fine_tuning={fine_tuning!r} must be a FineTuneConfig.')
+    fine_tuning = config_lib.fine_tuning_or_default(fine_tuning)
     spec = self.SPEC_CLASS(
         model=model,
         examples=examples,

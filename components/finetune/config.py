@@ -4,10 +4,13 @@ Plain logic: no TFX needed.
 """
 import dataclasses
 import json
+import logging
 import re
-from typing import Optional
+from typing import List, Optional
 
 import tf_keras
+
+_LOG = logging.getLogger(__name__)
 
 OPTIMIZERS = ('adam', 'sgd', 'rmsprop')
 _IMPORT_PATH_RE = re.compile(r'^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$')
@@ -84,6 +87,15 @@ class FineTuneConfig:
     }[self.optimizer](learning_rate=self.learning_rate)
 
 
+def fine_tuning_or_default(value: Optional[FineTuneConfig]) -> FineTuneConfig:
+  """The given FineTuneConfig, or the default one for None."""
+  if value is None:
+    return FineTuneConfig()
+  if not isinstance(value, FineTuneConfig):
+    raise ValueError(f'fine_tuning={value!r} must be a FineTuneConfig.')
+  return value
+
+
 def validate_input_fn_source(input_fn: Optional[str], module_file: Optional[str]) -> None:
   """Exactly one of an import path (`pkg.module.input_fn`) or a module file must be given."""
   if (input_fn is None) == (module_file is None):
@@ -102,3 +114,18 @@ def compile_skip_regex(name: str, pattern: Optional[str]) -> Optional[re.Pattern
     return re.compile(pattern)
   except (re.error, TypeError) as e:
     raise ValueError(f'{name}={pattern!r} is not a valid regular expression: {e}.') from e
+
+
+def weighted_layers(model: tf_keras.Model, skip_layers: Optional[str],
+                    what: str) -> List[tf_keras.layers.Layer]:
+  """Layers with trainable weights whose names do not match skip_layers (skips are logged)."""
+  skip = compile_skip_regex('skip_layers', skip_layers)
+  chosen = []
+  for layer in model.layers:
+    if not layer.trainable_weights:
+      continue
+    if skip and skip.search(layer.name):
+      _LOG.info('%s: skipping layer %r (matches skip_layers)', what, layer.name)
+      continue
+    chosen.append(layer)
+  return chosen

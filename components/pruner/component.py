@@ -7,6 +7,7 @@ from tfx.dsl.components.base import executor_spec
 
 from components.finetune import component as finetune_component
 from components.finetune.config import FineTuneConfig
+from components.finetune.config import fine_tuning_or_default
 from components.pruner import executor
 from components.pruner.pruning import PruningConfig
 
@@ -54,7 +55,7 @@ class Pruner(finetune_component.OptimizerComponent):
       fine_tuning: epochs, steps, batch size, learning rate, optimizer.
     """
     pruning = pruning or PruningConfig()
-    fine_tuning = fine_tuning or FineTuneConfig()
+    fine_tuning = fine_tuning_or_default(fine_tuning)
     pruning.steps(fine_tuning.total_steps)  # Fails now if the schedule cannot fit the run.
     super().__init__(model, examples, input_fn, module_file, fine_tuning,
                      dataclasses.asdict(pruning))

@@ -122,14 +122,8 @@ class PruningConfig:
 
 def prunable_layers(model: tf_keras.Model, config: PruningConfig) -> List[str]:
   """Names of the layers `prune` will wrap, after skips and structure limits (logged)."""
-  skip = config_lib.compile_skip_regex('skip_layers', config.skip_layers)
   names = []
-  for layer in model.layers:
-    if not layer.trainable_weights:
-      continue
-    if skip and skip.search(layer.name):
-      _LOG.info('pruning: skipping layer %r (matches skip_layers)', layer.name)
-      continue
+  for layer in config_lib.weighted_layers(model, config.skip_layers, 'pruning'):
     if not prune_registry.PruneRegistry.supports(layer):
       _LOG.info('pruning: layer %r (%s) is not prunable; left dense', layer.name,
                 type(layer).__name__)
