@@ -1,0 +1,106 @@
+"""Compiles the pipeline for Kubeflow Pipelines (and optionally submits it).
+
+    python -m pipelines.run_kubeflow --output pipeline.yaml [--image IMG] [--pipeline-root URI]
+        [--data-root DIR] [--push-destination DIR] [--variants ...] [--beam-arg ARG ...]
+        [--submit --host URL [--experiment NAME] [--run-name NAME]]
+
+The same create_pipeline(...) as the local runners, compiled with KubeflowV2DagRunner into the
+KFP v2 pipeline spec in YAML, the form the kfp client submits (the `.json` form TFX also writes
+is Vertex AI's PipelineJob, which kfp rejects). User code is referenced by import path (it is
+installed in the image), so compiling needs no upload and works offline.
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+from pipelines import pipeline as pipeline_lib
+
+DEFAULT_IMAGE = 'tfx-edge:0.1.0'
+# Where the k8s/ manifests mount the pipeline-root volume and the data baked into the image.
+DEFAULT_PIPELINE_ROOT = '/mnt/pipeline-root/tfx-edge-digits'
+DEFAULT_DATA_ROOT = '/opt/tfx-edge/data'
+DEFAULT_PUSH_DESTINATION = '/mnt/pipeline-root/pushed_models'
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--output', required=True, help='the compiled spec, ending in .yaml.')
+  parser.add_argument('--image', default=DEFAULT_IMAGE, help='container image of every step.')
+  parser.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT,
+                      help='artifact root: a path on the mounted volume, or gs://, s3:// ...')
+  parser.add_argument('--data-root', default=DEFAULT_DATA_ROOT,
+                      help='tf.Example TFRecords to import (the image ships the digits here).')
+  parser.add_argument('--push-destination', default=DEFAULT_PUSH_DESTINATION)
+  parser.add_argument('--pipeline-name', default='tfx-edge-digits',
+                      help='KFP pipeline name: lowercase letters, digits and "-".')
+  parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS))
+  parser.add_argument('--beam-arg', action='append', default=[], dest='beam_args',
+                      help='Beam pipeline argument for every Beam-powered step (repeatable).')
+  parser.add_argument('--submit', action='store_true', help='submit the run with kfp.Client.')
+  parser.add_argument('--host', help='Kubeflow Pipelines API endpoint, for --submit.')
+  parser.add_argument('--experiment', default='tfx-edge')
+  parser.add_argument('--run-name', default=None)
+  args = parser.parse_args(argv)
+  if not args.output.endswith(('.yaml', '.yml')):
+    parser.error(f'--output {args.output!r} must end in .yaml: the .json form is Vertex AI\'s '
+                 'PipelineJob, which the kfp client rejects.')
+  if args.submit and not args.host:
+    parser.error('--submit needs --host, the Kubeflow Pipelines API endpoint '
+                 '(for example http://localhost:8080 after kubectl port-forward).')
+  return args
+
+
+def compile_pipeline(args: argparse.Namespace) -> str:
+  """Writes the KFP v2 YAML spec; returns its path."""
+  pipeline = pipeline_lib.create_pipeline(
+      pipeline_name=args.pipeline_name,
+      pipeline_root=args.pipeline_root,
+      data_root=args.data_root,
+      push_destination=args.push_destination,
+      variants=[v for v in args.variants.split(',') if v],
+      beam_pipeline_args=args.beam_args)
+  output = os.path.abspath(args.output)
+  runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+      config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),
+      output_dir=os.path.dirname(output),
+      output_filename=os.path.basename(output))
+  runner.run(pipeline)
+  return output
+
+
+def submit(package: str, args: argparse.Namespace) -> str:
+  """Submits the compiled spec; returns the run id. Raises RuntimeError when unreachable."""
+  import kfp  # pylint: disable=g-import-not-at-top
+  try:
+    client = kfp.Client(host=args.host)
+    run = client.create_run_from_pipeline_package(
+        package, arguments={}, run_name=args.run_name, experiment_name=args.experiment,
+        pipeline_root=args.pipeline_root)
+  except Exception as e:  # kfp raises urllib3, HTTP and API errors alike for an absent server.
+    raise RuntimeError(
+        f'could not submit to Kubeflow Pipelines at {args.host}: {type(e).__name__}: {e}. Is a '
+        'KFP API server reachable there (for example `kubectl port-forward -n kubeflow '
+        'svc/ml-pipeline-ui 8080:80`)? The compiled spec is at ' + package) from e
+  return run.run_id
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = parse_args(argv)
+  package = compile_pipeline(args)
+  print(f'Compiled {args.pipeline_name!r} for Kubeflow Pipelines: {package}')
+  if args.submit:
+    try:
+      run_id = submit(package, args)
+    except RuntimeError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(f'Submitted run {run_id} to {args.host}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
