@@ -9,15 +9,19 @@ DEMO_DIR ?= demo_output
 RUNNER ?= local
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lock clean
+.PHONY: venv tools demo test lock clean
 
 venv:
 	@VENV=$(VENV) bash scripts/bootstrap.sh
 
+# Linters and validators for k8s/ (checkov, hadolint, kubernetes-validate), in their own venv.
+tools:
+	@bash scripts/bootstrap_tools.sh
+
 demo: venv
 	$(PY) -m pipelines.run_local --runner $(RUNNER) --output-dir $(DEMO_DIR)
 
-test: venv
+test: venv tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lock:

@@ -46,3 +46,8 @@ def export_digits(data_root: str) -> str:
       writer.write(example.SerializeToString())
   os.replace(partial, path)  # Atomic: a crash never leaves a truncated dataset behind.
   return path
+
+
+if __name__ == '__main__':
+  import sys  # pylint: disable=g-import-not-at-top
+  print(export_digits(sys.argv[1] if len(sys.argv) > 1 else 'data'))

@@ -51,13 +51,14 @@ def input_fn(file_pattern: List[str], data_accessor: tfx.components.DataAccessor
 def build_model() -> tf_keras.Model:
   """A small CNN over the 8x8 image, with its input named after the `pixels` feature."""
   pixels = tf_keras.Input(shape=(data.NUM_PIXELS,), name=data.PIXELS_KEY)
-  x = tf_keras.layers.Reshape((8, 8, 1))(pixels)
-  x = tf_keras.layers.Conv2D(16, 3, padding='same', activation='relu')(x)
-  x = tf_keras.layers.Conv2D(32, 3, padding='same', activation='relu')(x)
-  x = tf_keras.layers.MaxPooling2D()(x)
-  x = tf_keras.layers.Flatten()(x)
-  x = tf_keras.layers.Dense(64, activation='relu')(x)
-  outputs = tf_keras.layers.Dense(data.NUM_CLASSES, activation='softmax')(x)
+  # Explicit layer names: skip_layers regexes and per-layer reports refer to them.
+  x = tf_keras.layers.Reshape((8, 8, 1), name='image')(pixels)
+  x = tf_keras.layers.Conv2D(16, 3, padding='same', activation='relu', name='conv_1')(x)
+  x = tf_keras.layers.Conv2D(32, 3, padding='same', activation='relu', name='conv_2')(x)
+  x = tf_keras.layers.MaxPooling2D(name='pool')(x)
+  x = tf_keras.layers.Flatten(name='flatten')(x)
+  x = tf_keras.layers.Dense(64, activation='relu', name='dense')(x)
+  outputs = tf_keras.layers.Dense(data.NUM_CLASSES, activation='softmax', name='classifier')(x)
   model = tf_keras.Model(pixels, outputs, name='digits_cnn')
   model.compile(
       optimizer=tf_keras.optimizers.Adam(1e-3),

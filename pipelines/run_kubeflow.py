@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+import yaml
 
 from pipelines import pipeline as pipeline_lib
 
@@ -23,6 +24,12 @@ DEFAULT_IMAGE = 'tfx-edge:0.1.0'
 DEFAULT_PIPELINE_ROOT = '/mnt/pipeline-root/tfx-edge-digits'
 DEFAULT_DATA_ROOT = '/opt/tfx-edge/data'
 DEFAULT_PUSH_DESTINATION = '/mnt/pipeline-root/pushed_models'
+# Names from k8s/: the pipeline-root volume every step mounts, and the signing keys only the
+# push step mounts.
+PIPELINE_ROOT_PVC = 'tfx-edge-pipeline-root'
+PIPELINE_ROOT_MOUNT = '/mnt/pipeline-root'
+OTA_KEYS_SECRET = 'tfx-edge-ota-keys'
+OTA_KEYS_MOUNT = '/var/run/secrets/tfx-edge/ota'
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -69,7 +76,29 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       output_dir=os.path.dirname(output),
       output_filename=os.path.basename(output))
   runner.run(pipeline)
+  add_kubernetes_config(output)
   return output
+
+
+def add_kubernetes_config(package: str, pusher_node: str = pipeline_lib.PUSHER) -> None:
+  """Appends the KFP Kubernetes platform spec (the document kfp-kubernetes writes) to the YAML.
+
+  Every step mounts the pipeline-root volume, so artifacts written by one pod are there for the
+  next; only the push step mounts the OTA signing-key Secret (Secret volumes are read-only).
+  KubeflowV2DagRunner has no option for this, hence the second YAML document.
+  """
+  with open(package) as f:
+    spec = yaml.safe_load(f)
+  executors = {}
+  for label in spec['deploymentSpec']['executors']:
+    config = {'pvcMount': [{'constant': PIPELINE_ROOT_PVC, 'mountPath': PIPELINE_ROOT_MOUNT}]}
+    if label == f'{pusher_node}_executor':
+      config['secretAsVolume'] = [{'secretName': OTA_KEYS_SECRET, 'mountPath': OTA_KEYS_MOUNT}]
+    executors[label] = config
+  with open(package, 'a') as f:
+    f.write('---\n')
+    yaml.safe_dump({'platforms': {'kubernetes': {'deploymentSpec': {'executors': executors}}}},
+                   f, sort_keys=True)
 
 
 def submit(package: str, args: argparse.Namespace) -> str:

@@ -23,7 +23,8 @@ def compile_spec(tmp_path, *args):
       cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(output) as f:
-    return yaml.safe_load(f)
+    spec, platform = yaml.safe_load_all(f)
+  return dict(spec, platform=platform)
 
 
 @pytest.fixture(scope='module')
@@ -64,6 +65,17 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
       '--executor_class_path', 'components.ptq_converter.executor.Executor']
   assert '--direct_num_workers=2' in executors['ptq_int8_executor']['container']['args']
   assert full_spec['pipelineInfo']['name'] == 'tfx-edge-digits'
+
+
+def test_every_step_mounts_the_pipeline_root_and_only_the_pusher_the_signing_keys(full_spec):
+  k8s = full_spec['platform']['platforms']['kubernetes']['deploymentSpec']['executors']
+
+  assert set(k8s) == set(full_spec['deploymentSpec']['executors'])
+  for label, config in k8s.items():
+    assert config['pvcMount'] == [{'constant': 'tfx-edge-pipeline-root',
+                                   'mountPath': '/mnt/pipeline-root'}]
+    assert ('secretAsVolume' in config) == (label == 'TFLitePusher_executor')
+  assert k8s['TFLitePusher_executor']['secretAsVolume'][0]['secretName'] == 'tfx-edge-ota-keys'
 
 
 def test_json_output_is_refused_because_kfp_rejects_it(tmp_path):

@@ -96,7 +96,7 @@ def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
 
   assert pruned.get_float_custom_property(keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
   assert set(json.loads(pruned.get_string_custom_property(keys.PROP_SPARSITY_PER_LAYER))) == {
-      'conv2d', 'conv2d_1', 'dense', 'dense_1'}
+      'conv_1', 'conv_2', 'dense', 'classifier'}
   assert tf.io.gfile.glob(os.path.join(run.uri, '**', '*tfevents*')) or tf.io.gfile.glob(
       os.path.join(run.uri, '*', '*tfevents*'))
   unique = json.loads(clustered.get_string_custom_property(keys.PROP_UNIQUE_WEIGHTS))
@@ -129,7 +129,7 @@ def test_two_four_pruner_output_is_verified_again_in_the_tflite(trained_model_ar
 
   assert pruned.get_string_custom_property(keys.PROP_SPARSITY_STRUCTURE) == '2:4'
   verified = json.loads(tflite.get_string_custom_property(keys.PROP_2BY4_VERIFIED))
-  assert len(verified) == 3  # conv2d_1, dense, dense_1; conv2d has one input channel.
+  assert len(verified) == 3  # conv_2, dense, classifier; conv_1 has one input channel.
 
 
 def _keras3_model(path):
