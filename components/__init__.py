@@ -3,17 +3,28 @@
 Public API::
 
     from components import Pruner, Clusterer, QATTrainer, PTQConverter, TFLitePusher
+
+The component classes load on first use, so light users of the package (the device-side OTA
+client, `tfx-edge ota ...`) do not import TFX.
 """
+import importlib
 import os
 
 # tensorflow-model-optimization works only with Keras 2 (tf_keras). TensorFlow reads this variable
 # once, at its first import, so it must be set before anything imports tensorflow.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
-from components.clusterer.component import Clusterer  # noqa: E402
-from components.ptq_converter.component import PTQConverter  # noqa: E402
-from components.pruner.component import Pruner  # noqa: E402
-from components.pusher.component import TFLitePusher  # noqa: E402
-from components.qat_trainer.component import QATTrainer  # noqa: E402
+_COMPONENTS = {
+    'Clusterer': 'components.clusterer.component',
+    'PTQConverter': 'components.ptq_converter.component',
+    'Pruner': 'components.pruner.component',
+    'QATTrainer': 'components.qat_trainer.component',
+    'TFLitePusher': 'components.pusher.component',
+}
+__all__ = sorted(_COMPONENTS)
 
-__all__ = ['Clusterer', 'PTQConverter', 'Pruner', 'QATTrainer', 'TFLitePusher']
+
+def __getattr__(name):
+  if name in _COMPONENTS:
+    return getattr(importlib.import_module(_COMPONENTS[name]), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,96 @@
+"""The device-side client: verify with tuf.ngclient, pick the latest model, install atomically.
+
+State in `dest`:
+    metadata/        trusted TUF metadata, kept between runs (rollback protection needs it)
+    <name>.tflite    the installed model
+    <name>.json      what is installed (version, sha256, channel)
+"""
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+from tuf.api.metadata import Metadata
+from tuf.ngclient import Updater
+
+from components.ota import repository
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchResult:
+  """What the client did."""
+  name: str
+  version: int
+  path: str
+  updated: bool
+
+
+def _latest(metadata_dir: str, name: str, channel: str):
+  # targets.json in metadata_dir is what ngclient verified and stored during refresh().
+  targets = Metadata.from_file(os.path.join(metadata_dir, 'targets.json'))
+  best = None
+  for path, target in targets.signed.targets.items():
+    custom = (target.unrecognized_fields.get('custom') or {}).get(repository.CUSTOM, {})
+    if custom.get('name') == name and custom.get('channel') == channel:
+      if best is None or custom['version'] > best[1]['version']:
+        best = (path, custom)
+  return best
+
+
+def fetch(url: str, trusted_root: str, name: str, dest: str, channel: str = 'stable') -> FetchResult:
+  """Refreshes metadata from `url` and installs the latest `name` on `channel` into `dest`.
+
+  Args:
+    url: base URL of the repository (serving metadata/ and targets/).
+    trusted_root: a root.json obtained out of band; used only on the first run.
+    name: model name.
+    dest: the device's model directory.
+    channel: release channel.
+
+  Raises:
+    tuf.api.exceptions.RepositoryError: tampered, expired or replayed metadata, or a target
+      whose hash does not match (nothing is installed then).
+    LookupError: nothing published for name on channel.
+  """
+  repository.validate_channel(channel)
+  metadata_dir = os.path.join(dest, 'metadata')
+  os.makedirs(metadata_dir, exist_ok=True)
+  if not os.path.exists(os.path.join(metadata_dir, 'root.json')):
+    # Trust on first use of the out-of-band root; later runs trust what they verified since.
+    shutil.copyfile(trusted_root, os.path.join(metadata_dir, 'root.json'))
+  base = url.rstrip('/')
+  updater = Updater(metadata_dir, f'{base}/metadata/', os.path.join(dest, '.downloads'),
+                    f'{base}/targets/')
+  updater.refresh()
+  latest = _latest(metadata_dir, name, channel)
+  if latest is None:
+    raise LookupError(f'no model {name!r} is published on channel {channel!r} at {url}.')
+  path, custom = latest
+  installed_path = os.path.join(dest, f'{name}.tflite')
+  state_path = os.path.join(dest, f'{name}.json')
+  if os.path.exists(state_path):
+    with open(state_path) as f:
+      if json.load(f).get('version') == custom['version']:
+        return FetchResult(name, custom['version'], installed_path, updated=False)
+
+  info = updater.get_targetinfo(path)
+  os.makedirs(os.path.join(dest, '.downloads'), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.incoming-', dir=dest)
+  os.close(fd)
+  try:
+    # download_target verifies length and hashes against the signed targets metadata.
+    updater.download_target(info, filepath=tmp)
+    os.replace(tmp, installed_path)  # The old model stays until the new one is verified.
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+  state = {'name': name, 'version': custom['version'], 'channel': channel,
+           'sha256': info.hashes['sha256']}
+  fd, tmp_state = tempfile.mkstemp(prefix='.state-', dir=dest)
+  with os.fdopen(fd, 'w') as f:
+    json.dump(state, f)
+  os.replace(tmp_state, state_path)
+  shutil.rmtree(os.path.join(dest, '.downloads'), ignore_errors=True)
+  return FetchResult(name, custom['version'], installed_path, updated=True)

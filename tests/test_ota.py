@@ -1,0 +1,235 @@
+"""The OTA repository and device client against a real HTTP server on loopback."""
+import concurrent.futures
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+from tuf.api import exceptions as tuf_exceptions
+from tuf.api.metadata import Metadata
+
+from components.ota import client
+from components.ota import keys as keys_lib
+from components.ota import repository
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture
+def repo(tmp_path):
+  ota = repository.OTARepository(str(tmp_path / 'repo'), str(tmp_path / 'keys'))
+  ota.init()
+  return ota
+
+
+@pytest.fixture
+def server(repo):
+  """`python -m http.server` serving the repository on a free loopback port."""
+  proc = subprocess.Popen(
+      [sys.executable, '-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory',
+       repo.repo_dir], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  line = proc.stdout.readline()
+  port = int(re.search(r'port (\d+)', line).group(1))
+  yield f'http://127.0.0.1:{port}'
+  proc.terminate()
+  proc.wait(timeout=10)
+
+
+def _fetch(repo, url, dest, name='digits', channel='stable'):
+  return client.fetch(url, os.path.join(repo.metadata_dir, '1.root.json'), name, str(dest),
+                      channel)
+
+
+def _installed(dest, name='digits'):
+  with open(os.path.join(dest, f'{name}.tflite'), 'rb') as f:
+    return f.read()
+
+
+def test_client_installs_v1_then_updates_to_v2(repo, server, tmp_path):
+  device = tmp_path / 'device'
+  repo.publish('digits', b'model-one', info={'mode': 'int8'})
+
+  first = _fetch(repo, server, device)
+  again = _fetch(repo, server, device)
+  repo.publish('digits', b'model-two')
+  second = _fetch(repo, server, device)
+
+  assert (first.version, first.updated) == (1, True)
+  assert (again.version, again.updated) == (1, False)
+  assert (second.version, second.updated) == (2, True)
+  assert _installed(device) == b'model-two'
+  # Trusted metadata is kept between runs.
+  assert os.path.exists(device / 'metadata' / 'root.json')
+
+
+def test_channels_are_separate_and_versions_are_per_name(repo, server, tmp_path):
+  repo.publish('digits', b'stable-1')
+  canary = repo.publish('digits', b'canary-2', channel='canary')
+
+  stable = _fetch(repo, server, tmp_path / 'a')
+  fetched_canary = _fetch(repo, server, tmp_path / 'b', channel='canary')
+
+  assert (stable.version, fetched_canary.version, canary.version) == (1, 2, 2)
+  assert _installed(tmp_path / 'b') == b'canary-2'
+
+
+def test_a_tampered_target_is_rejected_and_the_old_model_stays(repo, server, tmp_path):
+  device = tmp_path / 'device'
+  repo.publish('digits', b'model-one')
+  _fetch(repo, server, device)
+  release = repo.publish('digits', b'model-two')
+  directory, base = os.path.split(release.path)
+  with open(os.path.join(repo.targets_dir, directory, f'{release.sha256}.{base}'), 'wb') as f:
+    f.write(b'model-bad')  # Same length, other bytes.
+
+  with pytest.raises(tuf_exceptions.LengthOrHashMismatchError):
+    _fetch(repo, server, device)
+
+  assert _installed(device) == b'model-one'
+
+
+def test_tampered_metadata_is_rejected(repo, server, tmp_path):
+  repo.publish('digits', b'model-one')
+  path = os.path.join(repo.metadata_dir, '2.targets.json')
+  with open(path) as f:
+    text = f.read()
+  with open(path, 'w') as f:
+    f.write(text.replace('"stable"', '"canary"'))
+
+  with pytest.raises(tuf_exceptions.RepositoryError):
+    _fetch(repo, server, tmp_path / 'device')
+
+  assert not os.path.exists(tmp_path / 'device' / 'digits.tflite')
+
+
+def test_expired_metadata_is_rejected(repo, server, tmp_path):
+  repo.publish('digits', b'model-one')
+  path = os.path.join(repo.metadata_dir, 'timestamp.json')
+  timestamp = Metadata.from_file(path)
+  timestamp.signed.expires = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+  timestamp.signatures.clear()
+  timestamp.sign(keys_lib.load(repo._keys_dir)['timestamp'])  # pylint: disable=protected-access
+  timestamp.to_file(path)
+
+  with pytest.raises(tuf_exceptions.ExpiredMetadataError):
+    _fetch(repo, server, tmp_path / 'device')
+
+
+def test_replayed_older_metadata_is_rejected(repo, server, tmp_path):
+  device = tmp_path / 'device'
+  repo.publish('digits', b'model-one')
+  old_timestamp = open(os.path.join(repo.metadata_dir, 'timestamp.json'), 'rb').read()
+  repo.publish('digits', b'model-two')
+  _fetch(repo, server, device)
+  # An attacker (or a stale mirror) serves the older, validly signed timestamp.
+  with open(os.path.join(repo.metadata_dir, 'timestamp.json'), 'wb') as f:
+    f.write(old_timestamp)
+
+  with pytest.raises(tuf_exceptions.BadVersionNumberError):
+    _fetch(repo, server, device)
+
+  assert _installed(device) == b'model-two'
+
+
+@pytest.mark.parametrize('fail_at', ['targets', 'snapshot', 'timestamp'])
+def test_a_push_that_dies_midway_leaves_the_old_release_and_a_rerun_completes(
+    repo, server, tmp_path, monkeypatch, fail_at):
+  repo.publish('digits', b'model-one')
+  write = repository.OTARepository._write  # pylint: disable=protected-access
+
+  def dying_write(self, md):
+    if md.signed.type == fail_at:
+      raise OSError(28, 'No space left on device')
+    write(self, md)
+
+  monkeypatch.setattr(repository.OTARepository, '_write', dying_write)
+  with pytest.raises(OSError):
+    repo.publish('digits', b'model-two')
+  assert _fetch(repo, server, tmp_path / 'during').version == 1
+  assert [r.version for r in repo.releases('digits')] == [1]
+
+  monkeypatch.setattr(repository.OTARepository, '_write', write)
+  rerun = repo.publish('digits', b'model-two')
+
+  assert rerun.version == 2
+  assert _fetch(repo, server, tmp_path / 'during').version == 2
+  assert _installed(tmp_path / 'during') == b'model-two'
+
+
+def test_pushing_the_same_model_twice_publishes_one_version(repo):
+  first = repo.publish('digits', b'model-one')
+  again = repo.publish('digits', b'model-one')
+
+  assert first == again
+  assert len(repo.releases('digits')) == 1
+
+
+def test_concurrent_pushes_get_distinct_versions(repo):
+  barrier = threading.Barrier(4)
+
+  def push(i):
+    barrier.wait()
+    return repo.publish('digits', f'model-{i}'.encode()).version
+
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    versions = list(pool.map(push, range(4)))
+
+  assert sorted(versions) == [1, 2, 3, 4]
+  assert [r.version for r in repo.releases('digits')] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize('name,channel,message', [
+    ('../escape', 'stable', "model_name='../escape' is not accepted"),
+    ('digits', 'Stable', "channel='Stable' is not accepted"),
+    ('digits', 'a/b', "channel='a/b' is not accepted"),
+])
+def test_names_and_channels_that_could_escape_are_rejected(repo, name, channel, message):
+  with pytest.raises(ValueError, match=message):
+    repo.publish(name, b'model', channel)
+
+
+def test_cli_init_publish_rollback_status_fetch(tmp_path, tiny_model):
+  from components.ptq_converter import conversion  # pylint: disable=g-import-not-at-top
+  model_file = tmp_path / 'model.tflite'
+  model_file.write_bytes(conversion.convert(tiny_model, 'float32'))
+  retrained = tmp_path / 'retrained.tflite'
+  retrained.write_bytes(conversion.convert(tiny_model, 'dynamic_range'))
+  cli = [os.path.join(os.path.dirname(sys.executable), 'tfx-edge'), 'ota']
+  repo_dir, keys_dir = str(tmp_path / 'repo'), str(tmp_path / 'keys')
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+
+  def run(*args):
+    proc = subprocess.run(cli + list(args), capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+  run('init', '--repo', repo_dir, '--keys', keys_dir)
+  run('publish', '--repo', repo_dir, '--keys', keys_dir, '--model', str(model_file), '--name',
+      'tiny')
+  for channel in ('stable', 'canary'):
+    run('publish', '--repo', repo_dir, '--keys', keys_dir, '--model', str(retrained), '--name',
+        'tiny', '--channel', channel)
+  out = run('rollback', '--repo', repo_dir, '--keys', keys_dir, '--name', 'tiny',
+            '--to-version', '1')
+  status = [json.loads(line) for line in run('status', '--repo', repo_dir).splitlines()]
+
+  assert 'to the bytes of version 1 as version 4 on stable' in out
+  assert [(s['version'], s['channel']) for s in status] == [
+      (1, 'stable'), (2, 'stable'), (3, 'canary'), (4, 'stable')]
+  assert status[3]['sha256'] == status[0]['sha256']
+  # Keys stay private files and never appear in the metadata.
+  assert oct(os.stat(os.path.join(keys_dir, 'targets.pem')).st_mode & 0o777) == '0o600'
+  key_text = open(os.path.join(keys_dir, 'targets.pem')).read()
+  for meta in os.listdir(os.path.join(repo_dir, 'metadata')):
+    assert key_text.splitlines()[1] not in open(os.path.join(repo_dir, 'metadata', meta)).read()
+  shutil.rmtree(keys_dir)
+  proc = subprocess.run(cli + ['publish', '--repo', repo_dir, '--keys', keys_dir, '--model',
+                               str(model_file), '--name', 'tiny'], capture_output=True, text=True,
+                        env=env, cwd=REPO_ROOT, timeout=300, check=False)
+  assert proc.returncode == 2
+  assert "signing key for role 'root' not found" in proc.stderr
