@@ -2,7 +2,7 @@
 
 Public API::
 
-    from components import Pruner, Clusterer, QATTrainer, PTQConverter, TFLitePusher
+    from components import Pruner, Clusterer, QATTrainer, PTQConverter, OTAPusher, TFLitePusher
 
 The component classes load on first use, so light users of the package (the device-side OTA
 client, `tfx-edge ota ...`) do not import TFX.
@@ -16,6 +16,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 _COMPONENTS = {
     'Clusterer': 'components.clusterer.component',
+    'OTAPusher': 'components.ota.component',
     'PTQConverter': 'components.ptq_converter.component',
     'Pruner': 'components.pruner.component',
     'QATTrainer': 'components.qat_trainer.component',

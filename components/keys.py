@@ -68,3 +68,11 @@ PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'  # Keras eval accu
 PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'
 PROP_FLOAT_LAYERS = 'tfx_edge_float_layers'  # JSON list of layers QAT left in float
 MODEL_RUN_KEY = 'model_run'  # TensorBoard logs of fine-tuning, as the Trainer's model_run.
+
+# OTAPusher.
+OTA_REPOSITORY_KEY = 'repository'
+OTA_KEYS_DIR_KEY = 'keys_dir'  # A path (a mounted Secret); the keys themselves never pass here.
+OTA_CHANNEL_KEY = 'channel'
+OTA_DELTA_LAST_K_KEY = 'delta_last_k'
+OTA_DELTA_MAX_RATIO_KEY = 'delta_max_ratio'
+OTA_MIN_RUNTIME_KEY = 'min_runtime_version'

@@ -9,7 +9,7 @@ from components import Clusterer
 from components import PTQConverter
 from components import Pruner
 from components import QATTrainer
-from components import TFLitePusher
+from components import OTAPusher
 from components.clusterer.clustering import ClusteringConfig
 from components.finetune.config import FineTuneConfig
 from components.gate import accuracy_gate_config
@@ -35,7 +35,7 @@ PRUNER = 'Pruner'
 CLUSTERER = 'Clusterer'
 PCQAT_CLUSTERER = 'Clusterer_after_Pruner'
 QAT_TRAINER = 'QATTrainer'
-PUSHER = 'TFLitePusher'
+PUSHER = 'OTAPusher'
 
 
 def int8_node(variant: str) -> str:
@@ -50,11 +50,13 @@ def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
     data_root: str,
-    push_destination: str,
+    ota_repository: str,
+    ota_keys_dir: str,
     *,
     variants: Sequence[str] = VARIANTS,
     push_variant: str = PTQ,
     model_name: str = 'digits',
+    channel: str = 'stable',
     run_fn: Optional[str] = DEFAULT_RUN_FN,
     module_file: Optional[str] = None,
     input_fn: Optional[str] = DEFAULT_INPUT_FN,
@@ -72,7 +74,7 @@ def create_pipeline(
     metadata_connection_config=None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-  """Trainer -> optimizers -> PTQConverter (int8) per variant -> Evaluator gates -> TFLitePusher.
+  """Trainer -> optimizers -> PTQConverter (int8) per variant -> Evaluator gates -> OTAPusher.
 
   Every variant's int8 model is gated by its own Evaluator against one float32 TFLite baseline
   of the trained model. Only `push_variant` goes on to the pusher.
@@ -81,10 +83,12 @@ def create_pipeline(
     pipeline_name: name in ML Metadata.
     pipeline_root: where artifacts are written (local path or URI).
     data_root: directory of tf.Example TFRecord files (ImportExampleGen's input_base).
-    push_destination: directory the blessed int8 model is published to.
+    ota_repository: the TUF repository the blessed int8 model is published to.
+    ota_keys_dir: directory of its signing keys (a mounted Secret on Kubernetes).
     variants: which of VARIANTS to build.
     push_variant: the variant whose int8 model is pushed when blessed (one of `variants`).
     model_name: name the model is published under.
+    channel: OTA release channel.
     run_fn: import path of the Trainer's run_fn (works offline and in containers), or None to
       use `module_file`.
     module_file: path of a module file with run_fn and input_fn, used when run_fn/input_fn are
@@ -185,12 +189,14 @@ def create_pipeline(
     components += [int8, evaluator]
     if variant == push_variant:
       components.append(
-          TFLitePusher(
+          OTAPusher(
               model=int8.outputs['tflite_model'],
               model_blessing=evaluator.outputs['blessing'],
               evaluation=evaluator.outputs['evaluation'],
-              push_destination=push_destination,
-              model_name=model_name).with_id(PUSHER))
+              repository_dir=ota_repository,
+              keys_dir=ota_keys_dir,
+              model_name=model_name,
+              channel=channel).with_id(PUSHER))
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
@@ -202,11 +208,12 @@ def create_pipeline(
 
 
 def demo_paths(output_dir: str) -> dict:
-  """Where the demo keeps its data, artifacts, metadata and pushed models."""
+  """Where the demo keeps its data, artifacts, metadata, OTA repository and signing keys."""
   output_dir = os.path.abspath(output_dir)
   return {
       'data_root': os.path.join(output_dir, 'data'),
       'pipeline_root': os.path.join(output_dir, 'pipeline_root'),
       'metadata_path': os.path.join(output_dir, 'metadata.sqlite'),
-      'push_destination': os.path.join(output_dir, 'pushed_models'),
+      'ota_repository': os.path.join(output_dir, 'ota_repository'),
+      'ota_keys_dir': os.path.join(output_dir, 'ota_keys'),
   }

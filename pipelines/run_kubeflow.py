@@ -1,7 +1,8 @@
 """Compiles the pipeline for Kubeflow Pipelines (and optionally submits it).
 
     python -m pipelines.run_kubeflow --output pipeline.yaml [--image IMG] [--pipeline-root URI]
-        [--data-root DIR] [--push-destination DIR] [--variants ...] [--beam-arg ARG ...]
+        [--data-root DIR] [--ota-repository DIR] [--ota-keys DIR] [--variants ...]
+        [--beam-arg=ARG ...]
         [--submit --host URL [--experiment NAME] [--run-name NAME]]
 
 The same create_pipeline(...) as the local runners, compiled with KubeflowV2DagRunner into the
@@ -23,7 +24,7 @@ DEFAULT_IMAGE = 'tfx-edge:0.1.0'
 # Where the k8s/ manifests mount the pipeline-root volume and the data baked into the image.
 DEFAULT_PIPELINE_ROOT = '/mnt/pipeline-root/tfx-edge-digits'
 DEFAULT_DATA_ROOT = '/opt/tfx-edge/data'
-DEFAULT_PUSH_DESTINATION = '/mnt/pipeline-root/pushed_models'
+DEFAULT_OTA_REPOSITORY = '/mnt/pipeline-root/ota'
 # Names from k8s/: the pipeline-root volume every step mounts, and the signing keys only the
 # push step mounts.
 PIPELINE_ROOT_PVC = 'tfx-edge-pipeline-root'
@@ -41,7 +42,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='artifact root: a path on the mounted volume, or gs://, s3:// ...')
   parser.add_argument('--data-root', default=DEFAULT_DATA_ROOT,
                       help='tf.Example TFRecords to import (the image ships the digits here).')
-  parser.add_argument('--push-destination', default=DEFAULT_PUSH_DESTINATION)
+  parser.add_argument('--ota-repository', default=DEFAULT_OTA_REPOSITORY,
+                      help='the TUF repository (on the pipeline-root volume).')
+  parser.add_argument('--ota-keys', default=OTA_KEYS_MOUNT,
+                      help='signing-key directory in the push step (the mounted Secret).')
   parser.add_argument('--pipeline-name', default='tfx-edge-digits',
                       help='KFP pipeline name: lowercase letters, digits and "-".')
   parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS))
@@ -67,7 +71,8 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       pipeline_name=args.pipeline_name,
       pipeline_root=args.pipeline_root,
       data_root=args.data_root,
-      push_destination=args.push_destination,
+      ota_repository=args.ota_repository,
+      ota_keys_dir=args.ota_keys,
       variants=[v for v in args.variants.split(',') if v],
       beam_pipeline_args=args.beam_args)
   output = os.path.abspath(args.output)

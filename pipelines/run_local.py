@@ -15,6 +15,7 @@ from absl import logging as absl_logging
 from tfx import v1 as tfx
 
 from components.finetune.config import FineTuneConfig
+from components.ota import repository
 from components.ptq_converter import conversion
 from pipelines import data
 from pipelines import pipeline as pipeline_lib
@@ -30,9 +31,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--runner', choices=('local', 'beam'), default='local',
                       help='LocalDagRunner or BeamDagRunner (default: local).')
   parser.add_argument('--output-dir', default='demo_output',
-                      help='data/, pipeline_root/, metadata.sqlite and pushed_models/ go here.')
+                      help='data/, pipeline_root/, metadata.sqlite, ota_repository/ and ota_keys/ go here.')
   parser.add_argument('--pipeline-name', default='tfx_edge_digits')
   parser.add_argument('--model-name', default='digits', help='name the model is pushed under.')
+  parser.add_argument('--channel', default='stable', help='OTA release channel.')
   parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS),
                       help='comma-separated variants to build (default: all of '
                       f'{",".join(pipeline_lib.VARIANTS)}).')
@@ -65,13 +67,18 @@ def main(argv: Optional[List[str]] = None) -> int:
   absl_logging.set_verbosity(absl_logging.INFO)
   paths = pipeline_lib.demo_paths(args.output_dir)
   data.export_digits(paths['data_root'])
+  ota = repository.OTARepository(paths['ota_repository'], paths['ota_keys_dir'])
+  if not os.path.exists(os.path.join(ota.metadata_dir, 'timestamp.json')):
+    ota.init()  # The demo's own repository and keys; in production, `tfx-edge ota init` once.
 
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=paths['pipeline_root'],
       data_root=paths['data_root'],
-      push_destination=paths['push_destination'],
+      ota_repository=paths['ota_repository'],
+      ota_keys_dir=paths['ota_keys_dir'],
       model_name=args.model_name,
+      channel=args.channel,
       variants=[v for v in args.variants.split(',') if v],
       push_variant=args.push_variant,
       fine_tuning=FineTuneConfig(epochs=args.finetune_epochs,
@@ -100,7 +107,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         f'{elapsed:.0f}s.\n')
   print(summary.format_table(rows))
   print(f'\nArtifacts: {paths["pipeline_root"]}\nML Metadata: {paths["metadata_path"]}\n'
-        f'Pushed models: {paths["push_destination"]}')
+        f'OTA repository: {paths["ota_repository"]} (keys: {paths["ota_keys_dir"]})\n'
+        'Serve it and fetch the model as a device would:\n'
+        f'  python -m http.server 8000 --directory {paths["ota_repository"]} &\n'
+        f'  .venv/bin/tfx-edge ota fetch --url http://127.0.0.1:8000 --trusted-root '
+        f'{paths["ota_repository"]}/metadata/1.root.json --name {args.model_name} '
+        '--dest device/')
   return 0
 
 

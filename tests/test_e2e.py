@@ -1,10 +1,13 @@
 """End to end: the real pipeline through `python -m pipelines.run_local` with both runners."""
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from components.ota import client
+from components.ota import repository
 from components.ptq_converter import conversion
 from pipelines import pipeline as pipeline_lib
 from pipelines import summary
@@ -42,9 +45,10 @@ def _assert_blessed_int8_push(output_dir):
   assert int8.blessed == 'BLESSED'
   assert abs(int8.accuracy - baseline.accuracy) <= 0.01, (int8.accuracy, baseline.accuracy)
   assert int8.accuracy > 0.9
-  pushed_file = os.path.join(int8.pushed_to, 'model.tflite')
-  with open(pushed_file, 'rb') as f:
-    tflite_model = f.read()
+  ota = repository.OTARepository(pipeline_lib.demo_paths(str(output_dir))['ota_repository'])
+  [release] = ota.releases('digits')
+  assert int8.pushed_to == release.path
+  tflite_model = ota.read_target(release)
   # Weights and activations int8 (biases int32), int8 I/O: nothing float is left.
   assert set(conversion.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
   assert len(tflite_model) == int8.size_bytes
@@ -59,8 +63,33 @@ def test_local_runner_pushes_a_blessed_int8_model(local_run):
 
   assert 'finished with the local runner' in output
   # The printed summary names the pushed version directory.
-  assert rows[pipeline_lib.PTQ].pushed_to.endswith(os.path.join('digits', '00000001'))
+  assert rows[pipeline_lib.PTQ].pushed_to == 'digits/stable/model-v000001.tflite'
   assert rows[pipeline_lib.PTQ].pushed_to in output
+
+
+def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run, tmp_path):
+  output_dir, _ = local_run
+  ota = repository.OTARepository(pipeline_lib.demo_paths(str(output_dir))['ota_repository'])
+  [release] = ota.releases('digits')
+  server = subprocess.Popen(
+      [sys.executable, '-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory',
+       ota.repo_dir], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  try:
+    port = int(re.search(r'port (\d+)', server.stdout.readline()).group(1))
+    result = client.fetch(f'http://127.0.0.1:{port}',
+                          os.path.join(ota.metadata_dir, '1.root.json'), 'digits',
+                          str(tmp_path / 'device'))
+  finally:
+    server.terminate()
+    server.wait(timeout=10)
+
+  assert (result.version, result.updated) == (1, True)
+  with open(result.path, 'rb') as f:
+    installed = f.read()
+  assert installed == ota.read_target(release)
+  assert set(conversion.tensor_dtypes(installed).values()) <= {'int8', 'int32'}
+  assert release.custom['mode'] == 'int8'
+  assert float(release.custom['tfma_metrics']['candidate']) > 0.9
 
 
 def test_every_variant_is_built_gated_and_listed(local_run):
@@ -91,8 +120,11 @@ def test_every_variant_is_built_gated_and_listed(local_run):
 
 def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
   output_dir, _ = local_run
-  push_root = os.path.join(pipeline_lib.demo_paths(str(output_dir))['push_destination'], 'digits')
-  before = sorted(os.listdir(push_root))
+  ota = repository.OTARepository(pipeline_lib.demo_paths(str(output_dir))['ota_repository'])
+  before = ota.releases()
+  timestamp = os.path.join(ota.metadata_dir, 'timestamp.json')
+  with open(timestamp, 'rb') as f:
+    timestamp_before = f.read()
 
   # Unchanged steps come from the cache: only the Evaluator and the pusher run again.
   output = run_pipeline(output_dir, '--runner', 'local', '--enable-cache', '--min-accuracy', '1.0')
@@ -102,10 +134,12 @@ def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
   assert int8.accuracy < 1.0
   assert int8.blessed == 'NOT_BLESSED'
   assert int8.pushed_to.startswith('not pushed: model is NOT_BLESSED')
-  assert 'TFLitePusher: NOT pushing' in output
+  assert 'OTAPusher: NOT pushing' in output
   assert f'sparse_categorical_accuracy value = {int8.accuracy:+.4f} fails the bound >= 1.0000' in (
       output)
-  assert sorted(os.listdir(push_root)) == before
+  assert ota.releases() == before
+  with open(timestamp, 'rb') as f:
+    assert f.read() == timestamp_before  # The repository did not change at all.
 
 
 def test_beam_runner_pushes_a_blessed_int8_model(tmp_path):

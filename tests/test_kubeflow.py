@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from components.ota import repository
 from pipelines import data
 from pipelines import pipeline as pipeline_lib
 from tests.conftest import REPO_ROOT
@@ -45,7 +46,7 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
 
   expected = {
       'ImportExampleGen', 'Trainer', 'ptq_float32', 'Pruner', 'Clusterer',
-      'Clusterer_after_Pruner', 'QATTrainer', 'TFLitePusher',
+      'Clusterer_after_Pruner', 'QATTrainer', 'OTAPusher',
       *(f(v) for v in pipeline_lib.VARIANTS
         for f in (pipeline_lib.int8_node, pipeline_lib.evaluator_node))
   }
@@ -54,7 +55,7 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
   assert _upstream(tasks, 'pcqat_int8') == {'QATTrainer', 'ImportExampleGen'}
   assert _upstream(tasks, 'pruned_evaluator') == {'pruned_int8', 'ptq_float32',
                                                   'ImportExampleGen'}
-  assert _upstream(tasks, 'TFLitePusher') == {'ptq_int8', 'ptq_evaluator'}
+  assert _upstream(tasks, 'OTAPusher') == {'ptq_int8', 'ptq_evaluator'}
   for task_id, task in tasks.items():
     assert set(task.get('dependentTasks', [])) == _upstream(tasks, task_id)
     container = executors[full_spec['components'][task['componentRef']['name']]['executorLabel']][
@@ -74,8 +75,8 @@ def test_every_step_mounts_the_pipeline_root_and_only_the_pusher_the_signing_key
   for label, config in k8s.items():
     assert config['pvcMount'] == [{'constant': 'tfx-edge-pipeline-root',
                                    'mountPath': '/mnt/pipeline-root'}]
-    assert ('secretAsVolume' in config) == (label == 'TFLitePusher_executor')
-  assert k8s['TFLitePusher_executor']['secretAsVolume'][0]['secretName'] == 'tfx-edge-ota-keys'
+    assert ('secretAsVolume' in config) == (label == 'OTAPusher_executor')
+  assert k8s['OTAPusher_executor']['secretAsVolume'][0]['secretName'] == 'tfx-edge-ota-keys'
 
 
 def test_json_output_is_refused_because_kfp_rejects_it(tmp_path):
@@ -128,8 +129,11 @@ def test_compiled_steps_run_here_through_the_kfp_entrypoint(tmp_path):
   data_root = tmp_path / 'data'
   data.export_digits(str(data_root))
   root = tmp_path / 'root'
+  ota = repository.OTARepository(str(tmp_path / 'ota'), str(tmp_path / 'keys'))
+  ota.init()
   spec = compile_spec(tmp_path, '--variants', 'ptq', '--data-root', str(data_root),
-                      '--pipeline-root', str(root), '--push-destination', str(tmp_path / 'push'),
+                      '--pipeline-root', str(root), '--ota-repository', ota.repo_dir,
+                      '--ota-keys', str(tmp_path / 'keys'),
                       '--beam-arg=--direct_running_mode=in_memory')
   tasks = spec['root']['dag']['tasks']
   outputs = {}
@@ -179,6 +183,9 @@ def test_compiled_steps_run_here_through_the_kfp_entrypoint(tmp_path):
   assert os.path.exists(os.path.join(int8['uri'], 'Format-Serving', 'tflite'))
   assert int8['metadata']['tfx_edge_mode'] == 'int8'
   assert os.path.exists(os.path.join(outputs['ptq_evaluator']['blessing']['uri'], 'BLESSED'))
-  pushed = outputs['TFLitePusher']['pushed_model']['metadata']
+  pushed = outputs['OTAPusher']['pushed_model']['metadata']
   assert pushed['pushed'] == 1
-  assert os.path.exists(os.path.join(pushed['pushed_destination'], 'model.tflite'))
+  [release] = ota.releases('digits')
+  assert pushed['pushed_destination'] == release.path == 'digits/stable/model-v000001.tflite'
+  with open(os.path.join(int8['uri'], 'model.tflite'), 'rb') as f:
+    assert ota.read_target(release) == f.read()

@@ -233,3 +233,169 @@ def test_cli_init_publish_rollback_status_fetch(tmp_path, tiny_model):
                         env=env, cwd=REPO_ROOT, timeout=300, check=False)
   assert proc.returncode == 2
   assert "signing key for role 'root' not found" in proc.stderr
+
+
+def _model_bytes(seed, n=4096):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+def test_client_applies_a_delta_when_one_matches_what_it_has(repo, server, tmp_path):
+  device = tmp_path / 'device'
+  v1 = _model_bytes(1)
+  v2 = bytearray(v1)
+  v2[100:140] = _model_bytes(2, 40)  # A small change, as fine-tuning a few layers makes.
+  repo.publish('digits', v1)
+  _fetch(repo, server, device)
+
+  release = repo.publish('digits', bytes(v2))
+  result = _fetch(repo, server, device)
+
+  assert [p['from_version'] for p in release.custom['patches']] == [1]
+  assert result.via_patch and result.version == 2
+  assert result.downloaded_bytes == release.custom['patches'][0]['length'] < len(v2) / 4
+  assert _installed(device) == bytes(v2)
+
+
+def test_a_patch_larger_than_the_limit_is_not_published(repo):
+  repo.publish('digits', _model_bytes(1))
+
+  release = repo.publish('digits', _model_bytes(2))  # Unrelated bytes: the patch is no smaller.
+
+  assert release.custom['patches'] == []
+
+
+def test_a_client_without_a_matching_version_downloads_the_full_file(repo, server, tmp_path):
+  v1 = _model_bytes(1)
+  repo.publish('digits', v1)
+  repo.publish('digits', v1[:-10] + b'0123456789')
+
+  result = _fetch(repo, server, tmp_path / 'new-device')
+
+  assert not result.via_patch and result.downloaded_bytes == len(v1)
+
+
+def test_a_tampered_patch_is_rejected_and_the_full_file_installed(repo, server, tmp_path, caplog):
+  device = tmp_path / 'device'
+  v1 = _model_bytes(1)
+  repo.publish('digits', v1)
+  _fetch(repo, server, device)
+  release = repo.publish('digits', v1[:-10] + b'0123456789')
+  patch = release.custom['patches'][0]
+  directory, base = os.path.split(patch['path'])
+  patch_file = next(f for f in os.listdir(os.path.join(repo.targets_dir, directory))
+                    if f.endswith(base))
+  with open(os.path.join(repo.targets_dir, directory, patch_file), 'r+b') as f:
+    f.seek(-1, 2)
+    last = f.read(1)
+    f.seek(-1, 2)
+    f.write(b'\0' if last != b'\0' else b'\1')
+
+  with caplog.at_level('WARNING'):
+    result = _fetch(repo, server, device)
+
+  assert not result.via_patch and result.version == 2
+  assert 'failed verification' in caplog.text
+  assert _installed(device) == v1[:-10] + b'0123456789'
+
+
+def _pusher_channels():
+  from tfx import types  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  return dict(model=types.Channel(type=standard_artifacts.Model),
+              model_blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(channel='Beta'), "channel='Beta' is not accepted"),
+    (dict(model_name='a/b'), "model_name='a/b' is not accepted"),
+    (dict(repository_dir='gs://bucket/ota'), "repository_dir='gs://bucket/ota' must be a local"),
+    (dict(keys_dir='/srv/ota/keys'), 'lies inside repository_dir, which is served to devices'),
+    (dict(allowed_modes=['int7']), "allowed_modes contains 'int7'"),
+    (dict(delta_policy=repository.DeltaPolicy(last_k=2, max_ratio=0.3)), None),
+])
+def test_ota_pusher_checks_its_parameters_when_the_pipeline_is_built(kwargs, message):
+  from components import OTAPusher  # pylint: disable=g-import-not-at-top
+  args = dict(_pusher_channels(), repository_dir='/srv/ota', keys_dir='/var/run/keys',
+              model_name='digits')
+  args.update(kwargs)
+
+  if message is None:
+    assert OTAPusher(**args).exec_properties['delta_max_ratio'] == 0.3
+  else:
+    with pytest.raises(ValueError, match=message):
+      OTAPusher(**args)
+
+
+def test_ota_pusher_publishes_a_blessed_model_with_its_custom_info(repo, tmp_path, tiny_model):
+  from components import keys  # pylint: disable=g-import-not-at-top
+  from components import OTAPusher  # pylint: disable=g-import-not-at-top
+  from components.ota import executor as ota_executor  # pylint: disable=g-import-not-at-top
+  from components.ptq_converter import calibration, conversion  # pylint: disable=g-import-not-at-top
+  from tests.conftest import random_pixels  # pylint: disable=g-import-not-at-top
+  from tests.test_pusher import _blessing, _model  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  tflite_model = conversion.convert(
+      tiny_model, 'int8', calibration.representative_dataset({'pixels': random_pixels()}))
+  model = _model(tmp_path, payload=tflite_model)
+  pushed = standard_artifacts.PushedModel()
+  pushed.uri = str(tmp_path / 'pushed')
+  component = OTAPusher(**_pusher_channels(), repository_dir=repo.repo_dir,
+                        keys_dir=repo._keys_dir, model_name='digits', channel='canary')  # pylint: disable=protected-access
+
+  ota_executor.Executor().Do({keys.MODEL_KEY: [model],
+                              keys.MODEL_BLESSING_KEY: [_blessing(tmp_path, model, True)]},
+                             {keys.PUSHED_MODEL_KEY: [pushed]}, dict(component.exec_properties))
+
+  [release] = repo.releases('digits')
+  assert pushed.get_int_custom_property('pushed') == 1
+  assert pushed.get_int_custom_property('pushed_version') == 1
+  assert pushed.get_string_custom_property('pushed_destination') == release.path
+  assert release.channel == 'canary'
+  assert release.custom['mode'] == 'int8'
+  assert release.custom['tensors']['inputs'][0]['dtype'] == 'int8'
+  assert release.custom['min_runtime_version'].startswith('ai-edge-litert')
+  assert repo.read_target(release) == tflite_model
+
+
+_KILLED_PUSH = '''
+import os, signal, sys
+from components.ota import repository
+stage = sys.argv[3]
+write_target, write_md = repository.OTARepository._write_target, repository.OTARepository._write
+
+def die():
+  os.kill(os.getpid(), signal.SIGKILL)
+
+def write_target_then_maybe_die(self, path, data):
+  write_target(self, path, data)
+  if stage == 'target-file':
+    die()
+
+def write_md_or_die(self, md):
+  if md.signed.type == stage:
+    die()
+  write_md(self, md)
+
+repository.OTARepository._write_target = write_target_then_maybe_die
+repository.OTARepository._write = write_md_or_die
+repository.OTARepository(sys.argv[1], sys.argv[2]).publish('digits', b'model-two')
+'''
+
+
+@pytest.mark.parametrize('stage', ['target-file', 'targets', 'snapshot', 'timestamp'])
+def test_a_killed_push_leaves_a_consistent_release_and_a_rerun_completes(repo, server, tmp_path,
+                                                                         stage):
+  repo.publish('digits', b'model-one')
+  proc = subprocess.run([sys.executable, '-c', _KILLED_PUSH, repo.repo_dir, repo._keys_dir,  # pylint: disable=protected-access
+                         stage], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode == -9, proc.stderr
+
+  during = _fetch(repo, server, tmp_path / 'device')
+  rerun = repo.publish('digits', b'model-two')
+  after = _fetch(repo, server, tmp_path / 'device')
+
+  assert during.version == 1
+  assert rerun.version == 2 and after.version == 2
+  assert _installed(tmp_path / 'device') == b'model-two'

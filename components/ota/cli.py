@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument('--name', required=True, help='model name')
   publish.add_argument('--model', required=True, help='the .tflite file')
   publish.add_argument('--channel', default='stable')
+  publish.add_argument('--delta-last-k', type=int, default=repository.DeltaPolicy.last_k,
+                       help='publish bsdiff4 patches from the last K versions (0: none)')
+  publish.add_argument('--delta-max-ratio', type=float, default=repository.DeltaPolicy.max_ratio,
+                       help='only patches smaller than this fraction of the full file')
   rollback.add_argument('--to-version', type=int, required=True)
   rollback.add_argument('--channel', default=None, help='default: the old version\'s channel')
   fetch.add_argument('--url', required=True, help='repository base URL')
@@ -54,10 +58,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     if args.command == 'fetch':
       result = client.fetch(args.url, args.trusted_root, args.name, args.dest, args.channel)
+      how = f' ({result.downloaded_bytes} bytes, {"patch" if result.via_patch else "full"})'
       print(f'{"installed" if result.updated else "up to date:"} {result.name} version '
-            f'{result.version} at {result.path}')
+            f'{result.version} at {result.path}' + (how if result.updated else ''))
       return 0
-    repo = repository.OTARepository(args.repo, getattr(args, 'keys', None))
+    policy = repository.DeltaPolicy(getattr(args, 'delta_last_k', 3),
+                                    getattr(args, 'delta_max_ratio', 0.5))
+    repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy)
     if args.command == 'init':
       repo.init()
       print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')

@@ -6,12 +6,16 @@ State in `dest`:
     <name>.json      what is installed (version, sha256, channel)
 """
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from typing import Optional
 
+import bsdiff4
+from tuf.api import exceptions
 from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater
 
@@ -25,6 +29,8 @@ class FetchResult:
   version: int
   path: str
   updated: bool
+  downloaded_bytes: int = 0
+  via_patch: bool = False
 
 
 def _latest(metadata_dir: str, name: str, channel: str):
@@ -80,8 +86,11 @@ def fetch(url: str, trusted_root: str, name: str, dest: str, channel: str = 'sta
   fd, tmp = tempfile.mkstemp(prefix='.incoming-', dir=dest)
   os.close(fd)
   try:
-    # download_target verifies length and hashes against the signed targets metadata.
-    updater.download_target(info, filepath=tmp)
+    downloaded, via_patch = _download_patched(updater, custom, installed_path, info, tmp)
+    if not via_patch:
+      # download_target verifies length and hashes against the signed targets metadata.
+      updater.download_target(info, filepath=tmp)
+      downloaded = info.length
     os.replace(tmp, installed_path)  # The old model stays until the new one is verified.
   finally:
     if os.path.exists(tmp):
@@ -93,4 +102,41 @@ def fetch(url: str, trusted_root: str, name: str, dest: str, channel: str = 'sta
     json.dump(state, f)
   os.replace(tmp_state, state_path)
   shutil.rmtree(os.path.join(dest, '.downloads'), ignore_errors=True)
-  return FetchResult(name, custom['version'], installed_path, updated=True)
+  return FetchResult(name, custom['version'], installed_path, True, downloaded, via_patch)
+
+
+def _download_patched(updater: Updater, custom: dict, installed_path: str, info,
+                      out_path: str):
+  """Builds the new model from the installed one and a signed patch, when one applies.
+
+  Returns (patch bytes downloaded, True) when out_path holds the new model with the hash the
+  signed metadata gives; (0, False) when no patch applies or the result does not verify, so
+  the caller downloads the full file.
+  """
+  if not os.path.exists(installed_path):
+    return 0, False
+  with open(installed_path, 'rb') as f:
+    installed = f.read()
+  installed_sha = hashlib.sha256(installed).hexdigest()
+  for patch in custom.get('patches', []):
+    if patch['from_sha256'] != installed_sha:
+      continue
+    patch_info = updater.get_targetinfo(patch['path'])
+    if patch_info is None:
+      continue
+    try:
+      patch_file = updater.download_target(patch_info)  # Verified against its signed hash.
+    except exceptions.RepositoryError as e:
+      logging.warning('OTA client: patch %s failed verification (%s); downloading the full '
+                      'file.', patch['path'], e)
+      return 0, False
+    with open(patch_file, 'rb') as f:
+      patched = bsdiff4.patch(installed, f.read())
+    if hashlib.sha256(patched).hexdigest() != info.hashes['sha256'] or len(patched) != info.length:
+      logging.warning('OTA client: patch %s gave a model whose hash does not match the signed '
+                      'metadata; downloading the full file.', patch['path'])
+      return 0, False
+    with open(out_path, 'wb') as f:
+      f.write(patched)
+    return patch_info.length, True
+  return 0, False

@@ -24,6 +24,7 @@ import re
 import tempfile
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
+import bsdiff4
 from tuf.api.metadata import MetaFile
 from tuf.api.metadata import Metadata
 from tuf.api.metadata import Root
@@ -97,11 +98,31 @@ def _atomic_write(path: str, data: bytes) -> None:
     raise
 
 
+@dataclasses.dataclass(frozen=True)
+class DeltaPolicy:
+  """When to publish bsdiff4 patches next to a full model.
+
+  Attributes:
+    last_k: patches from each of the last K published versions of the model (0 disables).
+    max_ratio: publish a patch only when it is smaller than this fraction of the full file.
+  """
+  last_k: int = 3
+  max_ratio: float = 0.5
+
+  def __post_init__(self):
+    if isinstance(self.last_k, bool) or not isinstance(self.last_k, int) or self.last_k < 0:
+      raise ValueError(f'last_k={self.last_k!r} must be an integer >= 0.')
+    if not 0 < self.max_ratio <= 1:
+      raise ValueError(f'max_ratio={self.max_ratio!r} must lie in (0, 1].')
+
+
 class OTARepository:
   """A model repository on a local path (or a mounted volume)."""
 
-  def __init__(self, repo_dir: str, keys_dir: Optional[str] = None):
+  def __init__(self, repo_dir: str, keys_dir: Optional[str] = None,
+               delta_policy: DeltaPolicy = DeltaPolicy()):
     self.repo_dir = repo_dir
+    self.delta_policy = delta_policy
     self.metadata_dir = os.path.join(repo_dir, 'metadata')
     self.targets_dir = os.path.join(repo_dir, 'targets')
     self._keys_dir = keys_dir
@@ -129,8 +150,8 @@ class OTARepository:
     _, _, targets = self._published()
     out = []
     for path, target in targets.signed.targets.items():
-      custom = (target.unrecognized_fields.get('custom') or {}).get(CUSTOM, {})
-      if name is not None and custom.get('name') != name:
+      custom = (target.unrecognized_fields.get('custom') or {}).get(CUSTOM)
+      if not custom or (name is not None and custom.get('name') != name):
         continue
       out.append(Release(custom['name'], custom['version'], custom['channel'], path,
                          target.hashes['sha256'], target.length, custom))
@@ -177,13 +198,37 @@ class OTARepository:
       version = max((r.version for r in self.releases(name)), default=0) + 1
       path = f'{name}/{channel}/model-v{version:06d}.tflite'
       # Target files first: immutable, hash-prefixed, invisible until metadata names them.
-      directory, base = os.path.split(path)
-      _atomic_write(os.path.join(self.targets_dir, directory, f'{sha256}.{base}'), model)
-      custom = dict(canonical_info(info or {}), name=name, version=version, channel=channel)
+      self._write_target(path, model)
+      new_targets = {}
+      patches = []
+      k = self.delta_policy.last_k
+      for old in (self.releases(name)[-k:] if k else []):
+        patch = bsdiff4.diff(self.read_target(old), model)
+        if len(patch) >= self.delta_policy.max_ratio * len(model):
+          continue
+        patch_path = f'{name}/{channel}/patches/v{old.version:06d}-v{version:06d}.bsdiff4'
+        self._write_target(patch_path, patch)
+        new_targets[patch_path] = TargetFile.from_data(patch_path, patch, ['sha256'])
+        patches.append({'from_version': old.version, 'from_sha256': old.sha256,
+                        'path': patch_path, 'length': len(patch)})
+      custom = dict(canonical_info(info or {}), name=name, version=version, channel=channel,
+                    patches=patches)
       target = TargetFile.from_data(path, model, ['sha256'])
       target.unrecognized_fields['custom'] = {CUSTOM: custom}
-      self._release({path: target}, signers)
+      new_targets[path] = target
+      self._release(new_targets, signers)
       return Release(name, version, channel, path, sha256, len(model), custom)
+
+  def _write_target(self, path: str, data: bytes) -> None:
+    directory, base = os.path.split(path)
+    digest = hashlib.sha256(data).hexdigest()
+    _atomic_write(os.path.join(self.targets_dir, directory, f'{digest}.{base}'), data)
+
+  def read_target(self, release: Release) -> bytes:
+    """The bytes of a published model."""
+    directory, base = os.path.split(release.path)
+    with open(os.path.join(self.targets_dir, directory, f'{release.sha256}.{base}'), 'rb') as f:
+      return f.read()
 
   def rollback(self, name: str, to_version: int, channel: Optional[str] = None) -> Release:
     """Re-publishes the bytes of an earlier version as a new, higher version."""
@@ -191,10 +236,9 @@ class OTARepository:
     if old is None:
       raise ValueError(f'{name!r} has no version {to_version}; published versions: '
                        f'{[r.version for r in self.releases(name)]}.')
-    directory, base = os.path.split(old.path)
-    with open(os.path.join(self.targets_dir, directory, f'{old.sha256}.{base}'), 'rb') as f:
-      model = f.read()
-    info = {k: v for k, v in old.custom.items() if k not in ('name', 'version', 'channel')}
+    model = self.read_target(old)
+    info = {k: v for k, v in old.custom.items()
+            if k not in ('name', 'version', 'channel', 'patches')}
     info['rolled_back_from'] = to_version
     return self.publish(name, model, channel or old.channel, info)
 

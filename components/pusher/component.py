@@ -15,6 +15,17 @@ from components.pusher import executor
 from components.pusher import publisher
 
 
+def validate_allowed_modes(allowed_modes: Sequence[str]) -> None:
+  """Raises ValueError unless allowed_modes is a non-empty list of PTQ modes."""
+  if isinstance(allowed_modes, str) or not allowed_modes:
+    raise ValueError(f'allowed_modes={allowed_modes!r} must be a non-empty list of modes from '
+                     f'{", ".join(conversion.MODES)}.')
+  for mode in allowed_modes:
+    if mode not in conversion.MODES:
+      raise ValueError(f'allowed_modes contains {mode!r}, which is not a PTQ mode; accepted: '
+                       f'{", ".join(conversion.MODES)}.')
+
+
 class TFLitePusherSpec(types.ComponentSpec):
   """Inputs, outputs and parameters of TFLitePusher."""
   PARAMETERS = {
@@ -70,13 +81,7 @@ class TFLitePusher(base_component.BaseComponent):
     if not push_destination or not isinstance(push_destination, str):
       raise ValueError(f'push_destination={push_destination!r} must be a directory path.')
     publisher.VersionedDirectoryPublisher(push_destination)  # Rejects remote URIs now.
-    if isinstance(allowed_modes, str) or not allowed_modes:
-      raise ValueError(f'allowed_modes={allowed_modes!r} must be a non-empty list of modes from '
-                       f'{", ".join(conversion.MODES)}.')
-    for mode in allowed_modes:
-      if mode not in conversion.MODES:
-        raise ValueError(f'allowed_modes contains {mode!r}, which is not a PTQ mode; accepted: '
-                         f'{", ".join(conversion.MODES)}.')
+    validate_allowed_modes(allowed_modes)
     spec = TFLitePusherSpec(
         model=model,
         model_blessing=model_blessing,

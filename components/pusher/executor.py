@@ -11,6 +11,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components import keys
+from components.gate import eval_config
 from components.gate import results
 from components.pusher import publisher
 
@@ -35,7 +36,18 @@ def refusal_reason(model: types.Artifact, blessing: types.Artifact, allowed_mode
 
 
 class Executor(base_executor.BaseExecutor):
-  """Pushes through VersionedDirectoryPublisher, or records why it did not."""
+  """Pushes through VersionedDirectoryPublisher, or records why it did not.
+
+  Subclasses publish elsewhere by overriding `publish`; the gating stays the same.
+  """
+
+  NAME = 'TFLitePusher'  # In log lines.
+
+  def publish(self, name: str, tflite_model: bytes, metadata: Dict[str, Any],
+              exec_properties: Dict[str, Any]) -> publisher.PublishResult:
+    """Publishes the model; returns the version and where it went."""
+    destination = publisher.VersionedDirectoryPublisher(exec_properties[keys.PUSH_DESTINATION_KEY])
+    return destination.publish(name, tflite_model, metadata)
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
@@ -50,7 +62,7 @@ class Executor(base_executor.BaseExecutor):
     reason = refusal_reason(model, blessing, allowed_modes,
                             evaluations[0].uri if evaluations else '')
     if reason:
-      logging.warning('TFLitePusher: NOT pushing %s: %s', model.uri, reason)
+      logging.warning('%s: NOT pushing %s: %s', self.NAME, model.uri, reason)
       pushed.set_int_custom_property(keys.PROP_PUSHED, 0)
       pushed.set_string_custom_property(keys.PROP_PUSH_REASON, reason)
       return
@@ -63,9 +75,11 @@ class Executor(base_executor.BaseExecutor):
         'output_dtypes': json.loads(model.get_string_custom_property(keys.PROP_OUTPUT_DTYPES)),
         'source_model_uri': model.uri,
     }
-    destination = publisher.VersionedDirectoryPublisher(exec_properties[keys.PUSH_DESTINATION_KEY])
-    result = destination.publish(name, tflite_model, metadata)
-    logging.info('TFLitePusher: %s %s version %d at %s.',
+    if evaluations:
+      metadata['tfma_metrics'] = results.metric_values(evaluations[0].uri,
+                                                       eval_config.ACCURACY_METRIC)
+    result = self.publish(name, tflite_model, metadata, exec_properties)
+    logging.info('%s: %s %s version %d at %s.', self.NAME,
                  'pushed' if result.created else 'already published as', name, result.version,
                  result.uri)
     pushed.set_int_custom_property(keys.PROP_PUSHED, 1)

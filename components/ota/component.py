@@ -1,0 +1,101 @@
+"""OTAPusher component: publishes a blessed int8 model into a signed TUF repository."""
+import json
+import os
+from typing import Optional, Sequence
+
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ExecutionParameter
+
+from components import keys
+from components.ota import executor
+from components.ota import repository
+from components.ptq_converter import conversion
+from components.pusher import component as pusher_component
+from components.pusher import publisher
+
+
+class OTAPusherSpec(types.ComponentSpec):
+  """Inputs, outputs and parameters of OTAPusher."""
+  PARAMETERS = {
+      keys.OTA_REPOSITORY_KEY: ExecutionParameter(type=str),
+      keys.OTA_KEYS_DIR_KEY: ExecutionParameter(type=str),
+      keys.MODEL_NAME_KEY: ExecutionParameter(type=str),
+      keys.OTA_CHANNEL_KEY: ExecutionParameter(type=str),
+      keys.ALLOWED_MODES_KEY: ExecutionParameter(type=str),  # JSON list
+      keys.OTA_DELTA_LAST_K_KEY: ExecutionParameter(type=int),
+      keys.OTA_DELTA_MAX_RATIO_KEY: ExecutionParameter(type=float),
+      keys.OTA_MIN_RUNTIME_KEY: ExecutionParameter(type=str),
+  }
+  INPUTS = pusher_component.TFLitePusherSpec.INPUTS
+  OUTPUTS = pusher_component.TFLitePusherSpec.OUTPUTS
+
+
+class OTAPusher(base_component.BaseComponent):
+  """Publishes a PTQConverter model into a TUF repository, only when it may ship.
+
+  The gate is TFLitePusher's: the Evaluator's blessing for this very model, and a mode in
+  `allowed_modes` (int8). The target's custom info holds the model name, its monotonic version,
+  channel, quantization mode, input/output tensor specs, the TFMA accuracy, the minimum runtime
+  version, and the bsdiff4 patches from recent versions. The `pushed_model` artifact records
+  `pushed`, `pushed_version` and `pushed_destination` (the TUF target path).
+
+  Signing keys are read from `keys_dir` (a directory or a mounted Kubernetes Secret) when the
+  push runs; only the path is a parameter, so keys never reach ML Metadata or logs.
+  """
+
+  SPEC_CLASS = OTAPusherSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self,
+               model: types.BaseChannel,
+               model_blessing: types.BaseChannel,
+               repository_dir: str,
+               keys_dir: str,
+               model_name: str,
+               channel: str = 'stable',
+               evaluation: Optional[types.BaseChannel] = None,
+               allowed_modes: Sequence[str] = (conversion.INT8,),
+               delta_policy: repository.DeltaPolicy = repository.DeltaPolicy(),
+               min_runtime_version: str = 'ai-edge-litert>=1.2'):
+    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+
+    Args:
+      model: a PTQConverter `tflite_model` channel.
+      model_blessing: the Evaluator's `blessing` for that model.
+      repository_dir: the TUF repository (created with `tfx-edge ota init`).
+      keys_dir: directory holding <role>.pem signing keys (for example a mounted Secret).
+      model_name: the model's name in the repository (letters, digits, `_-.`).
+      channel: release channel, for example `stable` or `canary`.
+      evaluation: the Evaluator's `evaluation`, for the metrics and to explain a refusal.
+      allowed_modes: PTQ modes that may be published (default: int8 only).
+      delta_policy: which bsdiff4 patches to publish.
+      min_runtime_version: recorded for devices to check before installing.
+    """
+    publisher.validate_model_name(model_name)
+    repository.validate_channel(channel)
+    pusher_component.validate_allowed_modes(allowed_modes)
+    for name, value in (('repository_dir', repository_dir), ('keys_dir', keys_dir)):
+      if not isinstance(value, str) or not value or '://' in value:
+        raise ValueError(f'{name}={value!r} must be a local or mounted directory path.')
+    if os.path.abspath(keys_dir).startswith(os.path.abspath(repository_dir) + os.sep):
+      raise ValueError(f'keys_dir={keys_dir!r} lies inside repository_dir, which is served to '
+                       'devices: keep signing keys out of it.')
+    if not isinstance(delta_policy, repository.DeltaPolicy):
+      raise ValueError(f'delta_policy={delta_policy!r} must be a DeltaPolicy.')
+    spec = OTAPusherSpec(
+        model=model,
+        model_blessing=model_blessing,
+        evaluation=evaluation,
+        repository=repository_dir,
+        keys_dir=keys_dir,
+        model_name=model_name,
+        channel=channel,
+        allowed_modes=json.dumps(list(allowed_modes)),
+        delta_last_k=delta_policy.last_k,
+        delta_max_ratio=float(delta_policy.max_ratio),
+        min_runtime_version=min_runtime_version,
+        pushed_model=types.Channel(type=standard_artifacts.PushedModel))
+    super().__init__(spec=spec)
