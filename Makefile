@@ -16,7 +16,7 @@ venv:
 
 # Linters and validators for k8s/ (checkov, hadolint, kubernetes-validate), in their own venv.
 tools:
-	@bash scripts/bootstrap_tools.sh
+	@VENV=.venv-tools LOCK=requirements-tools.lock PROJECT=0 bash scripts/bootstrap.sh
 
 demo: venv
 	$(PY) -m pipelines.run_local --runner $(RUNNER) --output-dir $(DEMO_DIR)
