@@ -64,7 +64,8 @@ PROP_CLUSTERS = 'tfx_edge_number_of_clusters'
 PROP_UNIQUE_WEIGHTS = 'tfx_edge_unique_weights_per_layer'  # JSON {layer: count}
 PROP_2BY4_VERIFIED = 'tfx_edge_2by4_verified_tensors'  # JSON list, set by PTQConverter
 PROP_CLUSTER_PRESERVE_SPARSITY = 'tfx_edge_cluster_preserve_sparsity'
-PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'  # Keras eval accuracy after fine-tuning
+# Keras accuracy on the eval split after fine-tuning.
+PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'
 PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'
 PROP_FLOAT_LAYERS = 'tfx_edge_float_layers'  # JSON list of layers QAT left in float
 MODEL_RUN_KEY = 'model_run'  # TensorBoard logs of fine-tuning, as the Trainer's model_run.

@@ -31,7 +31,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--runner', choices=('local', 'beam'), default='local',
                       help='LocalDagRunner or BeamDagRunner (default: local).')
   parser.add_argument('--output-dir', default='demo_output',
-                      help='data/, pipeline_root/, metadata.sqlite, ota_repository/ and ota_keys/ go here.')
+                      help='data/, pipeline_root/, metadata.sqlite, ota_repository/ and '
+                      'ota_keys/ go here.')
   parser.add_argument('--pipeline-name', default='tfx_edge_digits')
   parser.add_argument('--model-name', default='digits', help='name the model is pushed under.')
   parser.add_argument('--channel', default='stable', help='OTA release channel.')

@@ -82,7 +82,8 @@ def test_quantized_models_are_smaller_than_float32():
   outputs = tf_keras.layers.Dense(10)(tf_keras.layers.Dense(256, activation='relu')(inputs))
   model = tf_keras.Model(inputs, outputs)
 
-  sizes = {m: len(conversion.convert(model, m, _rep() if m in conversion.CALIBRATED_MODES else None))
+  sizes = {m: len(conversion.convert(model, m,
+                                     _rep() if m in conversion.CALIBRATED_MODES else None))
            for m in ('float32', 'float16', 'dynamic_range', 'int8')}
 
   assert sizes['float16'] < 0.6 * sizes['float32']

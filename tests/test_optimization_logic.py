@@ -1,7 +1,6 @@
 """Unit tests of the pruning, clustering and QAT logic on tiny tf_keras models."""
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras
 
 from components.clusterer import clustering
@@ -166,7 +165,8 @@ def test_clustering_after_pruning_preserves_the_zeros(tmp_path):
 
 
 @pytest.mark.parametrize('kwargs,message', [
-    (dict(number_of_clusters=1), 'number_of_clusters=1 is not accepted; it must be an integer >= 2'),
+    (dict(number_of_clusters=1),
+     'number_of_clusters=1 is not accepted; it must be an integer >= 2'),
     (dict(centroid_init='kmeans'), "centroid_init='kmeans' is not accepted; accepted: kmeans"),
     (dict(skip_layers='['), "skip_layers='\\[' is not a valid regular expression"),
 ])

@@ -6,7 +6,6 @@ the data, TensorBoard logs, carrying the model's history forward, saving) happen
 import abc
 import dataclasses
 import json
-import os
 from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging

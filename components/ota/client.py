@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Optional
 
 import bsdiff4
 from tuf.api import exceptions
@@ -45,7 +44,8 @@ def _latest(metadata_dir: str, name: str, channel: str):
   return best
 
 
-def fetch(url: str, trusted_root: str, name: str, dest: str, channel: str = 'stable') -> FetchResult:
+def fetch(url: str, trusted_root: str, name: str, dest: str,
+          channel: str = 'stable') -> FetchResult:
   """Refreshes metadata from `url` and installs the latest `name` on `channel` into `dest`.
 
   Args:

@@ -4,7 +4,6 @@ Verb pairs as in tfmot: `prune` wraps the layers, `strip` removes the wrappers a
 """
 import dataclasses
 import logging
-import re
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np

@@ -1,5 +1,5 @@
 """PTQConverter component: its contract and the checks that run when the pipeline is built."""
-from typing import List, Optional
+from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_beam_component
