@@ -3,6 +3,7 @@
 Public API::
 
     from components import Pruner, Clusterer, QATTrainer, PTQConverter, OTAPusher, TFLitePusher
+    from components import DeviceBenchmarker, Budgets, MeasureSettings, VariantSelector
 
 The component classes load on first use, so light users of the package (the device-side OTA
 client, `tfx-edge ota ...`) do not import TFX.
@@ -15,6 +16,10 @@ import os
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 _COMPONENTS = {
+    'Budgets': 'components.benchmarker.budgets',
+    'DeviceBenchmarker': 'components.benchmarker.component',
+    'MeasureSettings': 'components.benchmarker.budgets',
+    'VariantSelector': 'components.selector.component',
     'Clusterer': 'components.clusterer.component',
     'OTAPusher': 'components.ota.component',
     'PTQConverter': 'components.ptq_converter.component',

@@ -77,3 +77,30 @@ OTA_CHANNEL_KEY = 'channel'
 OTA_DELTA_LAST_K_KEY = 'delta_last_k'
 OTA_DELTA_MAX_RATIO_KEY = 'delta_max_ratio'
 OTA_MIN_RUNTIME_KEY = 'min_runtime_version'
+
+# DeviceBenchmarker.
+BENCHMARK_KEY = 'benchmark'
+TARGET_KEY = 'target'
+THREADS_KEY = 'threads'  # JSON list of thread counts.
+BENCHMARK_SETTINGS_KEY = 'settings'  # JSON of MeasureSettings.
+BUDGETS_KEY = 'budgets'  # JSON of Budgets.
+VARIANT_KEY = 'variant'
+BENCHMARK_JSON_FILE_NAME = 'benchmark.json'
+REPORT_HTML_FILE_NAME = 'index.html'
+PROP_BUDGET_REASON = 'tfx_edge_budget_reason'
+PROP_P50_MS = 'tfx_edge_p50_ms'
+PROP_P90_MS = 'tfx_edge_p90_ms'
+PROP_PEAK_MEMORY_MB = 'tfx_edge_peak_memory_mb'
+# A JSON summary of the chosen model's benchmark, carried onto the selected model (and from there
+# into the OTA target's custom info).
+PROP_BENCHMARK = 'tfx_edge_benchmark'
+
+# VariantSelector.
+SELECTION_KEY = 'selection'
+PREFER_KEY = 'prefer'
+VARIANTS_KEY = 'variants'  # JSON list of variant names, in pipeline order.
+SELECTED_MODEL_KEY = 'model'
+SELECTED_BLESSING_KEY = 'blessing'
+SELECTION_JSON_FILE_NAME = 'selection.json'
+PROP_SELECTED_VARIANT = 'tfx_edge_selected_variant'
+PROP_SELECTION_REASON = 'tfx_edge_selection_reason'

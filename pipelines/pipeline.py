@@ -1,20 +1,27 @@
 """The one create_pipeline(...) that every runner (local, Beam, Kubeflow) uses."""
+import argparse
 import os
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components import Clusterer
+from components import DeviceBenchmarker
 from components import PTQConverter
 from components import Pruner
 from components import QATTrainer
 from components import OTAPusher
+from components import VariantSelector
+from components.benchmarker import targets
+from components.benchmarker.budgets import Budgets
+from components.benchmarker.budgets import MeasureSettings
 from components.clusterer.clustering import ClusteringConfig
 from components.finetune.config import FineTuneConfig
 from components.gate import accuracy_gate_config
 from components.ptq_converter import conversion
 from components.pruner.pruning import PruningConfig
+from components.selector import selection
 from pipelines import data
 
 DEFAULT_RUN_FN = 'pipelines.digits_module.run_fn'
@@ -35,6 +42,7 @@ PRUNER = 'Pruner'
 CLUSTERER = 'Clusterer'
 PCQAT_CLUSTERER = 'Clusterer_after_Pruner'
 QAT_TRAINER = 'QATTrainer'
+SELECTOR = 'VariantSelector'
 PUSHER = 'OTAPusher'
 
 
@@ -46,6 +54,10 @@ def evaluator_node(variant: str) -> str:
   return f'{variant}_evaluator'
 
 
+def benchmark_node(variant: str) -> str:
+  return f'{variant}_benchmark'
+
+
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
@@ -54,7 +66,10 @@ def create_pipeline(
     ota_keys_dir: str,
     *,
     variants: Sequence[str] = VARIANTS,
-    push_variant: str = PTQ,
+    prefer: str = selection.PREFER_SIZE,
+    budgets: Budgets = Budgets(),
+    benchmark_settings: MeasureSettings = MeasureSettings(),
+    benchmark_target: str = targets.HOST,
     model_name: str = 'digits',
     channel: str = 'stable',
     run_fn: Optional[str] = DEFAULT_RUN_FN,
@@ -74,10 +89,12 @@ def create_pipeline(
     metadata_connection_config=None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-  """Trainer -> optimizers -> PTQConverter (int8) per variant -> Evaluator gates -> OTAPusher.
+  """Trainer -> optimizers -> int8 -> Evaluator -> DeviceBenchmarker per variant -> selection -> push.
 
   Every variant's int8 model is gated by its own Evaluator against one float32 TFLite baseline
-  of the trained model. Only `push_variant` goes on to the pusher.
+  of the trained model and measured by its own DeviceBenchmarker against the budgets. The
+  VariantSelector picks, among the variants that pass both, the best by `prefer`; only that model
+  goes on to OTAPusher.
 
   Args:
     pipeline_name: name in ML Metadata.
@@ -86,7 +103,10 @@ def create_pipeline(
     ota_repository: the TUF repository the blessed int8 model is published to.
     ota_keys_dir: directory of its signing keys (a mounted Secret on Kubernetes).
     variants: which of VARIANTS to build.
-    push_variant: the variant whose int8 model is pushed when blessed (one of `variants`).
+    prefer: how the selector ranks eligible variants: `size` (gzip payload), `latency`, `accuracy`.
+    budgets: the device budgets every variant must fit (default: none).
+    benchmark_settings: thread counts and run lengths of the DeviceBenchmarkers.
+    benchmark_target: where the DeviceBenchmarkers measure (`host`).
     model_name: name the model is published under.
     channel: OTA release channel.
     run_fn: import path of the Trainer's run_fn (works offline and in containers), or None to
@@ -121,8 +141,6 @@ def create_pipeline(
   if unknown or not variants or len(set(variants)) != len(variants):
     raise ValueError(f'variants={list(variants)!r} is not accepted: give distinct names from '
                      f'{", ".join(VARIANTS)}.')
-  if push_variant not in variants:
-    raise ValueError(f'push_variant={push_variant!r} is not among variants={list(variants)!r}.')
   fine_tuning = fine_tuning or FineTuneConfig()
   # Reach the target by 60% of fine-tuning, leaving the rest to recover accuracy.
   pruning = pruning or PruningConfig(target_sparsity=0.8, end=0.6)
@@ -173,6 +191,7 @@ def create_pipeline(
     components += [pruned_clusterer, qat_trainer]
     sources[PCQAT] = qat_trainer.outputs['optimized_model']
 
+  candidates = {}
   for variant in variants:
     int8 = PTQConverter(
         model=sources[variant],
@@ -186,17 +205,26 @@ def create_pipeline(
         model=int8.outputs['tflite_model'],
         baseline_model=ptq_float32.outputs['tflite_model'],
         eval_config=gate).with_id(evaluator_node(variant))
-    components += [int8, evaluator]
-    if variant == push_variant:
-      components.append(
-          OTAPusher(
-              model=int8.outputs['tflite_model'],
-              model_blessing=evaluator.outputs['blessing'],
-              evaluation=evaluator.outputs['evaluation'],
-              repository_dir=ota_repository,
-              keys_dir=ota_keys_dir,
-              model_name=model_name,
-              channel=channel).with_id(PUSHER))
+    benchmarker = DeviceBenchmarker(
+        model=int8.outputs['tflite_model'],
+        model_blessing=evaluator.outputs['blessing'],
+        evaluation=evaluator.outputs['evaluation'],
+        target=benchmark_target,
+        settings=benchmark_settings,
+        budgets=budgets,
+        variant=variant).with_id(benchmark_node(variant))
+    components += [int8, evaluator, benchmarker]
+    candidates[variant] = (int8.outputs['tflite_model'], benchmarker.outputs['benchmark'])
+
+  selector = VariantSelector(candidates=candidates, prefer=prefer).with_id(SELECTOR)
+  pusher = OTAPusher(
+      model=selector.outputs['model'],
+      model_blessing=selector.outputs['blessing'],
+      repository_dir=ota_repository,
+      keys_dir=ota_keys_dir,
+      model_name=model_name,
+      channel=channel).with_id(PUSHER)
+  components += [selector, pusher]
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
@@ -217,3 +245,34 @@ def demo_paths(output_dir: str) -> dict:
       'ota_repository': os.path.join(output_dir, 'ota_repository'),
       'ota_keys_dir': os.path.join(output_dir, 'ota_keys'),
   }
+
+
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+  """The benchmark, budget and selection flags that run_local and run_kubeflow share."""
+  parser.add_argument('--prefer', choices=selection.PREFERENCES, default=selection.PREFER_SIZE,
+                      help='how the selector ranks the variants that pass the gate and budgets.')
+  parser.add_argument('--bench-threads', default='1,2',
+                      help='comma-separated thread counts the DeviceBenchmarkers measure.')
+  parser.add_argument('--bench-min-duration', type=float, default=0.5,
+                      help='seconds of timed runs per model and thread count.')
+  # The demo's device: a small phone-class budget the digits variants fit.
+  parser.add_argument('--max-p90-ms', type=float, default=5.0, help='latency budget (p90, ms).')
+  parser.add_argument('--max-size-bytes', type=int, default=None, help='.tflite size budget.')
+  parser.add_argument('--max-gzip-bytes', type=int, default=64 * 1024,
+                      help='OTA payload budget (gzip bytes).')
+  parser.add_argument('--max-memory-mb', type=float, default=32.0,
+                      help='peak memory budget (MB above the bare runtime).')
+
+
+def selection_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+  """create_pipeline keyword arguments from add_selection_arguments' flags."""
+  try:
+    threads = tuple(int(t) for t in args.bench_threads.split(',') if t)
+  except ValueError:
+    raise ValueError(f'--bench-threads={args.bench_threads!r} is not accepted: give '
+                     'comma-separated positive integers, e.g. 1,2.') from None
+  return dict(
+      prefer=args.prefer,
+      budgets=Budgets(max_p90_ms=args.max_p90_ms, max_size_bytes=args.max_size_bytes,
+                      max_gzip_bytes=args.max_gzip_bytes, max_peak_memory_mb=args.max_memory_mb),
+      benchmark_settings=MeasureSettings(threads=threads, min_duration_s=args.bench_min_duration))

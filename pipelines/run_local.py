@@ -39,8 +39,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS),
                       help='comma-separated variants to build (default: all of '
                       f'{",".join(pipeline_lib.VARIANTS)}).')
-  parser.add_argument('--push-variant', default=pipeline_lib.PTQ,
-                      help='the variant whose blessed int8 model is pushed.')
+  pipeline_lib.add_selection_arguments(parser)
   parser.add_argument('--train-steps', type=int, default=600)
   parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
   parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
@@ -81,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       model_name=args.model_name,
       channel=args.channel,
       variants=[v for v in args.variants.split(',') if v],
-      push_variant=args.push_variant,
+      **pipeline_lib.selection_kwargs(args),
       fine_tuning=FineTuneConfig(epochs=args.finetune_epochs,
                                  steps_per_epoch=args.finetune_steps,
                                  learning_rate=args.finetune_learning_rate),
@@ -107,6 +106,12 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(f'\nPipeline {args.pipeline_name!r} finished with the {args.runner} runner in '
         f'{elapsed:.0f}s.\n')
   print(summary.format_table(rows))
+  print(f'\nOTAPusher: {summary.push_outcome(paths["metadata_path"], args.pipeline_name)}')
+  print(summary.format_gate_share(summary.node_seconds(paths['metadata_path'],
+                                                       args.pipeline_name)))
+  report = summary.selection_report(paths['metadata_path'], args.pipeline_name)
+  if report:
+    print(f'\nVariant selection report (Pareto front, why each variant won or lost): {report}')
   print(f'\nArtifacts: {paths["pipeline_root"]}\nML Metadata: {paths["metadata_path"]}\n'
         f'OTA repository: {paths["ota_repository"]} (keys: {paths["ota_keys_dir"]})\n'
         'Serve it and fetch the model as a device would:\n'

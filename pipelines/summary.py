@@ -24,6 +24,8 @@ class VariantRow:
   gzip_bytes: int
   accuracy: Optional[float]
   blessed: str
+  p50_ms: Optional[float]
+  budget: str
   pushed_to: str
 
 
@@ -36,7 +38,6 @@ def _props(artifact: metadata_store_pb2.Artifact) -> Dict[str, object]:
 
 
 _OUTPUTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-_INPUTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 
 
 def latest_artifacts(store: metadata_store.MetadataStore, pipeline_name: str, node_id: str,
@@ -58,7 +59,8 @@ def latest_artifacts(store: metadata_store.MetadataStore, pipeline_name: str, no
 
 
 def _row(variant: str, model: metadata_store_pb2.Artifact, accuracy: Optional[float],
-         blessed: str, pushed_to: str) -> VariantRow:
+         blessed: str, pushed_to: str, p50_ms: Optional[float] = None,
+         budget: str = '-') -> VariantRow:
   props = _props(model)
   history = json.loads(props.get(keys.PROP_HISTORY) or '[]')
   return VariantRow(
@@ -71,19 +73,72 @@ def _row(variant: str, model: metadata_store_pb2.Artifact, accuracy: Optional[fl
       gzip_bytes=int(props.get(keys.PROP_GZIP_SIZE_BYTES, 0)),
       accuracy=accuracy,
       blessed=blessed,
+      p50_ms=p50_ms,
+      budget=budget,
       pushed_to=pushed_to)
+
+
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
+  config = metadata_store_pb2.ConnectionConfig()
+  config.sqlite.filename_uri = metadata_path
+  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return metadata_store.MetadataStore(config)
+
+
+def selection_report(metadata_path: str, pipeline_name: str) -> Optional[str]:
+  """Where the latest run's VariantSelector report (index.html) is, if it ran."""
+  selection = latest_artifacts(_store(metadata_path), pipeline_name,
+                               pipeline_lib.SELECTOR).get(keys.SELECTION_KEY)
+  return f'{selection.uri}/{keys.REPORT_HTML_FILE_NAME}' if selection is not None else None
+
+
+def node_seconds(metadata_path: str, pipeline_name: str) -> Dict[str, float]:
+  """Wall time of each node's newest execution, from ML Metadata's timestamps."""
+  store, out = _store(metadata_path), {}
+  for context in store.get_contexts_by_type('node'):
+    prefix, _, node = context.name.partition('.')
+    executions = store.get_executions_by_context(context.id)
+    if prefix == pipeline_name and executions:
+      latest = max(executions, key=lambda e: e.id)
+      out[node] = (latest.last_update_time_since_epoch - latest.create_time_since_epoch) / 1e3
+  return out
+
+
+def format_gate_share(seconds: Dict[str, float]) -> str:
+  """How much of the run the accuracy gates (the Evaluators) and the benchmarks took."""
+  total = sum(seconds.values())
+  if not total:
+    return ''
+  parts = []
+  for label, suffix in (('accuracy gates (Evaluators)', '_evaluator'),
+                        ('device benchmarks', '_benchmark')):
+    spent = sum(v for k, v in seconds.items() if k.endswith(suffix))
+    parts.append(f'{label} {spent:.0f}s ({spent / total:.0%})')
+  slowest = max(seconds, key=seconds.get)
+  return (f'Step time: {total:.0f}s in all; ' + ', '.join(parts) +
+          f'; slowest step {slowest} {seconds[slowest]:.0f}s.')
+
+
+def push_outcome(metadata_path: str, pipeline_name: str) -> str:
+  """What the pusher did in the latest run: the target path, or why nothing was pushed."""
+  pushed = latest_artifacts(_store(metadata_path), pipeline_name, pipeline_lib.PUSHER).get(
+      keys.PUSHED_MODEL_KEY)
+  if pushed is None:
+    return 'the pusher did not run'
+  props = _props(pushed)
+  if props.get(keys.PROP_PUSHED) == 1:
+    return f'pushed {props.get(keys.PROP_PUSHED_DESTINATION, "")}'
+  return f'not pushed: {props.get(keys.PROP_PUSH_REASON, "")}'
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
   """The float32 baseline and each gated variant of the latest run, from ML Metadata."""
-  config = metadata_store_pb2.ConnectionConfig()
-  config.sqlite.filename_uri = metadata_path
-  config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  store = metadata_store.MetadataStore(config)
+  store = _store(metadata_path)
 
   pushed = latest_artifacts(store, pipeline_name, pipeline_lib.PUSHER).get(keys.PUSHED_MODEL_KEY)
-  pusher_input = latest_artifacts(store, pipeline_name, pipeline_lib.PUSHER, _INPUTS).get(
-      keys.MODEL_KEY)
+  selection = latest_artifacts(store, pipeline_name, pipeline_lib.SELECTOR).get(
+      keys.SELECTION_KEY)
+  selected = _props(selection).get(keys.PROP_SELECTED_VARIANT) if selection is not None else None
   pushed_to = '-'
   if pushed is not None:
     props = _props(pushed)
@@ -104,9 +159,15 @@ def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
     if 'blessing' in evaluation:
       blessing = _props(evaluation['blessing'])
       blessed = 'BLESSED' if blessing.get(keys.PROP_BLESSED) == 1 else 'NOT_BLESSED'
-    is_pushed_variant = pusher_input is not None and pusher_input.id == model.id
+    benchmark = latest_artifacts(store, pipeline_name, pipeline_lib.benchmark_node(variant)).get(
+        keys.BENCHMARK_KEY)
+    p50, budget = None, '-'
+    if benchmark is not None:
+      bench = _props(benchmark)
+      p50 = bench.get(keys.PROP_P50_MS)
+      budget = 'within' if bench.get(keys.PROP_BLESSED) == 1 else 'OVER'
     rows.append(_row(variant, model, accuracy.get(eval_config.CANDIDATE), blessed,
-                     pushed_to if is_pushed_variant else '-'))
+                     pushed_to if variant == selected else '-', p50, budget))
   baseline = latest_artifacts(store, pipeline_name, pipeline_lib.PTQ_FLOAT32).get(
       keys.TFLITE_MODEL_KEY)
   if baseline is not None:
@@ -122,13 +183,14 @@ def format_table(rows: List[VariantRow]) -> str:
     return f' ({reference / value:.1f}x)' if base and value else ''
 
   header = ('variant', 'chain', 'sparsity', 'clusters', 'size (bytes)', 'gzip (bytes)',
-            'accuracy', 'blessed', 'pushed to')
+            'accuracy', 'blessed', 'p50 ms', 'budgets', 'pushed to')
   cells = [header] + [
       (r.variant, r.chain, '-' if r.sparsity is None else f'{r.sparsity:.2f}',
        '-' if r.clusters is None else str(r.clusters),
        f'{r.size_bytes:,}' + ratio(r.size_bytes, base.size_bytes if base else 0),
        f'{r.gzip_bytes:,}' + ratio(r.gzip_bytes, base.gzip_bytes if base else 0),
-       '-' if r.accuracy is None else f'{r.accuracy:.4f}', r.blessed, r.pushed_to)
+       '-' if r.accuracy is None else f'{r.accuracy:.4f}', r.blessed,
+       '-' if r.p50_ms is None else f'{r.p50_ms:.4f}', r.budget, r.pushed_to)
       for r in rows]
   widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
   lines = []

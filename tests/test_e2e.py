@@ -39,9 +39,16 @@ def local_run(tmp_path_factory):
   return output_dir, run_pipeline(output_dir, '--runner', 'local')
 
 
+def expected_winner(rows):
+  """The smallest gzip payload among the variants both blessed and within the budgets."""
+  eligible = [r for v, r in rows.items()
+              if v != 'baseline' and r.blessed == 'BLESSED' and r.budget == 'within']
+  return min(eligible, key=lambda r: r.gzip_bytes).variant
+
+
 def _assert_blessed_int8_push(output_dir):
   rows = rows_by_variant(output_dir)
-  baseline, int8 = rows['baseline'], rows[pipeline_lib.PTQ]
+  baseline, int8 = rows['baseline'], rows[expected_winner(rows)]
   assert int8.blessed == 'BLESSED'
   assert abs(int8.accuracy - baseline.accuracy) <= 0.01, (int8.accuracy, baseline.accuracy)
   assert int8.accuracy > 0.9
@@ -63,8 +70,16 @@ def test_local_runner_pushes_a_blessed_int8_model(local_run):
 
   assert 'finished with the local runner' in output
   # The printed summary names the pushed version directory.
-  assert rows[pipeline_lib.PTQ].pushed_to == 'digits/stable/model-v000001.tflite'
-  assert rows[pipeline_lib.PTQ].pushed_to in output
+  winner = expected_winner(rows)
+  assert rows[winner].pushed_to == 'digits/stable/model-v000001.tflite'
+  assert f'OTAPusher: pushed {rows[winner].pushed_to}' in output
+  # The selection report is printed, and holds the reasons and the plots.
+  report = re.search(r'Variant selection report .*: (\S+index\.html)', output).group(1)
+  html = open(report).read()
+  assert f'Selected: {winner}' in html
+  for png in ('accuracy_vs_latency.png', 'accuracy_vs_gzip_size.png'):
+    assert os.path.getsize(os.path.join(os.path.dirname(report), png)) > 1000
+  assert re.search(r'accuracy gates \(Evaluators\) \d+s \(\d+%\)', output)
 
 
 def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run, tmp_path):
@@ -90,6 +105,9 @@ def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run,
   assert set(conversion.tensor_dtypes(installed).values()) <= {'int8', 'int32'}
   assert release.custom['mode'] == 'int8'
   assert float(release.custom['tfma_metrics']['candidate']) > 0.9
+  # The benchmark figures travel with the release (floats are strings in canonical JSON).
+  assert float(release.custom['benchmark']['latency_ms']['1']['p50']) > 0
+  assert release.custom['benchmark']['variant'] == expected_winner(rows_by_variant(output_dir))
 
 
 def test_every_variant_is_built_gated_and_listed(local_run):
@@ -114,7 +132,8 @@ def test_every_variant_is_built_gated_and_listed(local_run):
     expected = 'BLESSED' if row.accuracy >= baseline - 0.01 and row.accuracy >= 0.5 else (
         'NOT_BLESSED')
     assert row.blessed == expected, row
-    assert (row.pushed_to != '-') == (variant == pipeline_lib.PTQ)
+    assert row.budget == 'within' and row.p50_ms > 0, row
+    assert (row.pushed_to != '-') == (variant == expected_winner(rows))
     assert variant in output and row.chain in output
 
 
@@ -126,14 +145,15 @@ def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
   with open(timestamp, 'rb') as f:
     timestamp_before = f.read()
 
-  # Unchanged steps come from the cache: only the Evaluator and the pusher run again.
+  # Unchanged steps come from the cache: only the Evaluators and what follows them run again.
   output = run_pipeline(output_dir, '--runner', 'local', '--enable-cache', '--min-accuracy', '1.0')
 
   rows = rows_by_variant(output_dir)
   int8 = rows[pipeline_lib.PTQ]
   assert int8.accuracy < 1.0
   assert int8.blessed == 'NOT_BLESSED'
-  assert int8.pushed_to.startswith('not pushed: model is NOT_BLESSED')
+  assert all(r.pushed_to == '-' for r in rows.values())
+  assert 'OTAPusher: not pushed: VariantSelector chose no model to ship' in output
   assert 'OTAPusher: NOT pushing' in output
   assert f'sparse_categorical_accuracy value = {int8.accuracy:+.4f} fails the bound >= 1.0000' in (
       output)

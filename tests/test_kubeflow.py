@@ -46,16 +46,22 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
 
   expected = {
       'ImportExampleGen', 'Trainer', 'ptq_float32', 'Pruner', 'Clusterer',
-      'Clusterer_after_Pruner', 'QATTrainer', 'OTAPusher',
+      'Clusterer_after_Pruner', 'QATTrainer', 'VariantSelector', 'OTAPusher',
       *(f(v) for v in pipeline_lib.VARIANTS
-        for f in (pipeline_lib.int8_node, pipeline_lib.evaluator_node))
+        for f in (pipeline_lib.int8_node, pipeline_lib.evaluator_node,
+                  pipeline_lib.benchmark_node))
   }
   assert set(tasks) == expected
   assert _upstream(tasks, 'QATTrainer') == {'Clusterer_after_Pruner', 'ImportExampleGen'}
   assert _upstream(tasks, 'pcqat_int8') == {'QATTrainer', 'ImportExampleGen'}
   assert _upstream(tasks, 'pruned_evaluator') == {'pruned_int8', 'ptq_float32',
                                                   'ImportExampleGen'}
-  assert _upstream(tasks, 'OTAPusher') == {'ptq_int8', 'ptq_evaluator'}
+  assert _upstream(tasks, 'ptq_benchmark') == {'ptq_int8', 'ptq_evaluator'}
+  # Every variant reaches the selector; only the selector's choice reaches the pusher.
+  assert _upstream(tasks, 'VariantSelector') == {
+      f(v) for v in pipeline_lib.VARIANTS
+      for f in (pipeline_lib.int8_node, pipeline_lib.benchmark_node)}
+  assert _upstream(tasks, 'OTAPusher') == {'VariantSelector'}
   for task_id, task in tasks.items():
     assert set(task.get('dependentTasks', [])) == _upstream(tasks, task_id)
     container = executors[full_spec['components'][task['componentRef']['name']]['executorLabel']][
@@ -183,6 +189,8 @@ def test_compiled_steps_run_here_through_the_kfp_entrypoint(tmp_path):
   assert os.path.exists(os.path.join(int8['uri'], 'Format-Serving', 'tflite'))
   assert int8['metadata']['tfx_edge_mode'] == 'int8'
   assert os.path.exists(os.path.join(outputs['ptq_evaluator']['blessing']['uri'], 'BLESSED'))
+  assert outputs['ptq_benchmark']['benchmark']['metadata']['blessed'] == 1
+  assert outputs['VariantSelector']['selection']['metadata']['tfx_edge_selected_variant'] == 'ptq'
   pushed = outputs['OTAPusher']['pushed_model']['metadata']
   assert pushed['pushed'] == 1
   [release] = ota.releases('digits')

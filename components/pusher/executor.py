@@ -16,19 +16,31 @@ from components.gate import results
 from components.pusher import publisher
 
 
-def refusal_reason(model: types.Artifact, blessing: types.Artifact, allowed_modes: List[str],
-                   evaluation_uri: str = '') -> str:
-  """Why `model` must not be pushed, or '' when it may be."""
+def blessing_refusal(model: types.Artifact, blessing: types.Artifact,
+                     evaluation_uri: str = '') -> str:
+  """Why the Evaluator's `blessing` does not bless `model`, or '' when it does."""
   current = blessing.get_string_custom_property(
       evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY)
   if current and current != model.uri:
     return (f'the blessing {blessing.uri} is for model {current}, not for {model.uri}; wire the '
             'Evaluator that evaluated this model.')
   blessed = blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)
+  selection_reason = blessing.get_string_custom_property(keys.PROP_SELECTION_REASON)
+  if blessed != evaluator_constants.BLESSED_VALUE and selection_reason:
+    return f'VariantSelector chose no model to ship: {selection_reason}'
   if blessed != evaluator_constants.BLESSED_VALUE:
     failures = results.validation_failures(evaluation_uri) if evaluation_uri else []
     detail = '; '.join(failures) if failures else 'see the Evaluator output for the thresholds'
     return f'model is NOT_BLESSED by the Evaluator: {detail}'
+  return ''
+
+
+def refusal_reason(model: types.Artifact, blessing: types.Artifact, allowed_modes: List[str],
+                   evaluation_uri: str = '') -> str:
+  """Why `model` must not be pushed, or '' when it may be."""
+  reason = blessing_refusal(model, blessing, evaluation_uri)
+  if reason:
+    return reason
   mode = model.get_string_custom_property(keys.PROP_MODE)
   if mode not in allowed_modes:
     return f'model mode {mode!r} is not in allowed_modes {allowed_modes}'
@@ -75,6 +87,10 @@ class Executor(base_executor.BaseExecutor):
         'output_dtypes': json.loads(model.get_string_custom_property(keys.PROP_OUTPUT_DTYPES)),
         'source_model_uri': model.uri,
     }
+    benchmark = model.get_string_custom_property(keys.PROP_BENCHMARK)
+    if benchmark:  # Set by VariantSelector on the model it chose, with the TFMA figures.
+      metadata['benchmark'] = json.loads(benchmark)
+      metadata['tfma_metrics'] = metadata['benchmark'].pop('tfma_metrics', {})
     if evaluations:
       metadata['tfma_metrics'] = results.metric_values(evaluations[0].uri,
                                                        eval_config.ACCURACY_METRIC)

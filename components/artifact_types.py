@@ -1,0 +1,19 @@
+"""The artifact types tfx-edge adds to TFX's standard ones.
+
+One module, so that producers and consumers (and MLMD queries) share one TYPE_NAME.
+"""
+from tfx.types import artifact
+
+
+class DeviceBenchmark(artifact.Artifact):
+  """DeviceBenchmarker output: benchmark.json (every measurement) and index.html.
+
+  Custom properties: `blessed` (1 when every model is within the budgets), the budget reason, and
+  the headline p50/p90 latency, peak memory and sizes.
+  """
+  TYPE_NAME = 'tfx_edge.DeviceBenchmark'
+
+
+class VariantSelection(artifact.Artifact):
+  """VariantSelector output: selection.json, index.html and the PNG plots."""
+  TYPE_NAME = 'tfx_edge.VariantSelection'

@@ -1,0 +1,64 @@
+"""The selection report: HTML with PNG plots (matplotlib), plus the JSON; no TFX."""
+import os
+from typing import Any, Dict, List, Sequence
+
+from components.benchmarker import report as html_report
+from components.selector import selection as selection_lib
+
+ACCURACY_VS_LATENCY_PNG = 'accuracy_vs_latency.png'
+ACCURACY_VS_SIZE_PNG = 'accuracy_vs_gzip_size.png'
+
+
+def _plot(candidates: Sequence[selection_lib.Candidate], result: selection_lib.Selection,
+          x_of, x_label: str, path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')  # No display in pipeline steps.
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+  for c in candidates:
+    y = c.accuracy if c.accuracy is not None else 0.0
+    style = dict(marker='o', s=60, color='#1a7f37' if c.eligible else '#cf222e',
+                 edgecolors='black' if c.name in result.front else 'none')
+    if c.name == result.winner:
+      style.update(marker='*', s=260)
+    ax.scatter([x_of(c)], [y], **style)
+    ax.annotate(c.name, (x_of(c), y), textcoords='offset points', xytext=(6, 6), fontsize=9)
+  front = sorted((c for c in candidates if c.name in result.front), key=x_of)
+  ax.plot([x_of(c) for c in front], [c.accuracy or 0.0 for c in front], '--', color='gray',
+          linewidth=1, label='Pareto front (accuracy, latency, size)')
+  ax.set_xlabel(x_label)
+  ax.set_ylabel('accuracy')
+  ax.set_title('green: blessed and within budgets; red: not; star: selected', fontsize=9)
+  ax.legend(loc='lower right', fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def write(output_dir: str, candidates: Sequence[selection_lib.Candidate],
+          result: selection_lib.Selection, doc: Dict[str, Any]) -> List[str]:
+  """Writes index.html and the PNGs into a local directory; returns the files written."""
+  _plot(candidates, result, lambda c: c.p50_ms, 'p50 latency (ms, first thread setting)',
+        os.path.join(output_dir, ACCURACY_VS_LATENCY_PNG))
+  _plot(candidates, result, lambda c: c.gzip_bytes / 1024, 'gzip size (KiB, OTA payload)',
+        os.path.join(output_dir, ACCURACY_VS_SIZE_PNG))
+  headline = (f'Selected: {result.winner}' if result.winner else
+              'Nothing selected: no variant is both blessed and within budgets')
+  rows = [(c.name, 'yes' if c.name == result.winner else '',
+           'n/a' if c.accuracy is None else f'{c.accuracy:.4f}',
+           'yes' if c.accuracy_blessed else 'no', 'yes' if c.within_budget else 'no',
+           f'{c.p50_ms:.4f}', f'{c.size_bytes:,}', f'{c.gzip_bytes:,}',
+           'yes' if c.name in result.front else '', result.reasons[c.name])
+          for c in candidates]
+  body = ''.join([
+      html_report.verdict(result.winner is not None, headline),
+      f'<p>Preference among eligible variants: {doc["prefer"]}.</p>',
+      html_report.table(['variant', 'selected', 'accuracy', 'blessed', 'within budgets',
+                         'p50 ms', 'size B', 'gzip B', 'Pareto', 'why'], rows),
+      f'<img src="{ACCURACY_VS_LATENCY_PNG}" alt="accuracy vs latency">',
+      f'<img src="{ACCURACY_VS_SIZE_PNG}" alt="accuracy vs gzip size">',
+  ])
+  with open(os.path.join(output_dir, 'index.html'), 'w') as f:
+    f.write(html_report.page('tfx-edge variant selection', body))
+  return ['index.html', ACCURACY_VS_LATENCY_PNG, ACCURACY_VS_SIZE_PNG]

@@ -1,0 +1,125 @@
+"""Pareto front and the choice of the variant to ship; plain logic, no TFX."""
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
+
+PREFER_SIZE = 'size'
+PREFER_LATENCY = 'latency'
+PREFER_ACCURACY = 'accuracy'
+PREFERENCES = (PREFER_SIZE, PREFER_LATENCY, PREFER_ACCURACY)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """What is known about one variant.
+
+  Attributes:
+    name: the variant (for example `ptq`, `pcqat`).
+    accuracy: the gate metric; None when no evaluation was wired.
+    accuracy_blessed: the Evaluator blessed this very model.
+    accuracy_reason: the Evaluator's verdict in words.
+    within_budget: the DeviceBenchmarker budgets hold.
+    budget_reason: which budgets failed, or 'within budgets'.
+    p50_ms: p50 latency at the first measured thread count.
+    gzip_bytes: the over-the-air payload.
+    size_bytes: the .tflite file.
+  """
+  name: str
+  accuracy: Optional[float]
+  accuracy_blessed: bool
+  accuracy_reason: str
+  within_budget: bool
+  budget_reason: str
+  p50_ms: float
+  gzip_bytes: int
+  size_bytes: int
+
+  @property
+  def eligible(self) -> bool:
+    return self.accuracy_blessed and self.within_budget
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """The outcome: the winner (None when nothing may ship), the Pareto front and every reason."""
+  winner: Optional[str]
+  front: Tuple[str, ...]
+  reasons: Dict[str, str]
+
+
+def validate_prefer(prefer: str) -> str:
+  if prefer not in PREFERENCES:
+    raise ValueError(f'prefer={prefer!r} is not accepted; use one of {", ".join(PREFERENCES)}.')
+  return prefer
+
+
+def _objectives(c: Candidate) -> Tuple[float, float, float]:
+  """Minimized objectives: -accuracy, latency, payload. An unknown accuracy counts as worst."""
+  return (-(c.accuracy if c.accuracy is not None else float('-inf')), c.p50_ms, c.gzip_bytes)
+
+
+def dominates(a: Candidate, b: Candidate) -> bool:
+  """a is at least as good as b on accuracy, latency and payload, and better on one."""
+  oa, ob = _objectives(a), _objectives(b)
+  return all(x <= y for x, y in zip(oa, ob)) and oa != ob
+
+
+def pareto_front(candidates: Sequence[Candidate]) -> List[Candidate]:
+  """Candidates no other candidate dominates (accuracy up, p50 latency and gzip size down)."""
+  return [c for c in candidates if not any(dominates(o, c) for o in candidates if o is not c)]
+
+
+def _rank_key(c: Candidate, prefer: str) -> Tuple[float, ...]:
+  acc = -(c.accuracy if c.accuracy is not None else float('-inf'))
+  if prefer == PREFER_SIZE:
+    return (c.gzip_bytes, c.p50_ms, acc)
+  if prefer == PREFER_LATENCY:
+    return (c.p50_ms, c.gzip_bytes, acc)
+  return (acc, c.gzip_bytes, c.p50_ms)
+
+
+def _describe(c: Candidate) -> str:
+  acc = 'n/a' if c.accuracy is None else f'{c.accuracy:.4f}'
+  return f'accuracy {acc}, p50 {c.p50_ms:.4f} ms, gzip {c.gzip_bytes:,} B'
+
+
+def select(candidates: Sequence[Candidate], prefer: str = PREFER_SIZE) -> Selection:
+  """Picks the variant to ship and says why every other one lost.
+
+  Only variants the accuracy gate blessed and that fit the device budgets may win. Among them the
+  best by `prefer` wins: `size` (smallest gzip payload, then latency, then accuracy), `latency` or
+  `accuracy`. That winner is always on the Pareto front of the eligible variants.
+
+  Args:
+    candidates: every variant, with distinct names.
+    prefer: what matters most among the eligible ones.
+
+  Returns:
+    The Selection; `winner` is None when no variant may ship.
+  """
+  validate_prefer(prefer)
+  names = [c.name for c in candidates]
+  if len(set(names)) != len(names):
+    raise ValueError(f'candidate names {names} are not distinct.')
+  front = pareto_front(candidates)
+  eligible = sorted((c for c in candidates if c.eligible), key=lambda c: _rank_key(c, prefer))
+  winner = eligible[0] if eligible else None
+  reasons = {}
+  for c in candidates:
+    if winner is not None and c is winner:
+      reasons[c.name] = (f'selected: blessed, within budgets and the best by {prefer} among the '
+                         f'{len(eligible)} eligible variant(s) ({_describe(c)})')
+      continue
+    lost = []
+    if not c.accuracy_blessed:
+      lost.append(f'failed the accuracy gate ({c.accuracy_reason})')
+    if not c.within_budget:
+      lost.append(f'over the device budgets ({c.budget_reason})')
+    if not lost and winner is not None:
+      lost.append(f'eligible, but {winner.name} is better by {prefer} ({_describe(c)} against '
+                  f'{_describe(winner)})')
+    dominators = [o.name for o in candidates if dominates(o, c)]
+    if dominators:
+      lost.append(f'dominated by {", ".join(dominators)}')
+    reasons[c.name] = '; '.join(lost)
+  return Selection(winner=winner.name if winner else None,
+                   front=tuple(c.name for c in front), reasons=reasons)
