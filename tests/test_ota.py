@@ -309,7 +309,9 @@ def _pusher_channels():
 @pytest.mark.parametrize('kwargs,message', [
     (dict(channel='Beta'), "channel='Beta' is not accepted"),
     (dict(model_name='a/b'), "model_name='a/b' is not accepted"),
-    (dict(repository_dir='gs://bucket/ota'), "repository_dir='gs://bucket/ota' must be a local"),
+    (dict(repository_dir='ftp://host/ota'), "location 'ftp://host/ota' is not accepted"),
+    (dict(repository_dir='simplecache::gs://b/ota'), 'is not accepted; use a local path'),
+    (dict(keys_dir='gs://bucket/keys'), "keys_dir='gs://bucket/keys' must be a local"),
     (dict(keys_dir='/srv/ota/keys'), 'lies inside repository_dir, which is served to devices'),
     (dict(allowed_modes=['int7']), "allowed_modes contains 'int7'"),
     (dict(delta_policy=repository.DeltaPolicy(last_k=2, max_ratio=0.3)), None),
@@ -322,6 +324,8 @@ def test_ota_pusher_checks_its_parameters_when_the_pipeline_is_built(kwargs, mes
 
   if message is None:
     assert OTAPusher(**args).exec_properties['delta_max_ratio'] == 0.3
+    assert OTAPusher(**dict(args, repository_dir='gs://bucket/ota')).exec_properties[
+        'repository'] == 'gs://bucket/ota'  # Object stores are accepted (checked at run time).
   else:
     with pytest.raises(ValueError, match=message):
       OTAPusher(**args)

@@ -1,10 +1,14 @@
 """`tfx-edge`: the command line over the same code the pipeline uses.
 
-    tfx-edge ota init     --repo DIR --keys DIR
-    tfx-edge ota publish  --repo DIR --keys DIR --model FILE --name NAME [--channel C]
-    tfx-edge ota rollback --repo DIR --keys DIR --name NAME --to-version V [--channel C]
-    tfx-edge ota status   --repo DIR
-    tfx-edge ota fetch    --url URL --trusted-root FILE --name NAME --dest DIR [--channel C]
+    tfx-edge ota init        --repo REPO --keys DIR
+    tfx-edge ota publish     --repo REPO --keys DIR --model FILE --name NAME [--channel C]
+    tfx-edge ota rollback    --repo REPO --keys DIR --name NAME --to-version V [--channel C]
+    tfx-edge ota rotate-keys --repo REPO --keys DIR --role {snapshot,timestamp}
+    tfx-edge ota status      --repo REPO
+    tfx-edge ota fetch       --url URL --trusted-root FILE --name NAME --dest DIR [--channel C]
+
+REPO is a directory or an fsspec URI (gs://bucket/ota, s3://bucket/ota, file:///srv/ota);
+DIR, the signing keys, is always a local directory.
 """
 import argparse
 import dataclasses
@@ -30,11 +34,12 @@ def _parser() -> argparse.ArgumentParser:
   init = ota.add_parser('init', help='create the repository and its signing keys')
   publish = ota.add_parser('publish', help='publish a TFLite model as a new version')
   rollback = ota.add_parser('rollback', help='re-publish an earlier version as a new version')
+  rotate = ota.add_parser('rotate-keys', help='replace the key of an online role (new root)')
   status = ota.add_parser('status', help='list what is published')
   fetch = ota.add_parser('fetch', help='device side: verify, download and install the latest')
-  for sub in (init, publish, rollback, status):
-    sub.add_argument('--repo', required=True, help='repository directory')
-  for sub in (init, publish, rollback):
+  for sub in (init, publish, rollback, rotate, status):
+    sub.add_argument('--repo', required=True, help='repository directory or fsspec URI')
+  for sub in (init, publish, rollback, rotate):
     sub.add_argument('--keys', required=True, help='directory of <role>.pem signing keys')
   for sub in (publish, rollback, fetch):
     sub.add_argument('--name', required=True, help='model name')
@@ -46,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                        help='only patches smaller than this fraction of the full file')
   rollback.add_argument('--to-version', type=int, required=True)
   rollback.add_argument('--channel', default=None, help='default: the old version\'s channel')
+  rotate.add_argument('--role', required=True, choices=repository.ONLINE_ROLES)
   fetch.add_argument('--url', required=True, help='repository base URL')
   fetch.add_argument('--trusted-root', required=True, help='root.json obtained out of band')
   fetch.add_argument('--dest', required=True, help='the device\'s model directory')
@@ -74,6 +80,10 @@ def main(argv: Optional[List[str]] = None) -> int:
       release = repo.publish(args.name, model, args.channel, {'tensors': _tensor_specs(model)})
       print(f'published {release.name} version {release.version} on {release.channel}: '
             f'{release.path}')
+    elif args.command == 'rotate-keys':
+      root_version = repo.rotate_keys(args.role)
+      print(f'rotated the {args.role} key: root version {root_version} names the new key; the '
+            f'old key file is kept as {args.role}.pem.old-{root_version}')
     elif args.command == 'rollback':
       release = repo.rollback(args.name, args.to_version, args.channel)
       print(f'rolled {release.name} back to the bytes of version {args.to_version} as version '
@@ -82,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       for r in repo.releases():
         print(json.dumps({'name': r.name, 'version': r.version, 'channel': r.channel,
                           'path': r.path, 'sha256': r.sha256, 'bytes': r.length}))
-  except (OSError, ValueError, LookupError) as e:
+  except (OSError, ValueError, LookupError, repository.PublishConflictError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   except Exception as e:  # TUF's verification errors: show which check failed, nothing else.

@@ -12,6 +12,7 @@ from tfx.types.component_spec import ExecutionParameter
 from components import keys
 from components.ota import executor
 from components.ota import repository
+from components.ota import storage
 from components.ptq_converter import conversion
 from components.pusher import component as pusher_component
 from components.pusher import publisher
@@ -65,7 +66,8 @@ class OTAPusher(base_component.BaseComponent):
     Args:
       model: a PTQConverter `tflite_model` channel.
       model_blessing: the Evaluator's `blessing` for that model.
-      repository_dir: the TUF repository (created with `tfx-edge ota init`).
+      repository_dir: the TUF repository (created with `tfx-edge ota init`): a local or mounted
+        path, or a gs://, s3:// or file:// URI (see components/ota/storage.py).
       keys_dir: directory holding <role>.pem signing keys (for example a mounted Secret).
       model_name: the model's name in the repository (letters, digits, `_-.`).
       channel: release channel, for example `stable` or `canary`.
@@ -77,9 +79,10 @@ class OTAPusher(base_component.BaseComponent):
     publisher.validate_model_name(model_name)
     repository.validate_channel(channel)
     pusher_component.validate_allowed_modes(allowed_modes)
-    for name, value in (('repository_dir', repository_dir), ('keys_dir', keys_dir)):
-      if not isinstance(value, str) or not value or '://' in value:
-        raise ValueError(f'{name}={value!r} must be a local or mounted directory path.')
+    storage.validate_location(repository_dir)
+    if not isinstance(keys_dir, str) or not keys_dir or '://' in keys_dir:
+      raise ValueError(f'keys_dir={keys_dir!r} must be a local or mounted directory path (for '
+                       'example a mounted Kubernetes Secret): keys are never read from a URI.')
     if os.path.abspath(keys_dir).startswith(os.path.abspath(repository_dir) + os.sep):
       raise ValueError(f'keys_dir={keys_dir!r} lies inside repository_dir, which is served to '
                        'devices: keep signing keys out of it.')

@@ -1,15 +1,26 @@
 """A TUF repository of TFLite models, built with python-tuf's Metadata API. No TFX needed.
 
-Layout under the repository directory (served as-is over HTTP):
+The repository lives at a local path or at any fsspec URI with an atomic exclusive create
+(storage.py: file://, memory://, gs://, s3://). Its layout, served as-is over HTTP:
 
-    metadata/1.root.json, N.targets.json, N.snapshot.json, timestamp.json
+    metadata/N.root.json, N.targets.json, N.snapshot.json, timestamp.json
     targets/<name>/<channel>/<sha256>.model-v<version>.tflite
 
-Consistent snapshots make every file but timestamp.json immutable once written. A publish
-writes the model first, then targets, snapshot and finally timestamp.json (an atomic rename),
-so a crash at any point leaves clients seeing the previous release or the new one, never a mix;
-a re-run starts again from what timestamp.json published. A file lock serializes publishers,
-so two concurrent pushes get two versions.
+Consistent snapshots make every file but timestamp.json immutable once written, and nothing is
+ever overwritten but timestamp.json (target files are named by their hash, so writing one again
+writes the same bytes). A publish:
+
+1. writes the model (and its patches): invisible until metadata names them;
+2. builds N+1.targets.json on the newest N.targets.json and creates it only if absent. This is
+   the compare-and-swap that orders publishers without a lock (object stores have none): if the
+   name exists another publisher won, so this one starts again from that file, with a new
+   version number. Each targets file therefore holds every release before it;
+3. commits: a snapshot of the newest targets (also created only if absent), then timestamp.json,
+   the one mutable file, as one write. Clients see the previous release or the new one.
+
+A push that dies at any point leaves clients on the previous release. Its metadata, if any was
+written, is finished by the next push (a re-run of the same push is idempotent and returns the
+same version). Locally an flock also serializes publishers, as before.
 
 Model versions are per model name and only go up; a rollback re-publishes old bytes as a new
 version.
@@ -17,11 +28,12 @@ version.
 import contextlib
 import dataclasses
 import datetime
-import fcntl
 import hashlib
-import os
+import logging
+import posixpath
+import random
 import re
-import tempfile
+import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import bsdiff4
@@ -35,16 +47,26 @@ from tuf.api.metadata import Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
 from components.ota import keys as keys_lib
+from components.ota import storage as storage_lib
 from components.pusher.publisher import validate_model_name
 
 CUSTOM = 'tfx_edge'  # Key of our fields in a target's `custom`.
+ONLINE_ROLES = (Snapshot.type, Timestamp.type)  # Roles whose keys rotate-keys replaces.
 _CHANNEL_RE = re.compile(r'^[a-z][a-z0-9-]{0,31}$')
+_VERSIONED_RE = re.compile(r'^([1-9][0-9]*)\.(root|targets|snapshot)\.json$')
+_TIMESTAMP = 'metadata/timestamp.json'
+# Each lost race costs one round of reads and writes; this many means sustained contention.
+MAX_ATTEMPTS = 16
 EXPIRY = {
     Root.type: datetime.timedelta(days=365),
     Targets.type: datetime.timedelta(days=90),
     Snapshot.type: datetime.timedelta(days=30),
     Timestamp.type: datetime.timedelta(days=7),
 }
+
+
+class PublishConflictError(RuntimeError):
+  """Other publishers kept taking the next metadata version; nothing of this push was published."""
 
 
 def validate_channel(channel: str) -> str:
@@ -82,20 +104,24 @@ def _expires(role: str) -> datetime.datetime:
   return now + EXPIRY[role]
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(path))
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+def _releases_in(targets: Metadata, name: Optional[str]) -> List[Release]:
+  out = []
+  for path, target in targets.signed.targets.items():
+    custom = (target.unrecognized_fields.get('custom') or {}).get(CUSTOM)
+    if not custom or (name is not None and custom.get('name') != name):
+      continue
+    out.append(Release(custom['name'], custom['version'], custom['channel'], path,
+                       target.hashes['sha256'], target.length, custom))
+  return sorted(out, key=lambda r: (r.name, r.version))
+
+
+def _signed_by_trusted_key(md: Metadata, root: Metadata) -> bool:
+  return bool(set(md.signatures) & set(root.signed.roles[md.signed.type].keyids))
+
+
+def _backoff(attempt: int) -> None:
+  # Jitter so that publishers that collided do not collide again in lockstep.
+  time.sleep(random.uniform(0, min(1.0, 0.02 * 2 ** attempt)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,14 +143,26 @@ class DeltaPolicy:
 
 
 class OTARepository:
-  """A model repository on a local path (or a mounted volume)."""
+  """A model repository at a local path or an fsspec URI (gs://, s3://, memory://, file://)."""
 
   def __init__(self, repo_dir: str, keys_dir: Optional[str] = None,
                delta_policy: DeltaPolicy = DeltaPolicy()):
+    """Opens (without reading) the repository.
+
+    Args:
+      repo_dir: a local path or an fsspec URI.
+      keys_dir: the local directory of <role>.pem signing keys; only operations that sign
+        need it.
+      delta_policy: which bsdiff4 patches publish() adds.
+
+    Raises:
+      ValueError: repo_dir is a URI whose backend has no atomic exclusive create.
+    """
     self.repo_dir = repo_dir
     self.delta_policy = delta_policy
-    self.metadata_dir = os.path.join(repo_dir, 'metadata')
-    self.targets_dir = os.path.join(repo_dir, 'targets')
+    self.storage = storage_lib.open_storage(repo_dir)
+    self.metadata_dir = self.storage.join('metadata')
+    self.targets_dir = self.storage.join('targets')
     self._keys_dir = keys_dir
     self._serializer = JSONSerializer(compact=False)
 
@@ -132,11 +170,21 @@ class OTARepository:
 
   def _load(self, role: str, version: Optional[int] = None) -> Metadata:
     name = f'{role}.json' if role == Timestamp.type else f'{version}.{role}.json'
-    path = os.path.join(self.metadata_dir, name)
-    if not os.path.exists(path):
+    try:
+      data = self.storage.read(f'metadata/{name}')
+    except FileNotFoundError:
       raise FileNotFoundError(f'OTA repository {self.repo_dir}: no {name}; run '
+                              '`tfx-edge ota init` first.') from None
+    return Metadata.from_bytes(data)
+
+  def _newest(self, role: str) -> Metadata:
+    """The highest N.<role>.json there is, published by timestamp.json or not (yet)."""
+    versions = [int(m.group(1)) for m in map(_VERSIONED_RE.match, self.storage.list('metadata'))
+                if m and m.group(2) == role]
+    if not versions:
+      raise FileNotFoundError(f'OTA repository {self.repo_dir}: no {role} metadata; run '
                               '`tfx-edge ota init` first.')
-    return Metadata.from_file(path)
+    return self._load(role, max(versions))
 
   def _published(self):
     """(timestamp, snapshot, targets) as timestamp.json publishes them."""
@@ -147,36 +195,44 @@ class OTARepository:
 
   def releases(self, name: Optional[str] = None) -> List[Release]:
     """Published releases, oldest first, optionally of one model name."""
-    _, _, targets = self._published()
-    out = []
-    for path, target in targets.signed.targets.items():
-      custom = (target.unrecognized_fields.get('custom') or {}).get(CUSTOM)
-      if not custom or (name is not None and custom.get('name') != name):
-        continue
-      out.append(Release(custom['name'], custom['version'], custom['channel'], path,
-                         target.hashes['sha256'], target.length, custom))
-    return sorted(out, key=lambda r: (r.name, r.version))
+    return _releases_in(self._published()[2], name)
+
+  def read_target(self, release: Release) -> bytes:
+    """The bytes of a published model."""
+    directory, base = posixpath.split(release.path)
+    return self.storage.read(f'targets/{directory}/{release.sha256}.{base}')
 
   # --- writing -----------------------------------------------------------------------------
 
   def init(self) -> None:
-    """Creates keys (if missing) and the first metadata of every role."""
-    if os.path.exists(os.path.join(self.metadata_dir, 'timestamp.json')):
+    """Creates keys (if missing) and the first metadata of every role.
+
+    Re-running an init that died part-way finishes it, with the same keys.
+    """
+    if self.storage.exists(_TIMESTAMP):
       raise FileExistsError(f'OTA repository {self.repo_dir} already exists.')
-    signers = keys_lib.create_or_load(self._keys())
-    root = Metadata(Root(expires=_expires(Root.type), consistent_snapshot=True))
-    for role, signer in signers.items():
-      root.signed.add_key(signer.public_key, role)
-    targets = Metadata(Targets(expires=_expires(Targets.type)))
-    snapshot = Metadata(Snapshot(expires=_expires(Snapshot.type)))
-    timestamp = Metadata(Timestamp(expires=_expires(Timestamp.type)))
     with self._locked():
-      for md in (root, targets, snapshot, timestamp):
+      signers = keys_lib.create_or_load(self._keys())
+      root = Metadata(Root(expires=_expires(Root.type), consistent_snapshot=True))
+      for role, signer in signers.items():
+        root.signed.add_key(signer.public_key, role)
+      for md in (root, Metadata(Targets(expires=_expires(Targets.type))),
+                 Metadata(Snapshot(expires=_expires(Snapshot.type)))):
         md.sign(signers[md.signed.type])
-      self._write(root)
-      self._write(targets)
-      self._write(snapshot)
-      self._write(timestamp)
+        try:
+          self._write(md)
+        except FileExistsError:
+          # Left by an init that died; keep it if it names our keys (then it is ours).
+          existing = self._load(Root.type, 1).signed.roles
+          if any(existing[r].keyids != root.signed.roles[r].keyids for r in keys_lib.ROLES):
+            raise FileExistsError(f'OTA repository {self.repo_dir} already has a root with '
+                                  'other keys.') from None
+      timestamp = Metadata(Timestamp(expires=_expires(Timestamp.type)))
+      timestamp.sign(signers[Timestamp.type])
+      try:
+        self.storage.create(_TIMESTAMP, timestamp.to_bytes(self._serializer))
+      except FileExistsError:
+        raise FileExistsError(f'OTA repository {self.repo_dir} already exists.') from None
 
   def publish(self, name: str, model: bytes, channel: str = 'stable',
               info: Optional[Mapping[str, Any]] = None) -> Release:
@@ -186,49 +242,61 @@ class OTARepository:
 
     Publishing bytes that are already the latest release of name on channel publishes nothing
     and returns that release (so a re-run push is idempotent).
+
+    Raises:
+      PublishConflictError: other publishers took the next version MAX_ATTEMPTS times.
     """
     validate_model_name(name)
     validate_channel(channel)
     sha256 = hashlib.sha256(model).hexdigest()
-    signers = keys_lib.load(self._keys())
     with self._locked():
-      current = [r for r in self.releases(name) if r.channel == channel]
-      if current and current[-1].sha256 == sha256:
-        return current[-1]
-      version = max((r.version for r in self.releases(name)), default=0) + 1
-      path = f'{name}/{channel}/model-v{version:06d}.tflite'
-      # Target files first: immutable, hash-prefixed, invisible until metadata names them.
-      self._write_target(path, model)
-      new_targets = {}
-      patches = []
-      k = self.delta_policy.last_k
-      for old in (self.releases(name)[-k:] if k else []):
-        patch = bsdiff4.diff(self.read_target(old), model)
-        if len(patch) >= self.delta_policy.max_ratio * len(model):
+      signers = keys_lib.load(self._keys())
+      for attempt in range(MAX_ATTEMPTS):
+        if attempt:
+          _backoff(attempt)
+        targets = self._newest(Targets.type)
+        releases = _releases_in(targets, name)
+        current = [r for r in releases if r.channel == channel]
+        if current and current[-1].sha256 == sha256:
+          # Already there, maybe from a push that died before its commit: finish that.
+          self._commit(signers)
+          return current[-1]
+        version = max((r.version for r in releases), default=0) + 1
+        path = f'{name}/{channel}/model-v{version:06d}.tflite'
+        # Target files first: immutable, hash-prefixed, invisible until metadata names them.
+        self._write_target(path, model)
+        new_targets = {}
+        patches = []
+        k = self.delta_policy.last_k
+        for old in (releases[-k:] if k else []):
+          patch = bsdiff4.diff(self.read_target(old), model)
+          if len(patch) >= self.delta_policy.max_ratio * len(model):
+            continue
+          patch_path = f'{name}/{channel}/patches/v{old.version:06d}-v{version:06d}.bsdiff4'
+          self._write_target(patch_path, patch)
+          new_targets[patch_path] = TargetFile.from_data(patch_path, patch, ['sha256'])
+          patches.append({'from_version': old.version, 'from_sha256': old.sha256,
+                          'path': patch_path, 'length': len(patch)})
+        custom = dict(canonical_info(info or {}), name=name, version=version, channel=channel,
+                      patches=patches)
+        target = TargetFile.from_data(path, model, ['sha256'])
+        target.unrecognized_fields['custom'] = {CUSTOM: custom}
+        new_targets[path] = target
+        targets.signed.targets.update(new_targets)
+        targets.signed.version += 1
+        targets.signed.expires = _expires(Targets.type)
+        self._sign(targets, signers, self._newest(Root.type))
+        try:
+          self._write(targets)
+        except FileExistsError:
+          logging.info('OTA repository %s: another publisher took targets version %d; '
+                       'retrying.', self.repo_dir, targets.signed.version)
           continue
-        patch_path = f'{name}/{channel}/patches/v{old.version:06d}-v{version:06d}.bsdiff4'
-        self._write_target(patch_path, patch)
-        new_targets[patch_path] = TargetFile.from_data(patch_path, patch, ['sha256'])
-        patches.append({'from_version': old.version, 'from_sha256': old.sha256,
-                        'path': patch_path, 'length': len(patch)})
-      custom = dict(canonical_info(info or {}), name=name, version=version, channel=channel,
-                    patches=patches)
-      target = TargetFile.from_data(path, model, ['sha256'])
-      target.unrecognized_fields['custom'] = {CUSTOM: custom}
-      new_targets[path] = target
-      self._release(new_targets, signers)
-      return Release(name, version, channel, path, sha256, len(model), custom)
-
-  def _write_target(self, path: str, data: bytes) -> None:
-    directory, base = os.path.split(path)
-    digest = hashlib.sha256(data).hexdigest()
-    _atomic_write(os.path.join(self.targets_dir, directory, f'{digest}.{base}'), data)
-
-  def read_target(self, release: Release) -> bytes:
-    """The bytes of a published model."""
-    directory, base = os.path.split(release.path)
-    with open(os.path.join(self.targets_dir, directory, f'{release.sha256}.{base}'), 'rb') as f:
-      return f.read()
+        self._commit(signers)
+        return Release(name, version, channel, path, sha256, len(model), custom)
+    raise PublishConflictError(
+        f'OTA repository {self.repo_dir}: other publishers took the next targets version '
+        f'{MAX_ATTEMPTS} times in a row; nothing of this push was published. Push again.')
 
   def rollback(self, name: str, to_version: int, channel: Optional[str] = None) -> Release:
     """Re-publishes the bytes of an earlier version as a new, higher version."""
@@ -242,32 +310,107 @@ class OTARepository:
     info['rolled_back_from'] = to_version
     return self.publish(name, model, channel or old.channel, info)
 
-  def _release(self, new_targets: Dict[str, TargetFile], signers) -> None:
-    """Signs and writes targets, snapshot, then timestamp (the commit point), in TUF order."""
-    timestamp, snapshot, targets = self._published()
-    targets.signed.targets.update(new_targets)
-    targets.signed.version += 1
-    targets.signed.expires = _expires(Targets.type)
-    targets.signatures.clear()
-    targets.sign(signers[Targets.type])
-    self._write(targets)
-    snapshot.signed.meta['targets.json'] = MetaFile(version=targets.signed.version)
-    snapshot.signed.version += 1
-    snapshot.signed.expires = _expires(Snapshot.type)
-    snapshot.signatures.clear()
-    snapshot.sign(signers[Snapshot.type])
-    self._write(snapshot)
-    timestamp.signed.snapshot_meta = MetaFile(version=snapshot.signed.version)
-    timestamp.signed.version += 1
-    timestamp.signed.expires = _expires(Timestamp.type)
-    timestamp.signatures.clear()
-    timestamp.sign(signers[Timestamp.type])
-    self._write(timestamp)
+  def rotate_keys(self, role: str) -> int:
+    """Replaces the signing key of an online role (snapshot or timestamp).
+
+    Generates the new key (kept as <role>.pem.new until root names it), writes root version
+    N+1 naming it instead of the old one, signed with the root key, makes it <role>.pem (the
+    old file is kept as <role>.pem.old-<N+1>), and re-signs the role. Clients that trusted an
+    older root walk the root chain on their next refresh. Running it again after a crash
+    finishes the rotation.
+
+    Returns:
+      The new root version.
+    """
+    if role not in ONLINE_ROLES:
+      raise ValueError(f'role={role!r}: rotate-keys replaces the online keys {ONLINE_ROLES}; '
+                       'root and targets keys are offline keys.')
+    with self._locked():
+      signers = keys_lib.load(self._keys())
+      root = self._newest(Root.type)
+      new_key = keys_lib.pending(self._keys(), role)
+      if new_key.public_key.keyid not in root.signed.roles[role].keyids:
+        for keyid in list(root.signed.roles[role].keyids):
+          root.signed.revoke_key(keyid, role)
+        root.signed.add_key(new_key.public_key, role)
+        root.signed.version += 1
+        root.signed.expires = _expires(Root.type)
+        root.signatures.clear()
+        # One root key signs for both the old root's threshold and the new one's.
+        root.sign(signers[Root.type])
+        self._write(root)  # Only if absent: a concurrent rotation cannot be lost.
+      keys_lib.activate(self._keys(), role, root.signed.version)
+      self._commit(keys_lib.load(self._keys()))  # Re-signs what the old key signed.
+      return root.signed.version
+
+  def _commit(self, signers) -> None:
+    """Makes snapshot and timestamp.json publish the newest targets, signed with trusted keys.
+
+    Runs until a check after its own timestamp write finds no newer snapshot, so that when two
+    publishers commit at once the later state wins even if their writes land out of order.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+      if attempt:
+        _backoff(attempt)
+      root = self._newest(Root.type)
+      targets_version = self._newest(Targets.type).signed.version
+      snapshot = self._newest(Snapshot.type)
+      if (snapshot.signed.meta['targets.json'].version < targets_version or
+          not _signed_by_trusted_key(snapshot, root)):
+        snapshot.signed.meta['targets.json'] = MetaFile(version=max(
+            targets_version, snapshot.signed.meta['targets.json'].version))
+        snapshot.signed.version += 1
+        snapshot.signed.expires = _expires(Snapshot.type)
+        self._sign(snapshot, signers, root)
+        try:
+          self._write(snapshot)
+        except FileExistsError:
+          continue  # Another publisher made this snapshot version: look again.
+      timestamp = self._load(Timestamp.type)
+      if (timestamp.signed.snapshot_meta.version < snapshot.signed.version or
+          not _signed_by_trusted_key(timestamp, root)):
+        timestamp.signed.snapshot_meta = MetaFile(version=max(
+            snapshot.signed.version, timestamp.signed.snapshot_meta.version))
+        timestamp.signed.version += 1
+        timestamp.signed.expires = _expires(Timestamp.type)
+        self._sign(timestamp, signers, root)
+        self._write(timestamp)
+      # A newer snapshot means another publisher committed meanwhile, and its timestamp
+      # write may have landed before ours: look again. A newer targets file without a
+      # snapshot is still being committed by its own publisher.
+      if self._newest(Snapshot.type).signed.version == snapshot.signed.version:
+        return
+    raise PublishConflictError(
+        f'OTA repository {self.repo_dir}: others kept committing while this push brought '
+        f'timestamp.json up to date ({MAX_ATTEMPTS} attempts). Its metadata is written; '
+        'timestamp.json may not publish it yet: push again (idempotent) to finish.')
+
+  def _sign(self, md: Metadata, signers, root: Metadata) -> None:
+    """Signs md with its role's key, checking that root trusts that key."""
+    role = md.signed.type
+    if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
+      # The key may have been rotated since this publisher loaded it.
+      signers.update(keys_lib.load(self._keys()))
+      if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
+        raise ValueError(f'the {role} key in {self._keys_dir} is not the one root version '
+                         f'{root.signed.version} trusts; if a key rotation was interrupted, run '
+                         f'`tfx-edge ota rotate-keys --role {role}` again.')
+    md.signatures.clear()
+    md.sign(signers[role])
+
+  def _write_target(self, path: str, data: bytes) -> None:
+    directory, base = posixpath.split(path)
+    digest = hashlib.sha256(data).hexdigest()
+    self.storage.write(f'targets/{directory}/{digest}.{base}', data)
 
   def _write(self, md: Metadata) -> None:
+    """Writes metadata: timestamp.json in place, versioned files only if absent."""
     role = md.signed.type
-    name = 'timestamp.json' if role == Timestamp.type else f'{md.signed.version}.{role}.json'
-    _atomic_write(os.path.join(self.metadata_dir, name), md.to_bytes(self._serializer))
+    data = md.to_bytes(self._serializer)
+    if role == Timestamp.type:
+      self.storage.write(_TIMESTAMP, data)
+    else:
+      self.storage.create(f'metadata/{md.signed.version}.{role}.json', data)
 
   def _keys(self) -> str:
     if not self._keys_dir:
@@ -276,10 +419,5 @@ class OTARepository:
 
   @contextlib.contextmanager
   def _locked(self) -> Iterator[None]:
-    os.makedirs(self.repo_dir, exist_ok=True)
-    with open(os.path.join(self.repo_dir, '.publish.lock'), 'w') as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)
-      try:
-        yield
-      finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
+    with self.storage.locked():
+      yield
