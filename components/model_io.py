@@ -1,8 +1,8 @@
 """Loading the Keras model inside a Trainer's (or another component's) Model artifact."""
 import os
+from typing import Dict, Optional
 
-from typing import Dict
-
+import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
@@ -28,8 +28,8 @@ def load_keras_model(model_uri: str) -> tf_keras.Model:
     The tf_keras Functional or Sequential model (not compiled for training).
 
   Raises:
-    ModelLoadError: no SavedModel, an unreadable one, or one that is not a Keras 2
-      Functional/Sequential model.
+    ModelLoadError: no SavedModel, an unreadable one, one that is not a Keras 2
+      Functional/Sequential model, or one with NaN or Inf in its weights.
   """
   path = serving_model_dir(model_uri)
   if not tf.io.gfile.exists(os.path.join(path, 'saved_model.pb')):
@@ -59,7 +59,38 @@ def load_keras_model(model_uri: str) -> tf_keras.Model:
         f'Model artifact {model_uri}: reloaded a {type(model).__name__}, a subclassed model; '
         'tensorflow-model-optimization supports tf_keras Functional and Sequential models only. '
         'Rebuild it with the functional API (tf_keras.Model(inputs, outputs)).')
+  _check_finite_weights(model, model_uri)
   return model
+
+
+def _check_finite_weights(model: tf_keras.Model, model_uri: str) -> None:
+  """Raises ModelLoadError naming the first layer whose weights hold NaN or Inf.
+
+  Fine-tuning such a model only spreads the NaNs, and quantization ranges computed from them are
+  meaningless, so every component stops here rather than produce a broken model.
+  """
+  for layer in model.layers:
+    for weight in layer.weights:
+      value = np.asarray(weight.numpy())
+      if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+        bad = int(np.sum(~np.isfinite(value)))
+        raise ModelLoadError(
+            f'Model artifact {model_uri}: layer {layer.name!r} holds {bad} NaN or Inf values of '
+            f'{value.size} in weight {weight.name!r}. Its training diverged: retrain it (for '
+            'example with a lower learning rate or gradient clipping) and check the training data '
+            'for NaN or Inf.')
+
+
+def num_classes(model: tf_keras.Model) -> Optional[int]:
+  """The number of classes of a classifier: the units of its single output, when there are 2+.
+
+  None when the model has several outputs or one output unit (a regression or a binary sigmoid
+  output, whose 0/1 labels are not class indices into the output).
+  """
+  if len(model.outputs) != 1:
+    return None
+  units = model.outputs[0].shape[-1]
+  return units if units is not None and units >= 2 else None
 
 
 def input_feature_spec(model: tf.keras.Model) -> Dict[str, tf.io.FixedLenFeature]:

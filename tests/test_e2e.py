@@ -1,12 +1,20 @@
 """End to end: the real pipeline through `python -m pipelines.run_local` with both runners."""
+import base64
+import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
+import traceback
 
+from cryptography.hazmat.primitives import serialization
+from ml_metadata.metadata_store import metadata_store
 import pytest
+from tfx.orchestration import metadata
 
 from components.ota import client
+from components.ota import keys as keys_lib
 from components.ota import repository
 from components.ptq_converter import conversion
 from pipelines import pipeline as pipeline_lib
@@ -160,6 +168,66 @@ def test_impossible_threshold_pushes_nothing_and_logs_why(local_run):
   assert ota.releases() == before
   with open(timestamp, 'rb') as f:
     assert f.read() == timestamp_before  # The repository did not change at all.
+
+
+def _key_material(keys_dir):
+  """{what: bytes} for every form in which a signing key could leak."""
+  secrets = {}
+  # Rotation keeps replaced and pending keys beside the current ones (*.pem.old-N, *.pem.new).
+  for path in sorted(glob.glob(os.path.join(keys_dir, '*.pem*'))):
+    with open(path, 'rb') as f:
+      pem = f.read()
+    raw = serialization.load_pem_private_key(pem, password=None).private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    role = os.path.basename(path)
+    secrets[f'{role} PEM body'] = b''.join(pem.splitlines()[1:-1])
+    secrets[f'{role} raw key'] = raw
+    secrets[f'{role} raw key, hex'] = raw.hex().encode()
+    secrets[f'{role} raw key, base64'] = base64.b64encode(raw)
+  return secrets
+
+
+def test_signing_keys_appear_in_no_metadata_log_spec_artifact_or_error(local_run, tmp_path):
+  output_dir, output = local_run
+  paths = pipeline_lib.demo_paths(str(output_dir))
+  secrets = _key_material(paths['ota_keys_dir'])
+  assert len(secrets) >= 16  # Four roles at least; the pusher signed with them in this run.
+
+  places = {'the console output of the run (logs)': output.encode()}
+  with open(paths['metadata_path'], 'rb') as f:
+    places['the ML Metadata database file'] = f.read()
+  store = metadata_store.MetadataStore(
+      metadata.sqlite_metadata_connection_config(paths['metadata_path']))
+  for execution in store.get_executions():  # Exec properties are its custom properties.
+    places[f'execution {execution.id} and its exec properties'] = str(execution).encode()
+  for artifact in store.get_artifacts():
+    places[f'artifact {artifact.id} and its properties'] = str(artifact).encode()
+  # Every artifact and executor log, and the repository devices download from.
+  for root in (paths['pipeline_root'], paths['ota_repository']):
+    for path in glob.glob(os.path.join(root, '**', '*'), recursive=True):
+      if os.path.isfile(path):
+        with open(path, 'rb') as f:
+          places[path] = f.read()
+  spec = tmp_path / 'pipeline.yaml'
+  subprocess.run([sys.executable, '-m', 'pipelines.run_kubeflow', '--output', str(spec),
+                  '--ota-keys', paths['ota_keys_dir'], '--ota-repository', paths['ota_repository']],
+                 cwd=REPO_ROOT, env=dict(os.environ, TF_USE_LEGACY_KERAS='1'), check=True,
+                 capture_output=True, timeout=600)
+  places['the compiled Kubeflow spec'] = spec.read_bytes()
+  # The error a push raises when it loads a corrupt copy of these keys.
+  broken_keys = tmp_path / 'keys'
+  shutil.copytree(paths['ota_keys_dir'], broken_keys)
+  pem = (broken_keys / 'targets.pem').read_bytes()
+  (broken_keys / 'targets.pem').write_bytes(pem[:-40])
+  with pytest.raises(ValueError) as raised:
+    keys_lib.load(str(broken_keys))
+  places['the error of a corrupt key'] = ''.join(
+      traceback.format_exception(raised.type, raised.value, raised.tb)).encode()
+
+  leaks = [f'{what} in {where}' for where, blob in places.items()
+           for what, secret in secrets.items() if secret in blob]
+  assert not leaks
+  assert len(places) > 50  # The scan did read the run's files.
 
 
 def test_beam_runner_pushes_a_blessed_int8_model(tmp_path):

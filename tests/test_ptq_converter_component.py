@@ -112,7 +112,7 @@ def test_fewer_examples_than_requested_warns_and_uses_them_all(trained_model_art
 
 
 @pytest.mark.parametrize('n_records,message', [
-    (0, "split 'train': 0 examples, fewer than the 10 that calibration needs"),
+    (0, r"split 'train' \(calibration_split\) is empty"),
     (3, "split 'train': 3 examples, fewer than the 10"),
 ])
 def test_too_few_calibration_examples_fail_with_the_artifact_named(trained_model_artifact,

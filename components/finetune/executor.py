@@ -6,6 +6,7 @@ the data, TensorBoard logs, carrying the model's history forward, saving) happen
 import abc
 import dataclasses
 import json
+import re
 from typing import Any, Callable, Dict, List, Optional
 
 from absl import logging
@@ -17,6 +18,7 @@ from tfx.components.util import udf_utils
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components import examples_io
 from components import keys
 from components import lineage
 from components import model_io
@@ -94,9 +96,15 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
 
     model = model_io.load_keras_model(source.uri)
     history = lineage.history_of(source)
-    data = self._data(examples, exec_properties, fine_tuning)
+    data = self._data(examples, exec_properties, fine_tuning, model)
     tf_keras.utils.set_random_seed(0)
-    result = self.optimize(model, data, fine_tuning, options, history, model_run.uri)
+    try:
+      result = self.optimize(model, data, fine_tuning, options, history, model_run.uri)
+    except tf.errors.InvalidArgumentError as e:
+      error = _label_error(e, examples[0].uri, model_io.num_classes(model))
+      if error is None:
+        raise
+      raise error from None  # The TF error adds only graph node names to the message.
 
     lineage.carry_properties(source, output)
     lineage.set_properties(output, result.properties)
@@ -107,13 +115,20 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
 
   @staticmethod
   def _data(examples: List[types.Artifact], exec_properties: Dict[str, Any],
-            fine_tuning: config_lib.FineTuneConfig) -> FineTuneData:
+            fine_tuning: config_lib.FineTuneConfig, model: tf_keras.Model) -> FineTuneData:
+    """The user's input_fn on the train and eval splits, checked against the model.
+
+    Everything that can be checked before training is: the splits exist and hold examples, and
+    input_fn gives every model input with a dtype and shape it accepts. Labels are checked as
+    the batches stream (see _check_labels).
+    """
     splits = artifact_utils.decode_split_names(examples[0].split_names)
     for name in ('train_split', 'eval_split'):
       split = getattr(fine_tuning, name)
       if split not in splits:
         raise ValueError(f'Examples artifact {examples[0].uri} has no split {split!r} '
                          f'(fine_tuning.{name}); its splits are {splits}.')
+      examples_io.check_split_not_empty(examples[0], split, f'fine_tuning.{name}')
     input_fn = udf_utils.get_fn(
         {k: exec_properties.get(k) for k in (keys.MODULE_FILE_KEY, keys.INPUT_FN_KEY)},
         keys.INPUT_FN_KEY)
@@ -123,7 +138,84 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
             'train_args': json.dumps({'splits': [fine_tuning.train_split]}),
             'eval_args': json.dumps({'splits': [fine_tuning.eval_split]}),
         })
-    return FineTuneData(
-        train=lambda: input_fn(fn_args.train_files, fn_args.data_accessor,
-                               fine_tuning.batch_size),
-        eval=lambda: input_fn(fn_args.eval_files, fn_args.data_accessor, fine_tuning.batch_size))
+    # Sparse categorical losses read labels as class indices; other losses take other labels.
+    classes = model_io.num_classes(model) if fine_tuning.loss in _SPARSE_LOSSES else None
+
+    def dataset(files, split):
+      data = input_fn(files, fn_args.data_accessor, fine_tuning.batch_size)
+      return _check_labels(data, classes, split) if classes else data
+
+    for files, split in ((fn_args.train_files, fine_tuning.train_split),
+                         (fn_args.eval_files, fine_tuning.eval_split)):
+      _check_inputs(model, dataset(files, split).element_spec,
+                    f'Examples artifact {examples[0].uri}, split {split!r}')
+    return FineTuneData(train=lambda: dataset(fn_args.train_files, fine_tuning.train_split),
+                        eval=lambda: dataset(fn_args.eval_files, fine_tuning.eval_split))
+
+
+_SPARSE_LOSSES = ('sparse_categorical_crossentropy', 'SparseCategoricalCrossentropy')
+# Marks the assertion a dataset fails with when a label is not a class of the model.
+_BAD_LABEL = 'tfx_edge: labels outside the model classes'
+
+
+def _check_labels(dataset: tf.data.Dataset, num_classes: int, split: str) -> tf.data.Dataset:
+  """The dataset, failing at the first batch that has a label outside [0, num_classes).
+
+  Keras would not stop on such a label: on CPU the loss fails with an error that names neither
+  the data nor the model, and on GPU it silently gives NaN. The check runs in the input pipeline
+  so it costs no extra pass over the data.
+  """
+  def check(features, labels, *rest):
+    bad = tf.boolean_mask(labels, (labels < 0) | (labels >= num_classes))
+    assertion = tf.debugging.Assert(tf.size(bad) == 0, [_BAD_LABEL, split, bad], summarize=5)
+    with tf.control_dependencies([assertion]):
+      return (features, tf.identity(labels), *rest)
+
+  return dataset.map(check)
+
+
+def _label_error(error: tf.errors.InvalidArgumentError, examples_uri: str,
+                 num_classes: Optional[int]) -> Optional[ValueError]:
+  """The clear error for a failed _check_labels assertion, or None for any other error."""
+  found = re.search(re.escape(_BAD_LABEL) + r'\] \[(.*?)\] \[(.*?)\]', error.message)
+  if not found or not num_classes:
+    return None
+  split, printed = found.groups()
+  values = dict.fromkeys(printed.replace('...', ' ').split())  # TF prints `1 2 3...`.
+  return ValueError(
+      f'Examples artifact {examples_uri}, split {split!r}: label values {", ".join(values)} are '
+      f"outside the model's {num_classes} classes [0, {num_classes - 1}] (it has {num_classes} "
+      'output units); fine-tuning stopped at the first batch holding them. Labels must be class '
+      'indices into the model output: renumber them (for example from 1-based to 0-based) or '
+      'give the model an output unit per class.')
+
+
+def _check_inputs(model: tf_keras.Model, element_spec: Any, where: str) -> None:
+  """Raises ValueError when input_fn's features do not fit the model inputs (before training).
+
+  Args:
+    model: the model to fine-tune.
+    element_spec: the element_spec of input_fn's dataset, (features, labels[, weights]).
+    where: the artifact and split, for the message.
+  """
+  features = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+  if not isinstance(features, dict):
+    if len(model.inputs) != 1:
+      return  # Keras matches a list of tensors by position and reports a mismatch itself.
+    features = {model.input_names[0]: features}
+  for name, tensor in zip(model.input_names, model.inputs):
+    expected = f'{tf.as_dtype(tensor.dtype).name} of shape {tensor.shape}'
+    if name not in features:
+      raise ValueError(
+          f'{where}: input_fn gives no feature {name!r}, which model input {name!r} reads '
+          f'(expected {expected}); it gives {sorted(features)}. Model inputs are named after the '
+          'features they read: rename the input or the feature.')
+    got = features[name]
+    wanted_dtype = tf.as_dtype(tensor.dtype)
+    # Keras casts one numeric type to another, never a string to a number or back.
+    dtype_ok = got.dtype == wanted_dtype or (got.dtype != tf.string and wanted_dtype != tf.string)
+    if not dtype_ok or not got.shape.is_compatible_with(tensor.shape):
+      raise ValueError(
+          f'{where}: feature {name!r} from input_fn is {got.dtype.name} of shape {got.shape}, '
+          f'but model input {name!r} expects {expected} (None: any size). Make input_fn parse '
+          'the feature as the model expects, or fine-tune with Examples made for this model.')

@@ -34,7 +34,7 @@ def _load_one(path: str, role: str) -> CryptoSigner:
   except FileNotFoundError:
     raise FileNotFoundError(f'signing key for role {role!r} not found at {path}; create keys '
                             'with `tfx-edge ota init` or mount the key Secret there.') from None
-  except ValueError:
+  except (ValueError, TypeError):  # cryptography raises TypeError for an encrypted key.
     raise ValueError(f'signing key file {path} is not an unencrypted PEM private key.') from None
 
 

@@ -6,6 +6,7 @@ Sampling is deterministic: every record gets a key from a seeded hash of its byt
 stratum keeps its smallest keys (bottom-k sampling). The same data, seed and size therefore give
 the same sample on every runner and every re-run, which the fingerprint makes checkable.
 """
+import collections
 import hashlib
 import logging
 import math
@@ -132,8 +133,11 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
     parsed = tf.io.parse_example(tf.constant(list(records)), spec)
   except tf.errors.InvalidArgumentError as e:
     wanted = {k: f'{v.dtype.name}{v.shape}' for k, v in spec.items()}
-    raise ValueError(f'calibration examples from {source} do not match the model inputs '
-                     f'{wanted}: {e.message}') from e
+    raise ValueError(
+        f'calibration examples from {source} do not match the model inputs {wanted}: '
+        f'{_first_mismatch(records, spec) or e.message}. Give every example each model input as '
+        'a feature of that name, type and size, or calibrate with Examples made for this '
+        'model.') from e
   arrays = {}
   for name, tensor in zip(model.input_names, model.inputs):
     value = parsed[name].numpy().astype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
@@ -143,6 +147,52 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
                        'or Inf values; they would make the quantization ranges meaningless.')
     arrays[name] = value
   return arrays
+
+
+# The tf.Example value list that holds each parsing dtype.
+_KIND_OF_DTYPE = {tf.float32: 'float_list', tf.int64: 'int64_list', tf.string: 'bytes_list'}
+
+
+def _first_mismatch(records: Sequence[bytes], spec: Mapping[str, tf.io.FixedLenFeature]) -> str:
+  """Describes the first feature of the first example that the parsing spec cannot read."""
+  for i, record in enumerate(records):
+    features = tf.train.Example.FromString(record).features.feature
+    for name, wanted in spec.items():
+      size = int(np.prod(wanted.shape, dtype=np.int64))
+      expected = f'{_KIND_OF_DTYPE[wanted.dtype]} of {size} values (shape {list(wanted.shape)})'
+      if name not in features:
+        return (f'example {i} has no feature {name!r} (expected {expected}); its features: '
+                f'{sorted(features)}')
+      kind = features[name].WhichOneof('kind')
+      got = len(getattr(features[name], kind).value) if kind else 0
+      if kind != _KIND_OF_DTYPE[wanted.dtype] or got != size:
+        return (f'feature {name!r} of example {i}: expected {expected}, got '
+                f'{kind or "an empty feature"} of {got} values')
+  return ''
+
+
+def check_labels(records: Sequence[bytes], label_key: str, num_classes: int,
+                 source: str) -> None:
+  """Raises ValueError when an integer label is not a class of the model, in [0, num_classes).
+
+  Args:
+    records: serialized tf.Examples.
+    label_key: the label feature.
+    num_classes: number of output units of the model.
+    source: what the records are (artifact and split), for the message.
+  """
+  outside = collections.Counter()
+  for record in records:
+    feature = tf.train.Example.FromString(record).features.feature.get(label_key)
+    if feature is not None and feature.WhichOneof('kind') == 'int64_list':
+      outside.update(v for v in feature.int64_list.value if not 0 <= v < num_classes)
+  if outside:
+    values = ', '.join(f'{v} ({n} examples)' for v, n in sorted(outside.items()))
+    raise ValueError(
+        f'{source}: label {label_key!r} has values outside the model\'s {num_classes} classes '
+        f'[0, {num_classes - 1}]: {values}. Labels must be class indices into the model output; '
+        'renumber them (for example from 1-based to 0-based) or give the model an output unit '
+        'per class.')
 
 
 def representative_dataset(arrays: Mapping[str, np.ndarray]) -> conversion.RepresentativeData:

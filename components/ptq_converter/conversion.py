@@ -1,6 +1,7 @@
 """TFLite conversion for every PTQ mode. Plain logic: no TFX needed to use or test it."""
 import dataclasses
 import logging
+import re
 from typing import Callable, Dict, Iterable, List, Mapping, Optional
 
 import numpy as np
@@ -80,7 +81,8 @@ def convert(model: tf.keras.Model,
 
   Raises:
     ValueError: bad mode/inference_io, or missing representative data.
-    ConversionError: the converter rejected the model for this mode.
+    ConversionError: the converter rejected the model for this mode, or (int8) left ops in
+      float because they have no int8 kernel.
   """
   validate_mode(mode, inference_io)
   if mode in CALIBRATED_MODES and representative_data is None:
@@ -108,12 +110,54 @@ def convert(model: tf.keras.Model,
       converter.inference_output_type = tf.int16
 
   try:
-    return converter.convert()
+    tflite_model = converter.convert()
   except Exception as e:  # The converter raises several unrelated types; wrap them all.
-    hint = ''
-    if mode == INT8:
-      hint = (' Some ops have no int8 kernel; mode="int8_float_fallback" keeps them in float.')
-    raise ConversionError(f'TFLite conversion in mode={mode!r} failed: {e}.{hint}') from e
+    raise ConversionError(_converter_failure(mode, str(e))) from e
+  if mode == INT8:
+    # The converter does not fail on an op without an int8 kernel: it wraps the op in
+    # DEQUANTIZE/QUANTIZE and leaves it in float, which an int8-only device cannot run.
+    left_in_float = float_ops(tflite_model)
+    if left_in_float:
+      raise ConversionError(
+          f'mode={mode!r}: {len(left_in_float)} op(s) have no int8 kernel and were left in float: '
+          f'{", ".join(left_in_float)}. An int8-only model cannot contain them. Use '
+          f'mode={INT8_FLOAT_FALLBACK!r} to keep these ops in float (the others stay int8), or '
+          'replace them in the model with ops that have int8 kernels.')
+  return tflite_model
+
+
+def _converter_failure(mode: str, message: str) -> str:
+  """A converter error message rewritten to say what to change; the original is kept at the end."""
+  select_ops = re.search(r'TF Select ops: ([^\n]+)', message)
+  if select_ops:
+    return (f'TFLite conversion in mode={mode!r} failed: the model uses TensorFlow ops with no '
+            f'TFLite builtin kernel: {select_ops.group(1).strip()}. No mode converts them (TF '
+            'Select ops are not enabled, and int8_float_fallback does not help); replace them in '
+            f'the model with TFLite builtin ops. Converter message: {message}')
+  hint = ''
+  if mode == INT8:
+    hint = f' Some ops have no int8 kernel; mode={INT8_FLOAT_FALLBACK!r} keeps them in float.'
+  return f'TFLite conversion in mode={mode!r} failed: {message}.{hint}'
+
+
+def float_ops(tflite_model: bytes) -> List[str]:
+  """Ops of a TFLite model that compute in float, as `OP (output tensor name)`.
+
+  QUANTIZE and DEQUANTIZE are not counted: they only convert at the edges of int8 parts (and at
+  the model boundary when its inputs and outputs are float).
+  """
+  interpreter = _interpreter(tflite_model)
+  tensors = {d['index']: d for d in interpreter.get_tensor_details()}
+  found = []
+  # LiteRT lists ops only through this private method (pruning.py reads kernels the same way).
+  for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+    if op['op_name'] in ('QUANTIZE', 'DEQUANTIZE'):
+      continue
+    used = [tensors[i] for i in [*op['inputs'], *op['outputs']] if i in tensors]
+    if any(np.issubdtype(np.dtype(t['dtype']), np.floating) for t in used):
+      output = tensors.get(op['outputs'][0]) if len(op['outputs']) else None
+      found.append(f'{op["op_name"]} ({output["name"]})' if output else op['op_name'])
+  return found
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,4 @@
 """PTQConverter executor: parses the artifacts and delegates to calibration and conversion."""
-import gzip
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -14,9 +13,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import examples_io
 from components import keys
 from components import lineage
 from components import model_io
+from components.benchmarker import measure
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from components.pruner import pruning
@@ -57,6 +58,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           examples, exec_properties[keys.CALIBRATION_SPLIT_KEY],
           exec_properties[keys.CALIBRATION_SAMPLES_KEY], exec_properties.get(keys.LABEL_KEY),
           exec_properties[keys.SEED_KEY], calibration_artifact)
+      label_key = exec_properties.get(keys.LABEL_KEY)
+      classes = model_io.num_classes(model)
+      if label_key and classes:
+        calibration.check_labels(
+            records, label_key, classes, source=f'Examples artifact {examples.uri}, split '
+            f'{exec_properties[keys.CALIBRATION_SPLIT_KEY]!r}')
       count, digest = calibration.fingerprint(records)
       arrays = calibration.to_input_arrays(records, model, source=examples.uri)
       representative_data = calibration.representative_dataset(arrays)
@@ -86,7 +93,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     # What an over-the-air download costs: zeros from pruning and repeated values from clustering
     # only shrink the payload once compressed.
     tflite_artifact.set_int_custom_property(keys.PROP_GZIP_SIZE_BYTES,
-                                            len(gzip.compress(tflite_model, 9, mtime=0)))
+                                            measure.gzip_size(tflite_model))
     for prop, tensors in ((keys.PROP_INPUT_DTYPES, details['inputs']),
                           (keys.PROP_OUTPUT_DTYPES, details['outputs'])):
       tflite_artifact.set_string_custom_property(
@@ -98,6 +105,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
               seed: int, calibration_artifact: types.Artifact) -> List[bytes]:
     """Samples with Beam into the calibration artifact and returns the sampled records."""
     pattern = _split_file_pattern(examples, split)
+    examples_io.check_split_not_empty(examples, split, keys.CALIBRATION_SPLIT_KEY)
     calibration_artifact.split_names = artifact_utils.encode_split_names(
         [keys.CALIBRATION_SPLIT_NAME])
     out_dir = artifact_utils.get_split_uri([calibration_artifact], keys.CALIBRATION_SPLIT_NAME)
