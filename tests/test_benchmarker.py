@@ -1,8 +1,10 @@
 """DeviceBenchmarker and VariantSelector: real LiteRT measurements, budgets, selection, reports."""
 import json
 import os
+import resource
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -342,14 +344,20 @@ def mobilenet_v2_files(tmp_path_factory):
   return files
 
 
-def _reference_p50(path, threads, runs=50):
-  """LiteRT's own benchmark tool (python -m ai_edge_litert.tools.benchmark_litert_model)."""
+def _reference(path, threads, runs=100):
+  """LiteRT's own tool (python -m ai_edge_litert.tools.benchmark_litert_model): its median, and
+  the cores its process kept busy (CPU time / wall time)."""
   result = path.parent / f'ref_{path.stem}_{threads}.json'
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  start = time.perf_counter()
   subprocess.run([sys.executable, '-m', 'ai_edge_litert.tools.benchmark_litert_model',
                   '--model', str(path), '--num_threads', str(threads), '--num_runs', str(runs),
                   '--warmup_runs', '5', '--result_json', str(result)],
                  check=True, capture_output=True, timeout=300)
-  return json.loads(result.read_text())['latency']['median_ms']
+  wall = time.perf_counter() - start
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+  return json.loads(result.read_text())['latency']['median_ms'], cpu / wall
 
 
 @pytest.mark.parametrize('mode', ['fp32', 'int8'])
@@ -357,17 +365,25 @@ def _reference_p50(path, threads, runs=50):
 def test_p50_agrees_with_litert_benchmark_tool_on_mobilenet_v2(mobilenet_v2_files, mode,
                                                                 threads):
   path = mobilenet_v2_files[mode]
-  ours, reference, cvs = [], [], []
+  ours, reference = [], []
   # Alternate the two tools and keep each one's best p50, so that a burst of load from another
   # process on a shared CI machine does not land on one tool only.
   for _ in range(2):
-    m = measure.measure_isolated(str(path), threads, warmup_runs=5, min_runs=50,
-                                 min_duration_s=1.0)
-    ours.append(m['p50_ms'])
-    cvs.append(m['cv'])
-    reference.append(_reference_p50(path, threads))
-  ratio = min(ours) / min(reference)
-  print(f'MobileNetV2 {mode} {threads} thread(s): ours p50 {min(ours):.2f} ms (cv '
-        f'{min(cvs):.3f}), benchmark_litert_model median {min(reference):.2f} ms, '
-        f'ratio {ratio:.3f}')
+    ours.append(measure.measure_isolated(str(path), threads, warmup_runs=5, min_runs=50,
+                                         min_duration_s=1.0))
+    reference.append(_reference(path, threads))
+  best = min(ours, key=lambda m: m['p50_ms'])
+  ref_p50, ref_cores = min(reference)
+  ratio = best['p50_ms'] / ref_p50
+  print(f'MobileNetV2 {mode} {threads} thread(s): ours p50 {best["p50_ms"]:.2f} ms (cv '
+        f'{best["cv"]:.3f}, {best["cpu_cores_used"]:.2f} cores busy), benchmark_litert_model '
+        f'median {ref_p50:.2f} ms ({ref_cores:.2f} cores busy), ratio {ratio:.3f}')
+  if threads > 1 and ref_cores < 1.2 and best['cpu_cores_used'] > 1.5:
+    # Measured with ai-edge-litert 2.3.0: for full-integer int8 models the tool's CompiledModel
+    # path keeps one core busy whatever --num_threads says (and is slower than at 1 thread),
+    # while the Interpreter uses both. Then the tool is not a reference at this setting; our
+    # figure must still show the speed-up the second thread gives.
+    one_thread = measure.measure_isolated(str(path), 1, min_runs=50, min_duration_s=1.0)
+    assert best['p50_ms'] < 0.8 * one_thread['p50_ms']
+    return
   assert 0.9 <= ratio <= 1.1

@@ -140,9 +140,12 @@ def measure(model_path: str, threads: int, warmup_runs: int = 5, min_runs: int =
   first_ms = timed_invoke()
   warmup = [timed_invoke() for _ in range(warmup_runs)]
   runs: List[float] = []
-  deadline = time.perf_counter() + min_duration_s
+  wall0, cpu0 = time.perf_counter(), time.process_time()
+  deadline = wall0 + min_duration_s
   while len(runs) < max_runs and (len(runs) < min_runs or time.perf_counter() < deadline):
     runs.append(timed_invoke())
+  # Cores kept busy during the timed runs: shows whether the thread setting took effect.
+  cores_used = (time.process_time() - cpu0) / max(time.perf_counter() - wall0, 1e-9)
   peak_rss = _peak_rss_bytes()
   ordered = sorted(runs)
   mean = statistics.fmean(runs)
@@ -162,6 +165,7 @@ def measure(model_path: str, threads: int, warmup_runs: int = 5, min_runs: int =
       'p50_ms': percentile(ordered, 50),
       'p90_ms': percentile(ordered, 90),
       'p99_ms': percentile(ordered, 99),
+      'cpu_cores_used': cores_used,
       'peak_rss_mb': peak_rss / 2**20,
       # What the model costs on top of the bare runtime process: the figure to compare with a
       # device's budget (LiteRT's benchmark_model reports the same "footprint delta").
@@ -186,7 +190,8 @@ def measure_isolated(model_path: str, threads: int, warmup_runs: int = 5, min_ru
 
   Returns:
     A dict: threads, init_ms, first_inference_ms, warmup_mean_ms, runs, mean_ms, std_ms, cv,
-    min_ms, p50_ms, p90_ms, p99_ms, peak_rss_mb, peak_memory_mb (peak RSS above the process's
+    min_ms, p50_ms, p90_ms, p99_ms, cpu_cores_used (CPU time / wall time of the timed runs),
+    peak_rss_mb, peak_memory_mb (peak RSS above the process's
     RSS before the model was loaded), xnnpack (whether LiteRT reported the XNNPACK delegate).
 
   Raises:
