@@ -198,6 +198,12 @@ class OptimizedModels:
          self.eager, callbacks)
     recalibrate_batch_norm(model, self.dataset.x_train, 4, self.budget.batch_size)
 
+  def keras_accuracy(self, model: tf_keras.Model, stage: str) -> None:
+    """Records the Keras model's accuracy at a stage: shows which step loses accuracy."""
+    scores = model.predict(self.dataset.x_eval, batch_size=50, verbose=0)
+    self.info.setdefault('keras_accuracy', {})[stage] = float(
+        np.mean(np.argmax(scores, axis=1) == self.dataset.y_eval))
+
   def _export(self, model: tf_keras.Model) -> tf_keras.Model:
     return _batch_of_one(model) if self.static_batch else model
 
@@ -215,6 +221,7 @@ class OptimizedModels:
       with tempfile.TemporaryDirectory() as log_dir:
         self._finetune(wrapped, 'pruning', pruning.callbacks(log_dir))
       self._pruned = pruning.strip(wrapped)
+      self.keras_accuracy(self._pruned, 'pruned')
       kernels = _kernel_layers(self._pruned)
       per_layer, overall = pruning.sparsity(self._pruned, kernels)
       self.info['pruned_sparsity'] = overall  # Over every conv/dense/LSTM kernel.
@@ -235,6 +242,7 @@ class OptimizedModels:
     wrapped = clustering.cluster(_copy(self.trained), config, preserve_sparsity=False)
     self._finetune(wrapped, 'clustering')
     model = clustering.strip(wrapped)
+    self.keras_accuracy(model, 'clustered')
     unique = clustering.unique_weights(model, _kernel_layers(model))
     self.info['clustered_max_unique'] = max(n for n in unique.values() if n <= CLUSTERS)
     # tfmot's registry leaves some kernels unclustered (DepthwiseConv2D: accuracy loss).
@@ -249,6 +257,7 @@ class OptimizedModels:
     wrapped = clustering.cluster(_copy(self._pruned_model()), config, preserve_sparsity=True)
     self._finetune(wrapped, 'sparsity-preserving clustering')
     clustered = clustering.strip(wrapped)
+    self.keras_accuracy(clustered, 'pruned, then clustered keeping zeros')
     qat_config = qat.QATConfig(scheme=qat.PRUNE_CLUSTER_PRESERVE, allow_float_layers=True)
     quantized_layers, float_layers = qat.plan(clustered, qat_config)
     folded = _batch_norms_after_conv(clustered, float_layers)
@@ -260,6 +269,7 @@ class OptimizedModels:
 
     model = quantize(clustered)
     self._finetune(model, 'PCQAT')
+    self.keras_accuracy(model, 'PCQAT (fake-quantized)')
     if not self.static_batch:
       return model
     # Cloning a QAT model loses its wrappers' weight order: quantize a batch-1 copy of the
@@ -319,6 +329,7 @@ def tflite_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+  """What to run and how to time it (see parse_args)."""
   models: List[str]
   variants: List[str]
   threads: List[int]
@@ -342,6 +353,7 @@ def benchmark_model(zoo: zoo_models.ZooModel, settings: Settings, out_dir: str,
        zoo.eager_training)
   recalibrate_batch_norm(trained, dataset.x_train, 4, budget.batch_size)
   optimized = OptimizedModels(trained, dataset, budget, clock, zoo)
+  optimized.keras_accuracy(trained, 'trained')
   representative = calibration.representative_dataset(
       {trained.input_names[0]: dataset.x_train[:budget.calibration_samples]})
   record = {
@@ -380,12 +392,38 @@ def benchmark_model(zoo: zoo_models.ZooModel, settings: Settings, out_dir: str,
     entry['latency'] = {}
     for threads in settings.threads:
       clock.log('%s: timing %s at %d thread(s)', zoo.name, VARIANTS[variant], threads)
-      entry['latency'][str(threads)] = measure.measure_isolated(
-          path, threads, warmup_runs=settings.warmup_runs, min_runs=settings.min_runs,
-          min_duration_s=settings.min_duration_s)
+      entry['latency'][str(threads)] = timed(path, threads, settings)
   record['optimization'] = optimized.info
   add_ratios(record, settings.threads)
   return record
+
+
+# A median this far above the fastest run means the machine was busy during the measurement.
+_DISTURBED = 1.15
+_RETRIES = 2
+# Below this, a high median/min comes from thread wake-ups at 2 threads, not load: no retry.
+_RETRY_MIN_MS = 1.0
+
+
+def timed(path: str, threads: int, settings: Settings) -> Dict[str, Any]:
+  """measure_isolated, repeated (at most _RETRIES times) while the median looks disturbed.
+
+  The machine is shared: another process waking up during one measurement moved an fp32 p50 by
+  40% between two runs (cv 0.24). Every variant gets the same rule; the attempt with the lowest
+  p50/min is kept and the number of attempts recorded.
+  """
+  best = None
+  for attempt in range(1, _RETRIES + 2):
+    result = measure.measure_isolated(
+        path, threads, warmup_runs=settings.warmup_runs, min_runs=settings.min_runs,
+        min_duration_s=settings.min_duration_s)
+    result['attempts'] = attempt
+    if best is None or result['p50_ms'] / result['min_ms'] < best['p50_ms'] / best['min_ms']:
+      best = dict(result)
+    if result['p50_ms'] <= _DISTURBED * result['min_ms'] or result['p50_ms'] < _RETRY_MIN_MS:
+      break
+  best['attempts'] = attempt
+  return best
 
 
 def add_ratios(record: Dict[str, Any], threads: Sequence[int]) -> None:
@@ -549,6 +587,9 @@ def markdown(results: Dict[str, Any]) -> str:
       '- Ratios are against the same model\'s fp32 .tflite from this run: size and gzip = fp32 '
       'bytes / variant bytes (gzip -9 of each file, the OTA payload, compared like for like), '
       'speedup = fp32 p50 / variant p50, Δ accuracy = variant − fp32 in points.',
+      f'- † p50 more than {_DISTURBED:.2f}x the fastest run: a busy machine (retried up to '
+      f'{_RETRIES} times from {_RETRY_MIN_MS:.0f} ms up) or, below 1 ms, thread wake-ups. The '
+      'JSON has mean, std, cv, p90, p99 and the attempts of every measurement.',
       '- Training is short (below): after it and after every fine-tuning stage, BatchNorm moving '
       'statistics are recalibrated on 4 training batches. Accuracy deltas of pruned variants '
       'show what a few dozen recovery steps give back, not what a full fine-tuning would.',
@@ -577,7 +618,9 @@ def markdown(results: Dict[str, Any]) -> str:
       row = [name, e['label'], f'{e["size_bytes"] / 1024:,.1f}', _fmt_ratio(e.get('size_ratio')),
              f'{e["gzip_bytes"] / 1024:,.1f}', _fmt_ratio(e.get('gzip_ratio'))]
       for t in threads:
-        row += [f'{e["latency"][str(t)]["p50_ms"]:.3f}', _fmt_ratio(e.get('speedup', {}).get(str(t)))]
+        m = e['latency'][str(t)]
+        mark = '†' if m['p50_ms'] > _DISTURBED * m['min_ms'] else ''
+        row += [f'{m["p50_ms"]:.3f}{mark}', _fmt_ratio(e.get('speedup', {}).get(str(t)))]
       delta = e.get('accuracy_delta')
       cov = e['xnnpack_coverage']
       outside = ', '.join(f'{op}×{n}' for op, n in cov['outside'].items())
@@ -621,6 +664,9 @@ def markdown(results: Dict[str, Any]) -> str:
                      'layers into their convs')
       if info.get('pcqat_float_layers'):
         parts.append(f'PCQAT left float: {", ".join(info["pcqat_float_layers"])}')
+      if info.get('keras_accuracy'):
+        parts.append('Keras accuracy by stage: ' + ', '.join(
+            f'{stage} {100 * acc:.1f}%' for stage, acc in info['keras_accuracy'].items()))
       lines.append(f'- {name}: {"; ".join(parts)}')
   return '\n'.join(lines) + '\n'
 

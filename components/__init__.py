@@ -27,10 +27,17 @@ _COMPONENTS = {
     'QATTrainer': 'components.qat_trainer.component',
     'TFLitePusher': 'components.pusher.component',
 }
-__all__ = sorted(_COMPONENTS)
+# Artifact types, under the names their TYPE_NAME gives (see components/artifact_types.py).
+_ARTIFACT_TYPES = {
+    'DeviceBenchmarkResult': 'DeviceBenchmark',
+    'VariantSelectionResult': 'VariantSelection',
+}
+__all__ = sorted([*_COMPONENTS, *_ARTIFACT_TYPES])
 
 
 def __getattr__(name):
   if name in _COMPONENTS:
     return getattr(importlib.import_module(_COMPONENTS[name]), name)
+  if name in _ARTIFACT_TYPES:
+    return getattr(importlib.import_module('components.artifact_types'), _ARTIFACT_TYPES[name])
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,6 +1,10 @@
 """The artifact types tfx-edge adds to TFX's standard ones.
 
 One module, so that producers and consumers (and MLMD queries) share one TYPE_NAME.
+
+Kubeflow's V2 runtime re-creates a custom artifact by importing its TYPE_NAME as a class path,
+and its compiler accepts only `<namespace>.<Title>` names. So each TYPE_NAME is the name under
+which the `components` package exports the class.
 """
 from tfx.types import artifact
 
@@ -11,9 +15,9 @@ class DeviceBenchmark(artifact.Artifact):
   Custom properties: `blessed` (1 when every model is within the budgets), the budget reason, and
   the headline p50/p90 latency, peak memory and sizes.
   """
-  TYPE_NAME = 'tfx_edge.DeviceBenchmark'
+  TYPE_NAME = 'components.DeviceBenchmarkResult'
 
 
 class VariantSelection(artifact.Artifact):
   """VariantSelector output: selection.json, index.html and the PNG plots."""
-  TYPE_NAME = 'tfx_edge.VariantSelection'
+  TYPE_NAME = 'components.VariantSelectionResult'

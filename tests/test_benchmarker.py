@@ -387,3 +387,14 @@ def test_p50_agrees_with_litert_benchmark_tool_on_mobilenet_v2(mobilenet_v2_file
     assert best['p50_ms'] < 0.8 * one_thread['p50_ms']
     return
   assert 0.9 <= ratio <= 1.1
+
+
+@pytest.mark.parametrize('artifact_type', [artifact_types.DeviceBenchmark,
+                                           artifact_types.VariantSelection])
+def test_custom_artifact_types_survive_the_kubeflow_v2_runtime(artifact_type):
+  """KFP's compiler wants `<namespace>.<Title>`; its runtime imports that name as a class path."""
+  from tfx.orchestration.kubeflow.v2 import compiler_utils  # pylint: disable=g-import-not-at-top
+  from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
+  schema = compiler_utils.get_artifact_schema(artifact_type)  # raises on a bad title
+  assert f'title: {artifact_type.TYPE_NAME}' in schema
+  assert import_utils.import_class_by_path(artifact_type.TYPE_NAME) is artifact_type
