@@ -320,6 +320,9 @@ def tflite_accuracy(model_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
   x = x.astype(dtype)
   correct = 0
   for sample, label in zip(x, y):
+    # A converted Keras LSTM keeps its state in variable tensors that carry over to the next
+    # invoke: each example must start from zero state, as in Keras.
+    interp.reset_all_variables()
     interp.set_tensor(inp['index'], sample[None])
     interp.invoke()
     # The argmax of quantized scores is that of the scores: the scale is positive.
