@@ -81,7 +81,6 @@ OTA_MIN_RUNTIME_KEY = 'min_runtime_version'
 # DeviceBenchmarker.
 BENCHMARK_KEY = 'benchmark'
 TARGET_KEY = 'target'
-THREADS_KEY = 'threads'  # JSON list of thread counts.
 BENCHMARK_SETTINGS_KEY = 'settings'  # JSON of MeasureSettings.
 BUDGETS_KEY = 'budgets'  # JSON of Budgets.
 VARIANT_KEY = 'variant'

@@ -10,11 +10,12 @@ A rotation (repository.OTARepository.rotate_keys) keeps every key file it replac
     <role>.pem.old-<N>    the key that root version N replaced
 """
 import os
-import tempfile
 from typing import Dict
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
+
+from components.ota import storage
 
 ROLES = ('root', 'targets', 'snapshot', 'timestamp')
 
@@ -40,16 +41,11 @@ def _load_one(path: str, role: str) -> CryptoSigner:
 
 def _write_private(path: str, data: bytes) -> None:
   """Writes a key file atomically, 0600 from the start (mkstemp's mode)."""
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(path))
+  tmp = storage.durable_temp_file(path, data, 0o600)
   try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    os.unlink(tmp)
     raise
 
 

@@ -108,6 +108,25 @@ def open_storage(location: str) -> Storage:
   return LocalStorage(location)
 
 
+def durable_temp_file(final: str, data: bytes, mode: int) -> str:
+  """Writes data, synced to disk, to a temporary file beside `final`; returns its path.
+
+  The caller renames or links it into place, so `final` appears whole or not at all.
+  """
+  os.makedirs(os.path.dirname(final), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(final))  # created 0600
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return tmp
+
+
 class LocalStorage(Storage):
   """A directory: atomic rename for writes, os.link for exclusive create, flock for publishers."""
 
@@ -132,18 +151,7 @@ class LocalStorage(Storage):
       return []
 
   def _temp_copy(self, final: str, data: bytes) -> str:
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(final))
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-      os.chmod(tmp, 0o644)
-    except BaseException:
-      os.unlink(tmp)
-      raise
-    return tmp
+    return durable_temp_file(final, data, 0o644)
 
   def write(self, path: str, data: bytes) -> None:
     final = self.join(path)
