@@ -34,6 +34,7 @@ from benchmarks import tflite_anatomy  # noqa: E402
 from benchmarks import zoo_models  # noqa: E402
 from components.benchmarker import measure  # noqa: E402
 from components.clusterer import clustering  # noqa: E402
+from components.common import modes
 from components.ptq_converter import calibration  # noqa: E402
 from components.ptq_converter import conversion  # noqa: E402
 from components.pruner import pruning  # noqa: E402
@@ -54,11 +55,11 @@ VARIANTS = {
 }
 # Variants that are a plain post-training conversion of the trained model.
 _PTQ_MODES = {
-    'fp32': conversion.FLOAT32,
-    'dynamic_range': conversion.DYNAMIC_RANGE,
-    'fp16': conversion.FLOAT16,
-    'int8': conversion.INT8,
-    'int16x8': conversion.INT16X8,
+    'fp32': modes.FLOAT32,
+    'dynamic_range': modes.DYNAMIC_RANGE,
+    'fp16': modes.FLOAT16,
+    'int8': modes.INT8,
+    'int16x8': modes.INT16X8,
 }
 TARGET_SPARSITY = 0.8
 CLUSTERS = 16
@@ -299,7 +300,7 @@ def make_variant(variant: str, optimized: OptimizedModels,
     return conversion.convert(optimized.ptq(), _PTQ_MODES[variant], representative)
   model = {'pruned_int8': optimized.pruned, 'clustered_int8': optimized.clustered,
            'pcqat_int8': optimized.pcqat}[variant]()
-  return conversion.convert(model, conversion.INT8, representative)
+  return conversion.convert(model, modes.INT8, representative)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from components.ptq_converter import calibration  # noqa: E402
 from components.ptq_converter import conversion  # noqa: E402
 from pipelines import data  # noqa: E402
 from pipelines import digits_module  # noqa: E402
+from components.common import modes
 
 
 def _int8(model, pixels):
   rep = calibration.representative_dataset({data.PIXELS_KEY: pixels[:300]})
-  return conversion.convert(model, conversion.INT8, rep)
+  return conversion.convert(model, modes.INT8, rep)
 
 
 def _cluster(model, x, y):

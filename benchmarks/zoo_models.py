@@ -166,7 +166,8 @@ def kws_data_set(seed: int, n_train: int, n_eval: int) -> Dataset:
   knots = rng.normal(size=(KWS_CLASSES, 7, KWS_COEFFS))
   frames = np.linspace(0, 6, KWS_FRAMES)
   templates = np.stack([[np.interp(frames, np.arange(7), knots[c, :, k])
-                         for k in range(KWS_COEFFS)] for c in range(KWS_CLASSES)]).transpose(0, 2, 1)
+                         for k in range(KWS_COEFFS)]
+                        for c in range(KWS_CLASSES)]).transpose(0, 2, 1)
 
   def sample(n):
     y = rng.integers(0, KWS_CLASSES, n)

@@ -2,11 +2,15 @@
 
 Public API::
 
-    from components import Pruner, Clusterer, QATTrainer, PTQConverter, OTAPusher, TFLitePusher
-    from components import DeviceBenchmarker, Budgets, MeasureSettings, VariantSelector
+    from components import Pruner, Clusterer, QATTrainer, PTQConverter    # optimize, convert
+    from components import DeviceBenchmarker, VariantSelector              # measure, choose
+    from components import TFLitePusher, OTAPusher                         # publish
+    from components import (FineTuneConfig, PruningConfig, ClusteringConfig, QATConfig,
+                            Budgets, MeasureSettings, DeltaPolicy)         # their configs
+    from components import TfxEdgeError, ConfigError                       # see components.errors
 
-The component classes load on first use, so light users of the package (the device-side OTA
-client, `tfx-edge ota ...`) do not import TFX.
+Everything loads on first use, so light users of the package (the device-side OTA client,
+`tfx-edge ota ...`) do not import TFX.
 """
 import importlib
 import os
@@ -15,29 +19,39 @@ import os
 # once, at its first import, so it must be set before anything imports tensorflow.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
-_COMPONENTS = {
-    'Budgets': 'components.benchmarker.budgets',
-    'DeviceBenchmarker': 'components.benchmarker.component',
-    'MeasureSettings': 'components.benchmarker.budgets',
-    'VariantSelector': 'components.selector.component',
+_PUBLIC = {
+    # Components.
     'Clusterer': 'components.clusterer.component',
+    'DeviceBenchmarker': 'components.benchmarker.component',
     'OTAPusher': 'components.ota.component',
     'PTQConverter': 'components.ptq_converter.component',
     'Pruner': 'components.pruner.component',
     'QATTrainer': 'components.qat_trainer.component',
     'TFLitePusher': 'components.pusher.component',
+    'VariantSelector': 'components.selector.component',
+    # Their configuration classes.
+    'Budgets': 'components.benchmarker.budgets',
+    'ClusteringConfig': 'components.clusterer.clustering',
+    'DeltaPolicy': 'components.ota.repository',
+    'FineTuneConfig': 'components.common.finetune.config',
+    'MeasureSettings': 'components.benchmarker.budgets',
+    'PruningConfig': 'components.pruner.pruning',
+    'QATConfig': 'components.qat_trainer.qat',
+    # The errors every caller may want to catch.
+    'ConfigError': 'components.errors',
+    'TfxEdgeError': 'components.errors',
 }
 # Artifact types, under the names their TYPE_NAME gives (see components/artifact_types.py).
 _ARTIFACT_TYPES = {
     'DeviceBenchmarkResult': 'DeviceBenchmark',
     'VariantSelectionResult': 'VariantSelection',
 }
-__all__ = sorted([*_COMPONENTS, *_ARTIFACT_TYPES])
+__all__ = sorted([*_PUBLIC, *_ARTIFACT_TYPES])
 
 
 def __getattr__(name):
-  if name in _COMPONENTS:
-    return getattr(importlib.import_module(_COMPONENTS[name]), name)
+  if name in _PUBLIC:
+    return getattr(importlib.import_module(_PUBLIC[name]), name)
   if name in _ARTIFACT_TYPES:
     return getattr(importlib.import_module('components.artifact_types'), _ARTIFACT_TYPES[name])
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -12,8 +12,9 @@ from tfx.types import artifact
 class DeviceBenchmark(artifact.Artifact):
   """DeviceBenchmarker output: benchmark.json (every measurement) and index.html.
 
-  Custom properties: `blessed` (1 when every model is within the budgets), the budget reason, and
-  the headline p50/p90 latency, peak memory and sizes.
+  Custom properties: `tfx_edge_within_budgets` (1 when every model is within the budgets; the TFMA
+  verdict is the Evaluator's `blessed`), the budget reason, and the headline p50/p90 latency,
+  peak memory and sizes.
   """
   TYPE_NAME = 'components.DeviceBenchmarkResult'
 

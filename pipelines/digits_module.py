@@ -23,7 +23,7 @@ from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import schema_utils
 
-from components import model_io
+from components.common import model_io
 from pipelines import data
 
 FEATURE_SPEC = {

@@ -6,26 +6,43 @@ from typing import Any, Dict, List, Optional, Sequence
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
+from components import Budgets
 from components import Clusterer
+from components import ClusteringConfig
 from components import DeviceBenchmarker
+from components import FineTuneConfig
+from components import MeasureSettings
+from components import OTAPusher
 from components import PTQConverter
 from components import Pruner
+from components import PruningConfig
 from components import QATTrainer
-from components import OTAPusher
 from components import VariantSelector
 from components.benchmarker import targets
-from components.benchmarker.budgets import Budgets
-from components.benchmarker.budgets import MeasureSettings
-from components.clusterer.clustering import ClusteringConfig
-from components.finetune.config import FineTuneConfig
+from components.common import modes
+from components.common import validation
+from components.errors import ConfigError
+from components.gate import DEFAULT_MAX_ACCURACY_DROP
+from components.gate import DEFAULT_MIN_ACCURACY
 from components.gate import accuracy_gate_config
-from components.ptq_converter import conversion
-from components.pruner.pruning import PruningConfig
+from components.ota.repository import DEFAULT_CHANNEL
+from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
 from components.selector import selection
 from pipelines import data
 
 DEFAULT_RUN_FN = 'pipelines.digits_module.run_fn'
 DEFAULT_INPUT_FN = 'pipelines.digits_module.input_fn'
+DEFAULT_MODEL_NAME = 'digits'
+DEFAULT_TRAIN_STEPS = 600
+DEFAULT_EVAL_STEPS = 10
+# The optimizers' defaults in the pipeline: 80% zeros reached by 60% of fine-tuning (the rest
+# recovers accuracy), and 16 clusters.
+DEFAULT_PRUNING = PruningConfig(target_sparsity=0.8, end=0.6)
+DEFAULT_CLUSTERING = ClusteringConfig(number_of_clusters=16)
+# The demo's device: a small phone-class budget the digits variants fit, measured at 1 and 2
+# threads for half a second each. create_pipeline's own defaults are no budgets at all.
+DEMO_BUDGETS = Budgets(max_p90_ms=5.0, max_gzip_bytes=64 * 1024, max_peak_memory_mb=32.0)
+DEMO_BENCHMARK_SETTINGS = MeasureSettings(threads=(1, 2), min_duration_s=0.5)
 
 # The model variants the pipeline can build; each is converted to int8 and gated by TFMA.
 PTQ = 'ptq'  # PTQ int8 of the trained model
@@ -70,18 +87,18 @@ def create_pipeline(
     budgets: Budgets = Budgets(),
     benchmark_settings: MeasureSettings = MeasureSettings(),
     benchmark_target: str = targets.HOST,
-    model_name: str = 'digits',
-    channel: str = 'stable',
+    model_name: str = DEFAULT_MODEL_NAME,
+    channel: str = DEFAULT_CHANNEL,
     run_fn: Optional[str] = DEFAULT_RUN_FN,
     module_file: Optional[str] = None,
     input_fn: Optional[str] = DEFAULT_INPUT_FN,
-    train_steps: int = 600,
-    eval_steps: int = 10,
+    train_steps: int = DEFAULT_TRAIN_STEPS,
+    eval_steps: int = DEFAULT_EVAL_STEPS,
     label_key: str = data.LABEL_KEY,
-    calibration_samples: int = 300,
-    int8_io: str = conversion.IO_NATIVE,
-    min_accuracy: float = 0.5,
-    max_accuracy_drop: float = 0.01,
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    int8_io: str = modes.IO_NATIVE,
+    min_accuracy: float = DEFAULT_MIN_ACCURACY,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     fine_tuning: Optional[FineTuneConfig] = None,
     pruning: Optional[PruningConfig] = None,
     clustering: Optional[ClusteringConfig] = None,
@@ -89,7 +106,7 @@ def create_pipeline(
     metadata_connection_config=None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-  """Trainer -> optimizers -> int8 -> Evaluator -> DeviceBenchmarker per variant -> selection -> push.
+  """Trainer -> optimizers -> int8 -> Evaluator and DeviceBenchmarker per variant -> pick -> push.
 
   Every variant's int8 model is gated by its own Evaluator against one float32 TFLite baseline
   of the trained model and measured by its own DeviceBenchmarker against the budgets. The
@@ -122,8 +139,9 @@ def create_pipeline(
     min_accuracy: the gates' value threshold on int8 accuracy.
     max_accuracy_drop: the gates' change threshold: largest absolute accuracy drop vs float32.
     fine_tuning: fine-tuning of every optimizer (default FineTuneConfig()).
-    pruning: the Pruner's configuration (default 80% sparsity, reached at 60% of fine-tuning).
-    clustering: the Clusterers' configuration (default 16 clusters).
+    pruning: the Pruner's configuration (default DEFAULT_PRUNING: 80% sparsity, reached at 60%
+      of fine-tuning).
+    clustering: the Clusterers' configuration (default DEFAULT_CLUSTERING: 16 clusters).
     beam_pipeline_args: arguments for every Beam-powered component (ExampleGen, PTQConverter,
       Evaluator), for example a distributed runner's flags.
     metadata_connection_config: ML Metadata connection; the runner supplies it.
@@ -133,18 +151,16 @@ def create_pipeline(
     The TFX pipeline.
   """
   if (run_fn is None) == (module_file is None):
-    raise ValueError(f'give exactly one of run_fn={run_fn!r} and module_file={module_file!r}.')
-  for name, value in (('train_steps', train_steps), ('eval_steps', eval_steps)):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-      raise ValueError(f'{name}={value!r} is not accepted; it must be a positive integer.')
+    raise ConfigError(f'give exactly one of run_fn={run_fn!r} and module_file={module_file!r}.')
+  validation.positive_int('train_steps', train_steps)
+  validation.positive_int('eval_steps', eval_steps)
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown or not variants or len(set(variants)) != len(variants):
-    raise ValueError(f'variants={list(variants)!r} is not accepted: give distinct names from '
-                     f'{", ".join(VARIANTS)}.')
+    raise ConfigError(f'variants={list(variants)!r} is not accepted: give distinct names from '
+                      f'{", ".join(VARIANTS)}.')
   fine_tuning = fine_tuning or FineTuneConfig()
-  # Reach the target by 60% of fine-tuning, leaving the rest to recover accuracy.
-  pruning = pruning or PruningConfig(target_sparsity=0.8, end=0.6)
-  clustering = clustering or ClusteringConfig(number_of_clusters=16)
+  pruning = pruning or DEFAULT_PRUNING
+  clustering = clustering or DEFAULT_CLUSTERING
   user_code = {'input_fn': input_fn} if input_fn else {'module_file': module_file}
 
   example_gen = tfx.components.ImportExampleGen(
@@ -166,7 +182,7 @@ def create_pipeline(
   components = [example_gen, trainer]
 
   # TFMA cannot mix TFLite and SavedModel models in one evaluation: the baseline is float32 TFLite.
-  ptq_float32 = PTQConverter(model=trained, mode=conversion.FLOAT32).with_id(PTQ_FLOAT32)
+  ptq_float32 = PTQConverter(model=trained, mode=modes.FLOAT32).with_id(PTQ_FLOAT32)
   components.append(ptq_float32)
   gate = accuracy_gate_config(label_key, min_accuracy, max_accuracy_drop)
 
@@ -196,7 +212,7 @@ def create_pipeline(
     int8 = PTQConverter(
         model=sources[variant],
         examples=examples,
-        mode=conversion.INT8,
+        mode=modes.INT8,
         inference_io=int8_io,
         calibration_samples=calibration_samples,
         label_key=label_key).with_id(int8_node(variant))
@@ -251,16 +267,19 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
   """The benchmark, budget and selection flags that run_local and run_kubeflow share."""
   parser.add_argument('--prefer', choices=selection.PREFERENCES, default=selection.PREFER_SIZE,
                       help='how the selector ranks the variants that pass the gate and budgets.')
-  parser.add_argument('--bench-threads', default='1,2',
+  parser.add_argument('--bench-threads',
+                      default=','.join(map(str, DEMO_BENCHMARK_SETTINGS.threads)),
                       help='comma-separated thread counts the DeviceBenchmarkers measure.')
-  parser.add_argument('--bench-min-duration', type=float, default=0.5,
+  parser.add_argument('--bench-min-duration', type=float,
+                      default=DEMO_BENCHMARK_SETTINGS.min_duration_s,
                       help='seconds of timed runs per model and thread count.')
-  # The demo's device: a small phone-class budget the digits variants fit.
-  parser.add_argument('--max-p90-ms', type=float, default=5.0, help='latency budget (p90, ms).')
-  parser.add_argument('--max-size-bytes', type=int, default=None, help='.tflite size budget.')
-  parser.add_argument('--max-gzip-bytes', type=int, default=64 * 1024,
+  parser.add_argument('--max-p90-ms', type=float, default=DEMO_BUDGETS.max_p90_ms,
+                      help='latency budget (p90, ms).')
+  parser.add_argument('--max-size-bytes', type=int, default=DEMO_BUDGETS.max_size_bytes,
+                      help='.tflite size budget (none by default).')
+  parser.add_argument('--max-gzip-bytes', type=int, default=DEMO_BUDGETS.max_gzip_bytes,
                       help='OTA payload budget (gzip bytes).')
-  parser.add_argument('--max-memory-mb', type=float, default=32.0,
+  parser.add_argument('--max-memory-mb', type=float, default=DEMO_BUDGETS.max_peak_memory_mb,
                       help='peak memory budget (MB above the bare runtime).')
 
 
@@ -269,7 +288,7 @@ def selection_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
   try:
     threads = tuple(int(t) for t in args.bench_threads.split(',') if t)
   except ValueError:
-    raise ValueError(f'--bench-threads={args.bench_threads!r} is not accepted: give '
+    raise ConfigError(f'--bench-threads={args.bench_threads!r} is not accepted: give '
                      'comma-separated positive integers, e.g. 1,2.') from None
   return dict(
       prefer=args.prefer,

@@ -5,21 +5,28 @@ one in this process; BeamDagRunner schedules them as a Beam pipeline. Inside, th
 components (ExampleGen, PTQConverter, Evaluator) use the DirectRunner with --beam-arg flags.
 """
 import argparse
-import logging
 import os
 import sys
 import time
 from typing import List, Optional
 
-from absl import logging as absl_logging
-from tfx import v1 as tfx
+# TensorFlow reads its C++ log level once, at its first import (below, through TFX): keep its
+# INFO and WARNING lines out of the console unless --verbose asks for everything.
+if '--verbose' not in sys.argv[1:]:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from components.finetune.config import FineTuneConfig
-from components.ota import repository
-from components.ptq_converter import conversion
-from pipelines import data
-from pipelines import pipeline as pipeline_lib
-from pipelines import summary
+from tfx import v1 as tfx  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from components import FineTuneConfig  # noqa: E402
+from components.common import modes  # noqa: E402
+from components.gate import DEFAULT_MAX_ACCURACY_DROP  # noqa: E402
+from components.gate import DEFAULT_MIN_ACCURACY  # noqa: E402
+from components.ota import repository  # noqa: E402
+from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES  # noqa: E402
+from pipelines import data  # noqa: E402
+from pipelines import pipeline as pipeline_lib  # noqa: E402
+from pipelines import progress  # noqa: E402
+from pipelines import summary  # noqa: E402
 
 # Small data on a small machine: one in-process worker is the fastest DirectRunner setting.
 DEFAULT_BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
@@ -34,37 +41,39 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='data/, pipeline_root/, metadata.sqlite, ota_repository/ and '
                       'ota_keys/ go here.')
   parser.add_argument('--pipeline-name', default='tfx_edge_digits')
-  parser.add_argument('--model-name', default='digits', help='name the model is pushed under.')
-  parser.add_argument('--channel', default='stable', help='OTA release channel.')
+  parser.add_argument('--model-name', default=pipeline_lib.DEFAULT_MODEL_NAME,
+                      help='name the model is pushed under.')
+  parser.add_argument('--channel', default=repository.DEFAULT_CHANNEL,
+                      help='OTA release channel.')
   parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS),
                       help='comma-separated variants to build (default: all of '
                       f'{",".join(pipeline_lib.VARIANTS)}).')
   pipeline_lib.add_selection_arguments(parser)
-  parser.add_argument('--train-steps', type=int, default=600)
+  parser.add_argument('--train-steps', type=int, default=pipeline_lib.DEFAULT_TRAIN_STEPS)
   parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
   parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
                       help='fine-tuning steps per epoch of every optimizer.')
   parser.add_argument('--finetune-learning-rate', type=float,
                       default=FineTuneConfig.learning_rate)
-  parser.add_argument('--calibration-samples', type=int, default=300)
-  parser.add_argument('--int8-io', choices=(conversion.IO_NATIVE, conversion.IO_FLOAT32),
-                      default=conversion.IO_NATIVE,
+  parser.add_argument('--calibration-samples', type=int, default=DEFAULT_CALIBRATION_SAMPLES)
+  parser.add_argument('--int8-io', choices=(modes.IO_NATIVE, modes.IO_FLOAT32),
+                      default=modes.IO_NATIVE,
                       help='int8 model I/O: native (int8 tensors) or float32.')
-  parser.add_argument('--min-accuracy', type=float, default=0.5,
+  parser.add_argument('--min-accuracy', type=float, default=DEFAULT_MIN_ACCURACY,
                       help='gate: lowest accepted int8 accuracy.')
-  parser.add_argument('--max-accuracy-drop', type=float, default=0.01,
+  parser.add_argument('--max-accuracy-drop', type=float, default=DEFAULT_MAX_ACCURACY_DROP,
                       help='gate: largest accepted absolute drop vs the float32 baseline.')
   parser.add_argument('--enable-cache', action='store_true',
                       help='reuse outputs of unchanged steps from earlier runs.')
   parser.add_argument('--beam-arg', action='append', default=None, dest='beam_args',
                       help=f'Beam pipeline argument (repeatable); default {DEFAULT_BEAM_ARGS}.')
+  parser.add_argument('--verbose', action='store_true',
+                      help='print the full TFX/Beam/TensorFlow log instead of one line per step.')
   return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-  absl_logging.set_verbosity(absl_logging.INFO)
   paths = pipeline_lib.demo_paths(args.output_dir)
   data.export_digits(paths['data_root'])
   ota = repository.OTARepository(paths['ota_repository'], paths['ota_keys_dir'])
@@ -94,6 +103,12 @@ def main(argv: Optional[List[str]] = None) -> int:
           paths['metadata_path']),
       enable_cache=args.enable_cache)
 
+  if args.verbose:
+    progress.verbose()
+  else:
+    progress.quiet(len(pipeline.components))
+  print(f'Running {len(pipeline.components)} steps with the {args.runner} runner '
+        f'(--verbose for the full log).', flush=True)
   start = time.monotonic()
   if args.runner == 'local':
     tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -6,9 +6,8 @@ from typing import Dict, List, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import keys
-from components.gate import eval_config
-from components.gate import results
+from components import spec_keys
+from components.common import evaluation
 from pipelines import pipeline as pipeline_lib
 
 
@@ -62,15 +61,15 @@ def _row(variant: str, model: metadata_store_pb2.Artifact, accuracy: Optional[fl
          blessed: str, pushed_to: str, p50_ms: Optional[float] = None,
          budget: str = '-') -> VariantRow:
   props = _props(model)
-  history = json.loads(props.get(keys.PROP_HISTORY) or '[]')
+  history = json.loads(props.get(spec_keys.PROP_HISTORY) or '[]')
   return VariantRow(
       variant=variant,
-      chain=' > '.join(history + [str(props.get(keys.PROP_MODE, '?'))]),
-      mode=str(props.get(keys.PROP_MODE, '?')),
-      sparsity=props.get(keys.PROP_SPARSITY),
-      clusters=props.get(keys.PROP_CLUSTERS),
-      size_bytes=int(props.get(keys.PROP_SIZE_BYTES, 0)),
-      gzip_bytes=int(props.get(keys.PROP_GZIP_SIZE_BYTES, 0)),
+      chain=' > '.join(history + [str(props.get(spec_keys.PROP_MODE, '?'))]),
+      mode=str(props.get(spec_keys.PROP_MODE, '?')),
+      sparsity=props.get(spec_keys.PROP_SPARSITY),
+      clusters=props.get(spec_keys.PROP_CLUSTERS),
+      size_bytes=int(props.get(spec_keys.PROP_SIZE_BYTES, 0)),
+      gzip_bytes=int(props.get(spec_keys.PROP_GZIP_SIZE_BYTES, 0)),
       accuracy=accuracy,
       blessed=blessed,
       p50_ms=p50_ms,
@@ -88,8 +87,8 @@ def _store(metadata_path: str) -> metadata_store.MetadataStore:
 def selection_report(metadata_path: str, pipeline_name: str) -> Optional[str]:
   """Where the latest run's VariantSelector report (index.html) is, if it ran."""
   selection = latest_artifacts(_store(metadata_path), pipeline_name,
-                               pipeline_lib.SELECTOR).get(keys.SELECTION_KEY)
-  return f'{selection.uri}/{keys.REPORT_HTML_FILE_NAME}' if selection is not None else None
+                               pipeline_lib.SELECTOR).get(spec_keys.SELECTION_KEY)
+  return f'{selection.uri}/{spec_keys.REPORT_HTML_FILE_NAME}' if selection is not None else None
 
 
 def node_seconds(metadata_path: str, pipeline_name: str) -> Dict[str, float]:
@@ -122,54 +121,57 @@ def format_gate_share(seconds: Dict[str, float]) -> str:
 def push_outcome(metadata_path: str, pipeline_name: str) -> str:
   """What the pusher did in the latest run: the target path, or why nothing was pushed."""
   pushed = latest_artifacts(_store(metadata_path), pipeline_name, pipeline_lib.PUSHER).get(
-      keys.PUSHED_MODEL_KEY)
+      spec_keys.PUSHED_MODEL_KEY)
   if pushed is None:
     return 'the pusher did not run'
   props = _props(pushed)
-  if props.get(keys.PROP_PUSHED) == 1:
-    return f'pushed {props.get(keys.PROP_PUSHED_DESTINATION, "")}'
-  return f'not pushed: {props.get(keys.PROP_PUSH_REASON, "")}'
+  if props.get(spec_keys.PROP_PUSHED) == 1:
+    return f'pushed {props.get(spec_keys.PROP_PUSHED_DESTINATION, "")}'
+  return f'not pushed: {props.get(spec_keys.PROP_PUSH_REASON, "")}'
 
 
 def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
   """The float32 baseline and each gated variant of the latest run, from ML Metadata."""
   store = _store(metadata_path)
 
-  pushed = latest_artifacts(store, pipeline_name, pipeline_lib.PUSHER).get(keys.PUSHED_MODEL_KEY)
+  pushed = latest_artifacts(store, pipeline_name, pipeline_lib.PUSHER).get(
+      spec_keys.PUSHED_MODEL_KEY)
   selection = latest_artifacts(store, pipeline_name, pipeline_lib.SELECTOR).get(
-      keys.SELECTION_KEY)
-  selected = _props(selection).get(keys.PROP_SELECTED_VARIANT) if selection is not None else None
+      spec_keys.SELECTION_KEY)
+  selected = (_props(selection).get(spec_keys.PROP_SELECTED_VARIANT)
+              if selection is not None else None)
   pushed_to = '-'
   if pushed is not None:
     props = _props(pushed)
-    pushed_to = (props.get(keys.PROP_PUSHED_DESTINATION, '') if props.get(keys.PROP_PUSHED) == 1
-                 else f'not pushed: {props.get(keys.PROP_PUSH_REASON, "")}')
+    pushed_to = (props.get(spec_keys.PROP_PUSHED_DESTINATION, '')
+                 if props.get(spec_keys.PROP_PUSHED) == 1
+                 else f'not pushed: {props.get(spec_keys.PROP_PUSH_REASON, "")}')
 
   rows, baseline_accuracy = [], None
   for variant in pipeline_lib.VARIANTS:
     model = latest_artifacts(store, pipeline_name, pipeline_lib.int8_node(variant)).get(
-        keys.TFLITE_MODEL_KEY)
+        spec_keys.TFLITE_MODEL_KEY)
     if model is None:
       continue
-    evaluation = latest_artifacts(store, pipeline_name, pipeline_lib.evaluator_node(variant))
+    evaluator = latest_artifacts(store, pipeline_name, pipeline_lib.evaluator_node(variant))
     accuracy, blessed = {}, 'n/a'
-    if 'evaluation' in evaluation:
-      accuracy = results.metric_values(evaluation['evaluation'].uri, eval_config.ACCURACY_METRIC)
-      baseline_accuracy = accuracy.get(eval_config.BASELINE, baseline_accuracy)
-    if 'blessing' in evaluation:
-      blessing = _props(evaluation['blessing'])
-      blessed = 'BLESSED' if blessing.get(keys.PROP_BLESSED) == 1 else 'NOT_BLESSED'
+    if 'evaluation' in evaluator:
+      accuracy = evaluation.metric_values(evaluator['evaluation'].uri, evaluation.ACCURACY_METRIC)
+      baseline_accuracy = accuracy.get(evaluation.BASELINE, baseline_accuracy)
+    if 'blessing' in evaluator:
+      blessing = _props(evaluator['blessing'])
+      blessed = 'BLESSED' if blessing.get(spec_keys.PROP_BLESSED) == 1 else 'NOT_BLESSED'
     benchmark = latest_artifacts(store, pipeline_name, pipeline_lib.benchmark_node(variant)).get(
-        keys.BENCHMARK_KEY)
+        spec_keys.BENCHMARK_KEY)
     p50, budget = None, '-'
     if benchmark is not None:
       bench = _props(benchmark)
-      p50 = bench.get(keys.PROP_P50_MS)
-      budget = 'within' if bench.get(keys.PROP_BLESSED) == 1 else 'OVER'
-    rows.append(_row(variant, model, accuracy.get(eval_config.CANDIDATE), blessed,
+      p50 = bench.get(spec_keys.PROP_P50_MS)
+      budget = 'within' if bench.get(spec_keys.PROP_WITHIN_BUDGETS) == 1 else 'OVER'
+    rows.append(_row(variant, model, accuracy.get(evaluation.CANDIDATE), blessed,
                      pushed_to if variant == selected else '-', p50, budget))
   baseline = latest_artifacts(store, pipeline_name, pipeline_lib.PTQ_FLOAT32).get(
-      keys.TFLITE_MODEL_KEY)
+      spec_keys.TFLITE_MODEL_KEY)
   if baseline is not None:
     rows.insert(0, _row('baseline', baseline, baseline_accuracy, 'baseline', '-'))
   return rows

@@ -11,7 +11,7 @@ import tf_keras  # noqa: E402
 from tfx.types import artifact_utils  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 
-from components import model_io  # noqa: E402
+from components.common import model_io  # noqa: E402
 from pipelines import data  # noqa: E402
 from pipelines import digits_module  # noqa: E402
 

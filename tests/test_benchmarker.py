@@ -11,12 +11,13 @@ import pytest
 from tfx.types import standard_artifacts
 
 from components import artifact_types
-from components import keys
+from components import spec_keys
 from components.benchmarker import budgets as budgets_lib
 from components.benchmarker import executor as bench_executor
 from components.benchmarker import measure
 from components.benchmarker import targets
 from components.benchmarker.component import DeviceBenchmarker
+from components.common import modes
 from components.ptq_converter import conversion
 from components.pusher import executor as pusher_executor
 from components.selector import executor as selector_executor
@@ -35,8 +36,8 @@ def tflite_models(tiny_model):
     for row in random_pixels(16):
       yield {'pixels': row[None]}
   return {
-      'fp32': conversion.convert(tiny_model, conversion.FLOAT32),
-      'int8': conversion.convert(tiny_model, conversion.INT8, representative),
+      'fp32': conversion.convert(tiny_model, modes.FLOAT32),
+      'int8': conversion.convert(tiny_model, modes.INT8, representative),
   }
 
 
@@ -44,12 +45,12 @@ def _model_artifact(tmp_path, name, data, mode):
   model = standard_artifacts.Model()
   model.uri = str(tmp_path / 'models' / name)
   os.makedirs(model.uri)
-  for file_name in (keys.TFLITE_FILE_NAME, keys.PLAIN_TFLITE_FILE_NAME):
+  for file_name in (spec_keys.TFLITE_FILE_NAME, spec_keys.PLAIN_TFLITE_FILE_NAME):
     with open(os.path.join(model.uri, file_name), 'wb') as f:
       f.write(data)
-  model.set_string_custom_property(keys.PROP_MODE, mode)
-  model.set_string_custom_property(keys.PROP_INPUT_DTYPES, '{"pixels": "int8"}')
-  model.set_string_custom_property(keys.PROP_OUTPUT_DTYPES, '{"out": "int8"}')
+  model.set_string_custom_property(spec_keys.PROP_MODE, mode)
+  model.set_string_custom_property(spec_keys.PROP_INPUT_DTYPES, '{"pixels": "int8"}')
+  model.set_string_custom_property(spec_keys.PROP_OUTPUT_DTYPES, '{"out": "int8"}')
   return model
 
 
@@ -65,16 +66,16 @@ def _benchmark(tmp_path, name, model, blessing=None, budgets=budgets_lib.Budgets
                settings=FAST):
   output = artifact_types.DeviceBenchmark()
   output.uri = str(tmp_path / 'benchmarks' / name)
-  inputs = {keys.MODEL_KEY: [model]}
+  inputs = {spec_keys.MODEL_KEY: [model]}
   if blessing is not None:
-    inputs[keys.MODEL_BLESSING_KEY] = [blessing]
+    inputs[spec_keys.MODEL_BLESSING_KEY] = [blessing]
   executor = bench_executor.Executor(
       bench_executor.Executor.Context(tmp_dir=str(tmp_path / 'tmp' / name), unique_id='1'))
-  executor.Do(inputs, {keys.BENCHMARK_KEY: [output]}, {
-      keys.TARGET_KEY: 'host',
-      keys.BENCHMARK_SETTINGS_KEY: settings.to_json(),
-      keys.BUDGETS_KEY: budgets.to_json(),
-      keys.VARIANT_KEY: name,
+  executor.Do(inputs, {spec_keys.BENCHMARK_KEY: [output]}, {
+      spec_keys.TARGET_KEY: 'host',
+      spec_keys.BENCHMARK_SETTINGS_KEY: settings.to_json(),
+      spec_keys.BUDGETS_KEY: budgets.to_json(),
+      spec_keys.VARIANT_KEY: name,
   })
   return output
 
@@ -165,7 +166,7 @@ def test_model_within_budgets_is_blessed_and_the_report_is_written(tmp_path, tfl
   out = _benchmark(tmp_path, 'int8', model, _blessing(tmp_path, 'int8', model, True), budgets)
 
   assert out.get_int_custom_property('blessed') == 1
-  assert out.get_string_custom_property(keys.PROP_BUDGET_REASON) == 'within budgets'
+  assert out.get_string_custom_property(spec_keys.PROP_BUDGET_REASON) == 'within budgets'
   doc = json.loads((tmp_path / 'benchmarks/int8/benchmark.json').read_text())
   entry = doc['models'][0]
   assert [m['threads'] for m in entry['measurements']] == [1, 2]
@@ -185,7 +186,7 @@ def test_model_over_a_budget_is_not_blessed_and_the_reason_names_the_budget(tmp_
   out = _benchmark(tmp_path, 'fp32', model, budgets=budgets)
 
   assert out.get_int_custom_property('blessed') == 0
-  reason = out.get_string_custom_property(keys.PROP_BUDGET_REASON)
+  reason = out.get_string_custom_property(spec_keys.PROP_BUDGET_REASON)
   assert f'size {len(tflite_models["fp32"]):,} B > max_size_bytes 1,000 B' in reason
   assert 'at 1 thread(s) > max_p90_ms' in reason and 'at 2 thread(s) > max_p90_ms' in reason
 
@@ -277,16 +278,16 @@ def test_selector_ships_only_the_winner_with_a_blessing_the_pusher_accepts(tmp_p
   selection.uri = str(tmp_path / 'selection')
 
   selector_executor.Executor().Do(inputs, {
-      keys.SELECTED_MODEL_KEY: [out_model], keys.SELECTED_BLESSING_KEY: [blessing],
-      keys.SELECTION_KEY: [selection]
-  }, {keys.VARIANTS_KEY: json.dumps(list(models)), keys.PREFER_KEY: 'size'})
+      spec_keys.SELECTED_MODEL_KEY: [out_model], spec_keys.SELECTED_BLESSING_KEY: [blessing],
+      spec_keys.SELECTION_KEY: [selection]
+  }, {spec_keys.VARIANTS_KEY: json.dumps(list(models)), spec_keys.PREFER_KEY: 'size'})
 
   doc = json.loads((tmp_path / 'selection/selection.json').read_text())
   assert doc['winner'] == 'small'
   assert 'failed the accuracy gate' in doc['reasons']['unblessed']
   assert (tmp_path / 'selected/model.tflite').read_bytes() == tflite_models['int8']
-  assert out_model.get_string_custom_property(keys.PROP_SELECTED_VARIANT) == 'small'
-  summary = json.loads(out_model.get_string_custom_property(keys.PROP_BENCHMARK))
+  assert out_model.get_string_custom_property(spec_keys.PROP_SELECTED_VARIANT) == 'small'
+  summary = json.loads(out_model.get_string_custom_property(spec_keys.PROP_BENCHMARK))
   assert set(summary['latency_ms']) == {'1', '2'} and summary['variant'] == 'small'
   assert pusher_executor.refusal_reason(out_model, blessing, ['int8']) == ''
   assert (tmp_path / 'selected_blessing/BLESSED').exists()
@@ -300,19 +301,20 @@ def test_when_nothing_qualifies_the_pusher_is_told_why(tmp_path, tflite_models):
   model = _model_artifact(tmp_path, 'only', tflite_models['int8'], 'int8')
   bench = _benchmark(tmp_path, 'only', model, _blessing(tmp_path, 'only', model, True),
                      budgets_lib.Budgets(max_size_bytes=10))
-  outs = {keys.SELECTED_MODEL_KEY: standard_artifacts.Model(),
-          keys.SELECTED_BLESSING_KEY: standard_artifacts.ModelBlessing(),
-          keys.SELECTION_KEY: artifact_types.VariantSelection()}
+  outs = {spec_keys.SELECTED_MODEL_KEY: standard_artifacts.Model(),
+          spec_keys.SELECTED_BLESSING_KEY: standard_artifacts.ModelBlessing(),
+          spec_keys.SELECTION_KEY: artifact_types.VariantSelection()}
   for key, artifact in outs.items():
     artifact.uri = str(tmp_path / key)
   selector_executor.Executor().Do(
       {'model_only': [model], 'benchmark_only': [bench]},
-      {k: [v] for k, v in outs.items()}, {keys.VARIANTS_KEY: '["only"]', keys.PREFER_KEY: 'size'})
+      {k: [v] for k, v in outs.items()},
+      {spec_keys.VARIANTS_KEY: '["only"]', spec_keys.PREFER_KEY: 'size'})
 
-  reason = pusher_executor.refusal_reason(outs[keys.SELECTED_MODEL_KEY],
-                                          outs[keys.SELECTED_BLESSING_KEY], ['int8'])
+  reason = pusher_executor.refusal_reason(outs[spec_keys.SELECTED_MODEL_KEY],
+                                          outs[spec_keys.SELECTED_BLESSING_KEY], ['int8'])
   assert reason.startswith('VariantSelector chose no model to ship')
-  assert not os.path.exists(tmp_path / keys.SELECTED_MODEL_KEY / 'model.tflite')
+  assert not os.path.exists(tmp_path / spec_keys.SELECTED_MODEL_KEY / 'model.tflite')
 
 
 def test_the_host_target_measures_through_the_isolated_process(tmp_path, tflite_models):
@@ -337,8 +339,8 @@ def mobilenet_v2_files(tmp_path_factory):
       yield {input_name: rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)}
   out = tmp_path_factory.mktemp('mobilenet_v2')
   files = {}
-  for mode, data in (('fp32', conversion.convert(model, conversion.FLOAT32)),
-                     ('int8', conversion.convert(model, conversion.INT8, representative))):
+  for mode, data in (('fp32', conversion.convert(model, modes.FLOAT32)),
+                     ('int8', conversion.convert(model, modes.INT8, representative))):
     files[mode] = out / f'mobilenet_v2_{mode}.tflite'
     files[mode].write_bytes(data)
   return files

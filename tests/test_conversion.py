@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import tf_keras
 
+from components.common import modes
+from components.common import tflite
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from tests.conftest import random_pixels
@@ -29,11 +31,11 @@ IO_CASES = [
 @pytest.mark.parametrize('mode,inference_io,in_dtype,out_dtype', IO_CASES)
 def test_every_mode_yields_the_expected_io_dtypes(tiny_model, mode, inference_io, in_dtype,
                                                   out_dtype):
-  rep = _rep() if mode in conversion.CALIBRATED_MODES else None
+  rep = _rep() if mode in modes.CALIBRATED_MODES else None
 
   tflite_model = conversion.convert(tiny_model, mode, rep, inference_io)
 
-  details = conversion.io_details(tflite_model)
+  details = tflite.io_details(tflite_model)
   assert [t.dtype for t in details['inputs']] == [in_dtype]
   assert [t.dtype for t in details['outputs']] == [out_dtype]
   assert details['inputs'][0].name == 'serving_default_pixels:0'
@@ -48,9 +50,9 @@ def test_every_mode_yields_the_expected_io_dtypes(tiny_model, mode, inference_io
 ])
 def test_every_mode_stores_weights_and_activations_in_its_types(tiny_model, mode, present,
                                                                 absent):
-  rep = _rep() if mode in conversion.CALIBRATED_MODES else None
+  rep = _rep() if mode in modes.CALIBRATED_MODES else None
 
-  dtypes = set(conversion.tensor_dtypes(conversion.convert(tiny_model, mode, rep)).values())
+  dtypes = set(tflite.tensor_dtypes(conversion.convert(tiny_model, mode, rep)).values())
 
   assert present <= dtypes
   assert not absent & dtypes
@@ -59,7 +61,7 @@ def test_every_mode_stores_weights_and_activations_in_its_types(tiny_model, mode
 def test_int8_native_io_model_has_no_float_tensor_at_all(tiny_model):
   tflite_model = conversion.convert(tiny_model, 'int8', _rep())
 
-  dtypes = conversion.tensor_dtypes(tflite_model)
+  dtypes = tflite.tensor_dtypes(tflite_model)
 
   # Weights and activations are int8, biases int32; nothing is left in float.
   assert set(dtypes.values()) <= {'int8', 'int32'}, dtypes
@@ -69,10 +71,10 @@ def test_int8_native_io_model_has_no_float_tensor_at_all(tiny_model):
 def test_int8_float_io_keeps_float_only_at_the_model_boundary(tiny_model):
   tflite_model = conversion.convert(tiny_model, 'int8', _rep(), 'float32')
 
-  dtypes = conversion.tensor_dtypes(tflite_model)
+  dtypes = tflite.tensor_dtypes(tflite_model)
 
   floats = sorted(name for name, dtype in dtypes.items() if dtype == 'float32')
-  io = conversion.io_details(tflite_model)
+  io = tflite.io_details(tflite_model)
   assert floats == sorted([io['inputs'][0].name, io['outputs'][0].name])
 
 
@@ -83,7 +85,7 @@ def test_quantized_models_are_smaller_than_float32():
   model = tf_keras.Model(inputs, outputs)
 
   sizes = {m: len(conversion.convert(model, m,
-                                     _rep() if m in conversion.CALIBRATED_MODES else None))
+                                     _rep() if m in modes.CALIBRATED_MODES else None))
            for m in ('float32', 'float16', 'dynamic_range', 'int8')}
 
   assert sizes['float16'] < 0.6 * sizes['float32']
@@ -107,7 +109,7 @@ def test_representative_data_is_fed_by_input_name_not_position():
 
   tflite_model = conversion.convert(model, 'int8', calibration.representative_dataset(arrays))
 
-  scales = {t.name: t.scale for t in conversion.io_details(tflite_model)['inputs']}
+  scales = {t.name: t.scale for t in tflite.io_details(tflite_model)['inputs']}
   assert scales['serving_default_small:0'] == pytest.approx(1 / 255, rel=0.05)
   assert scales['serving_default_large:0'] == pytest.approx(1000 / 255, rel=0.05)
 
@@ -120,7 +122,7 @@ def test_representative_data_is_fed_by_input_name_not_position():
 ])
 def test_unknown_mode_or_io_is_rejected_with_accepted_values(mode, inference_io, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
-    conversion.validate_mode(mode, inference_io)
+    modes.validate_mode(mode, inference_io)
 
 
 def test_calibrated_mode_without_representative_data_is_rejected(tiny_model):

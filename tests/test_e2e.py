@@ -14,11 +14,11 @@ import pytest
 from tfx.orchestration import metadata
 
 from components.ota import client
-from components.ota import keys as keys_lib
+from components.ota import signing_keys
 from components.ota import repository
-from components.ptq_converter import conversion
 from pipelines import pipeline as pipeline_lib
 from pipelines import summary
+from components.common import tflite
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -65,7 +65,7 @@ def _assert_blessed_int8_push(output_dir):
   assert int8.pushed_to == release.path
   tflite_model = ota.read_target(release)
   # Weights and activations int8 (biases int32), int8 I/O: nothing float is left.
-  assert set(conversion.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
+  assert set(tflite.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
   assert len(tflite_model) == int8.size_bytes
   assert int8.size_bytes < baseline.size_bytes / 3
   return rows
@@ -110,7 +110,7 @@ def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run,
   with open(result.path, 'rb') as f:
     installed = f.read()
   assert installed == ota.read_target(release)
-  assert set(conversion.tensor_dtypes(installed).values()) <= {'int8', 'int32'}
+  assert set(tflite.tensor_dtypes(installed).values()) <= {'int8', 'int32'}
   assert release.custom['mode'] == 'int8'
   assert float(release.custom['tfma_metrics']['candidate']) > 0.9
   # The benchmark figures travel with the release (floats are strings in canonical JSON).
@@ -220,7 +220,7 @@ def test_signing_keys_appear_in_no_metadata_log_spec_artifact_or_error(local_run
   pem = (broken_keys / 'targets.pem').read_bytes()
   (broken_keys / 'targets.pem').write_bytes(pem[:-40])
   with pytest.raises(ValueError) as raised:
-    keys_lib.load(str(broken_keys))
+    signing_keys.load(str(broken_keys))
   places['the error of a corrupt key'] = ''.join(
       traceback.format_exception(raised.type, raised.value, raised.tb)).encode()
 

@@ -30,13 +30,15 @@ from tfx.types import standard_artifacts
 import tf_keras
 
 from components import Pruner
-from components import keys
-from components import model_io
-from components.finetune.config import FineTuneConfig
+from components import errors
+from components import spec_keys
+from components.common import model_io
+from components.common import tflite
+from components.common.finetune.config import FineTuneConfig
 from components.gate import accuracy_gate_config
 from components.gate import validate_eval_config
 from components.ota import client
-from components.ota import keys as keys_lib
+from components.ota import signing_keys
 from components.ota import repository
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
@@ -74,15 +76,15 @@ def _ptq(model, examples, tmp_path, **exec_properties):
   tflite.uri = str(tmp_path / 'ptq' / 'tflite')
   calib = standard_artifacts.Examples()
   calib.uri = str(tmp_path / 'ptq' / 'calibration')
-  props = {keys.MODE_KEY: 'int8', keys.INFERENCE_IO_KEY: 'native',
-           keys.CALIBRATION_SPLIT_KEY: 'train', keys.CALIBRATION_SAMPLES_KEY: 100,
-           keys.LABEL_KEY: 'label', keys.SEED_KEY: 0}
+  props = {spec_keys.MODE_KEY: 'int8', spec_keys.INFERENCE_IO_KEY: 'native',
+           spec_keys.CALIBRATION_SPLIT_KEY: 'train', spec_keys.CALIBRATION_SAMPLES_KEY: 100,
+           spec_keys.LABEL_KEY: 'label', spec_keys.SEED_KEY: 0}
   props.update(exec_properties)
-  inputs = {keys.MODEL_KEY: [model]}
+  inputs = {spec_keys.MODEL_KEY: [model]}
   if examples is not None:
-    inputs[keys.EXAMPLES_KEY] = [examples]
-  ptq_executor.Executor().Do(inputs, {keys.TFLITE_MODEL_KEY: [tflite],
-                                      keys.CALIBRATION_KEY: [calib]}, props)
+    inputs[spec_keys.EXAMPLES_KEY] = [examples]
+  ptq_executor.Executor().Do(inputs, {spec_keys.TFLITE_MODEL_KEY: [tflite],
+                                      spec_keys.CALIBRATION_KEY: [calib]}, props)
   return tflite
 
 
@@ -95,9 +97,10 @@ def _prune(model, examples, tmp_path):
   out.uri = str(tmp_path / 'pruned' / 'model')
   run = standard_artifacts.ModelRun()
   run.uri = str(tmp_path / 'pruned' / 'run')
-  pruner_executor.Executor().Do({keys.MODEL_KEY: [model], keys.EXAMPLES_KEY: [examples]},
-                                {keys.OPTIMIZED_MODEL_KEY: [out], keys.MODEL_RUN_KEY: [run]},
-                                dict(component.exec_properties))
+  pruner_executor.Executor().Do(
+      {spec_keys.MODEL_KEY: [model], spec_keys.EXAMPLES_KEY: [examples]},
+      {spec_keys.OPTIMIZED_MODEL_KEY: [out], spec_keys.MODEL_RUN_KEY: [run]},
+      dict(component.exec_properties))
   return out, run
 
 
@@ -133,17 +136,17 @@ def test_int8_names_the_ops_left_in_float_and_suggests_the_fallback_mode(inferen
   model = _model_with_op(tf.math.sin)
 
   # The converter itself succeeds here, leaving SIN in float between DEQUANTIZE and QUANTIZE.
-  with pytest.raises(conversion.ConversionError,
+  with pytest.raises(errors.ConversionError,
                      match=r"mode='int8': 1 op\(s\) have no int8 kernel and were left in float: "
                      r"SIN \(.*odd/Sin\)\..*Use mode='int8_float_fallback'"):
     conversion.convert(model, 'int8', _calibration_data, inference_io)
 
   fallback = conversion.convert(model, 'int8_float_fallback', _calibration_data)
-  assert [op.split()[0] for op in conversion.float_ops(fallback)] == ['SIN']
+  assert [op.split()[0] for op in tflite.float_ops(fallback)] == ['SIN']
 
 
 def test_ops_with_no_tflite_kernel_at_all_are_named_without_suggesting_a_mode():
-  with pytest.raises(conversion.ConversionError,
+  with pytest.raises(errors.ConversionError,
                      match='the model uses TensorFlow ops with no TFLite builtin kernel: Erf. No '
                      'mode converts them'):
     conversion.convert(_model_with_op(tf.math.erf), 'int8', _calibration_data)
@@ -215,7 +218,7 @@ def test_a_corrupt_saved_model_is_named_before_anything_runs(tmp_path):
 
   with pytest.raises(model_io.ModelLoadError, match=f'Model artifact {source.uri}: the SavedModel '
                      'at .* cannot be reloaded as a Keras 2 \\(tf_keras\\) model'):
-    _ptq(source, None, tmp_path, **{keys.MODE_KEY: 'float32'})
+    _ptq(source, None, tmp_path, **{spec_keys.MODE_KEY: 'float32'})
 
   assert not os.path.exists(tmp_path / 'ptq' / 'tflite')
 
@@ -235,7 +238,7 @@ def test_nan_or_inf_weights_are_named_by_layer_before_converting(tmp_path, value
 
   with pytest.raises(model_io.ModelLoadError, match="layer 'hidden' holds 1 NaN or Inf values of "
                      "1024 in weight 'hidden/kernel:0'. Its training diverged"):
-    _ptq(source, None, tmp_path, **{keys.MODE_KEY: 'float32'})
+    _ptq(source, None, tmp_path, **{spec_keys.MODE_KEY: 'float32'})
 
   assert not os.path.exists(tmp_path / 'ptq' / 'tflite')
 
@@ -278,7 +281,7 @@ def test_calibration_feature_mismatch_fails_the_converter_naming_the_artifact(
                             {'train': [_example([0.5] * 63)] * 20})
 
   with pytest.raises(ValueError, match=f'calibration examples from {examples.uri} do not match'):
-    _ptq(trained_model_artifact, examples, tmp_path, **{keys.LABEL_KEY: None})
+    _ptq(trained_model_artifact, examples, tmp_path, **{spec_keys.LABEL_KEY: None})
 
   assert not os.path.exists(tmp_path / 'ptq' / 'tflite')
 
@@ -339,14 +342,14 @@ import os, sys, time
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from components import PTQConverter
-from components.ptq_converter import conversion
+from components.common import tflite
 
 pipeline_root, metadata_path, model_uri, examples_uri, stall = sys.argv[1:]
 if stall == 'stall':
   def stall_after_writing(tflite_model):
     print('MODEL WRITTEN', flush=True)
     time.sleep(600)
-  conversion.io_details = stall_after_writing  # Called right after the model files are written.
+  tflite.io_details = stall_after_writing  # Called right after the model files are written.
 
 model = tfx.dsl.Importer(source_uri=model_uri,
                          artifact_type=standard_artifacts.Model).with_id('model')
@@ -412,7 +415,7 @@ def test_a_converter_killed_mid_run_publishes_nothing_and_a_rerun_succeeds(
       'tflite_model', 'calibration'}
   [tflite] = [a for key, a in outputs if key == 'tflite_model']
   with open(os.path.join(tflite.uri, 'model.tflite'), 'rb') as f:
-    assert conversion.io_details(f.read())['inputs'][0].dtype == 'int8'
+    assert tflite.io_details(f.read())['inputs'][0].dtype == 'int8'
 
 
 # --- a push that fails partway ---------------------------------------------------------------
@@ -548,7 +551,7 @@ def _encrypted(pem):
 ], ids=['truncated', 'garbled', 'wrong-kind', 'encrypted'])
 def test_a_malformed_key_error_names_the_file_but_never_holds_key_material(tmp_path, corrupt):
   keys_dir = str(tmp_path / 'keys')
-  keys_lib.create_or_load(keys_dir)
+  signing_keys.create_or_load(keys_dir)
   path = os.path.join(keys_dir, 'targets.pem')
   with open(path, 'rb') as f:
     pem = f.read()
@@ -558,7 +561,7 @@ def test_a_malformed_key_error_names_the_file_but_never_holds_key_material(tmp_p
     f.write(corrupt(pem))
 
   with pytest.raises((ValueError, TypeError)) as raised:
-    keys_lib.load(keys_dir)
+    signing_keys.load(keys_dir)
 
   # Everything a log would show: the message, the repr and the traceback with its chain.
   shown = ''.join(traceback.format_exception(raised.type, raised.value, raised.tb))

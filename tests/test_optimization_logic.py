@@ -4,7 +4,8 @@ import pytest
 import tf_keras
 
 from components.clusterer import clustering
-from components.finetune import config as config_lib
+from components.common import tflite
+from components.common.finetune import config as config_lib
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from components.pruner import pruning
@@ -193,7 +194,7 @@ def test_qat_model_converts_to_an_int8_only_model():
   qat_model = _fit(qat.quantize(model, qat.QATConfig(), 'default', quantized))
 
   assert floats == []
-  dtypes = set(conversion.tensor_dtypes(_int8(qat_model)).values())
+  dtypes = set(tflite.tensor_dtypes(_int8(qat_model)).values())
   assert dtypes <= {'int8', 'int32'}
 
 

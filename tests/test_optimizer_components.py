@@ -12,12 +12,12 @@ from components import Clusterer
 from components import PTQConverter
 from components import Pruner
 from components import QATTrainer
-from components import keys
-from components import model_io
+from components import spec_keys
+from components.common import model_io
 from components.clusterer import executor as clusterer_executor
 from components.clusterer.clustering import ClusteringConfig
-from components.finetune.config import FineTuneConfig
-from components.ptq_converter import conversion
+from components.common import tflite as tflite_lib
+from components.common.finetune.config import FineTuneConfig
 from components.ptq_converter import executor as ptq_executor
 from components.pruner import executor as pruner_executor
 from components.pruner.pruning import PruningConfig
@@ -56,8 +56,8 @@ def _run(executor_cls, component, source, examples, tmp_path, name):
   out.uri = str(tmp_path / name / 'model')
   run = standard_artifacts.ModelRun()
   run.uri = str(tmp_path / name / 'run')
-  executor_cls().Do({keys.MODEL_KEY: [source], keys.EXAMPLES_KEY: [examples]},
-                    {keys.OPTIMIZED_MODEL_KEY: [out], keys.MODEL_RUN_KEY: [run]},
+  executor_cls().Do({spec_keys.MODEL_KEY: [source], spec_keys.EXAMPLES_KEY: [examples]},
+                    {spec_keys.OPTIMIZED_MODEL_KEY: [out], spec_keys.MODEL_RUN_KEY: [run]},
                     dict(component.exec_properties))
   return out, run
 
@@ -70,9 +70,10 @@ def _int8(source, examples, tmp_path, name='int8'):
   tflite.uri = str(tmp_path / name / 'tflite')
   calib = standard_artifacts.Examples()
   calib.uri = str(tmp_path / name / 'calibration')
-  ptq_executor.Executor().Do({keys.MODEL_KEY: [source], keys.EXAMPLES_KEY: [examples]},
-                             {keys.TFLITE_MODEL_KEY: [tflite], keys.CALIBRATION_KEY: [calib]},
-                             dict(component.exec_properties))
+  ptq_executor.Executor().Do(
+      {spec_keys.MODEL_KEY: [source], spec_keys.EXAMPLES_KEY: [examples]},
+      {spec_keys.TFLITE_MODEL_KEY: [tflite], spec_keys.CALIBRATION_KEY: [calib]},
+      dict(component.exec_properties))
   with open(os.path.join(tflite.uri, 'model.tflite'), 'rb') as f:
     return tflite, f.read()
 
@@ -94,22 +95,22 @@ def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
                     'qat')
   tflite, tflite_model = _int8(trained, digits_examples, tmp_path)
 
-  assert pruned.get_float_custom_property(keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
-  assert set(json.loads(pruned.get_string_custom_property(keys.PROP_SPARSITY_PER_LAYER))) == {
+  assert pruned.get_float_custom_property(spec_keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
+  assert set(json.loads(pruned.get_string_custom_property(spec_keys.PROP_SPARSITY_PER_LAYER))) == {
       'conv_1', 'conv_2', 'dense', 'classifier'}
   assert tf.io.gfile.glob(os.path.join(run.uri, '**', '*tfevents*')) or tf.io.gfile.glob(
       os.path.join(run.uri, '*', '*tfevents*'))
-  unique = json.loads(clustered.get_string_custom_property(keys.PROP_UNIQUE_WEIGHTS))
+  unique = json.loads(clustered.get_string_custom_property(spec_keys.PROP_UNIQUE_WEIGHTS))
   assert all(count <= 8 for count in unique.values()), unique
   # Sparsity is preserved automatically after a Pruner.
-  assert clustered.get_int_custom_property(keys.PROP_CLUSTER_PRESERVE_SPARSITY) == 1
-  assert trained.get_string_custom_property(keys.PROP_QAT_SCHEME) == 'prune_cluster_preserve'
+  assert clustered.get_int_custom_property(spec_keys.PROP_CLUSTER_PRESERVE_SPARSITY) == 1
+  assert trained.get_string_custom_property(spec_keys.PROP_QAT_SCHEME) == 'prune_cluster_preserve'
   history = ['prune', 'cluster', 'qat']
-  assert json.loads(trained.get_string_custom_property(keys.PROP_HISTORY)) == history
+  assert json.loads(trained.get_string_custom_property(spec_keys.PROP_HISTORY)) == history
   # What earlier steps recorded travels to the TFLite model.
-  assert json.loads(tflite.get_string_custom_property(keys.PROP_HISTORY)) == history
-  assert tflite.get_float_custom_property(keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
-  assert set(conversion.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
+  assert json.loads(tflite.get_string_custom_property(spec_keys.PROP_HISTORY)) == history
+  assert tflite.get_float_custom_property(spec_keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
+  assert set(tflite_lib.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
   # The optimized model reloads as Keras and serves tf.Examples.
   reloaded = model_io.load_keras_model(trained.uri)
   assert reloaded.input_names == ['pixels']
@@ -127,8 +128,8 @@ def test_two_four_pruner_output_is_verified_again_in_the_tflite(trained_model_ar
                    tmp_path, 'pruned24')
   tflite, _ = _int8(pruned, digits_examples, tmp_path, 'int8_24')
 
-  assert pruned.get_string_custom_property(keys.PROP_SPARSITY_STRUCTURE) == '2:4'
-  verified = json.loads(tflite.get_string_custom_property(keys.PROP_2BY4_VERIFIED))
+  assert pruned.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) == '2:4'
+  verified = json.loads(tflite.get_string_custom_property(spec_keys.PROP_2BY4_VERIFIED))
   assert len(verified) == 3  # conv_2, dense, classifier; conv_1 has one input channel.
 
 

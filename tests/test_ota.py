@@ -14,7 +14,7 @@ from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import Metadata
 
 from components.ota import client
-from components.ota import keys as keys_lib
+from components.ota import signing_keys
 from components.ota import repository
 from tests.conftest import REPO_ROOT
 
@@ -112,7 +112,7 @@ def test_expired_metadata_is_rejected(repo, server, tmp_path):
   timestamp = Metadata.from_file(path)
   timestamp.signed.expires = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
   timestamp.signatures.clear()
-  timestamp.sign(keys_lib.load(repo._keys_dir)['timestamp'])  # pylint: disable=protected-access
+  timestamp.sign(signing_keys.load(repo._keys_dir)['timestamp'])  # pylint: disable=protected-access
   timestamp.to_file(path)
 
   with pytest.raises(tuf_exceptions.ExpiredMetadataError):
@@ -332,7 +332,7 @@ def test_ota_pusher_checks_its_parameters_when_the_pipeline_is_built(kwargs, mes
 
 
 def test_ota_pusher_publishes_a_blessed_model_with_its_custom_info(repo, tmp_path, tiny_model):
-  from components import keys  # pylint: disable=g-import-not-at-top
+  from components import spec_keys  # pylint: disable=g-import-not-at-top
   from components import OTAPusher  # pylint: disable=g-import-not-at-top
   from components.ota import executor as ota_executor  # pylint: disable=g-import-not-at-top
   from components.ptq_converter import calibration, conversion  # pylint: disable=g-import-not-at-top
@@ -347,9 +347,10 @@ def test_ota_pusher_publishes_a_blessed_model_with_its_custom_info(repo, tmp_pat
   component = OTAPusher(**_pusher_channels(), repository_dir=repo.repo_dir,
                         keys_dir=repo._keys_dir, model_name='digits', channel='canary')  # pylint: disable=protected-access
 
-  ota_executor.Executor().Do({keys.MODEL_KEY: [model],
-                              keys.MODEL_BLESSING_KEY: [_blessing(tmp_path, model, True)]},
-                             {keys.PUSHED_MODEL_KEY: [pushed]}, dict(component.exec_properties))
+  ota_executor.Executor().Do(
+      {spec_keys.MODEL_KEY: [model],
+       spec_keys.MODEL_BLESSING_KEY: [_blessing(tmp_path, model, True)]},
+      {spec_keys.PUSHED_MODEL_KEY: [pushed]}, dict(component.exec_properties))
 
   [release] = repo.releases('digits')
   assert pushed.get_int_custom_property('pushed') == 1

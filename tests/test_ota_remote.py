@@ -24,7 +24,7 @@ from tuf.api.metadata import Metadata
 
 from components.ota import cli
 from components.ota import client
-from components.ota import keys as keys_lib
+from components.ota import signing_keys
 from components.ota import repository
 from components.ota import storage as storage_lib
 
@@ -391,14 +391,14 @@ def test_rotate_keys_and_clients_that_trusted_the_old_root_still_update(repo, ke
       timestamp.signed.snapshot_meta = MetaFile(version=forged.signed.version)
       timestamp.signed.version += 1
       timestamp.signatures.clear()
-      timestamp.sign(keys_lib.load(keys_dir)['timestamp'])
+      timestamp.sign(signing_keys.load(keys_dir)['timestamp'])
       forged = timestamp
     repo.storage.write('metadata/timestamp.json', forged.to_bytes())
     with pytest.raises(tuf_exceptions.UnsignedMetadataError):
       _fetch(repo, url, tmp_path / 'device')
 
   root = Metadata.from_bytes(repo.storage.read('metadata/2.root.json'))
-  new_key = keys_lib.load(keys_dir)[role]
+  new_key = signing_keys.load(keys_dir)[role]
   assert root_version == 2
   assert root.signed.roles[role].keyids == [new_key.public_key.keyid]
   assert (updated.version, fresh.version) == (2, 2)
@@ -418,7 +418,7 @@ def test_an_interrupted_rotation_blocks_publishing_until_rerun_then_clients_upda
   def dying_activate(*args):
     raise OSError(28, 'No space left on device')
 
-  monkeypatch.setattr(keys_lib, 'activate', dying_activate)
+  monkeypatch.setattr(signing_keys, 'activate', dying_activate)
   with pytest.raises(OSError):
     repo.rotate_keys('timestamp')  # Died after root 2 named the key kept in timestamp.pem.new.
   # Signing with the key root 2 no longer trusts would break every client: refuse instead.

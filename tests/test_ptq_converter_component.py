@@ -8,9 +8,9 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
 from components import PTQConverter
-from components import keys
+from components import spec_keys
+from components.common import tflite as tflite_lib
 from components.ptq_converter import calibration
-from components.ptq_converter import conversion
 from components.ptq_converter import executor as ptq_executor
 
 
@@ -41,7 +41,7 @@ def test_bad_parameters_fail_when_the_pipeline_is_built(kwargs, message):
 def test_float32_needs_no_examples():
   component = PTQConverter(model=_channel(standard_artifacts.Model), mode='float32')
 
-  assert component.exec_properties[keys.MODE_KEY] == 'float32'
+  assert component.exec_properties[spec_keys.MODE_KEY] == 'float32'
 
 
 def _run(model_artifact, examples, tmp_path, **exec_properties):
@@ -50,19 +50,19 @@ def _run(model_artifact, examples, tmp_path, **exec_properties):
   calib = standard_artifacts.Examples()
   calib.uri = str(tmp_path / 'calibration')
   props = {
-      keys.MODE_KEY: 'int8',
-      keys.INFERENCE_IO_KEY: 'native',
-      keys.CALIBRATION_SPLIT_KEY: 'train',
-      keys.CALIBRATION_SAMPLES_KEY: 300,
-      keys.LABEL_KEY: 'label',
-      keys.SEED_KEY: 0,
+      spec_keys.MODE_KEY: 'int8',
+      spec_keys.INFERENCE_IO_KEY: 'native',
+      spec_keys.CALIBRATION_SPLIT_KEY: 'train',
+      spec_keys.CALIBRATION_SAMPLES_KEY: 300,
+      spec_keys.LABEL_KEY: 'label',
+      spec_keys.SEED_KEY: 0,
   }
   props.update(exec_properties)
-  inputs = {keys.MODEL_KEY: [model_artifact]}
+  inputs = {spec_keys.MODEL_KEY: [model_artifact]}
   if examples is not None:
-    inputs[keys.EXAMPLES_KEY] = [examples]
-  ptq_executor.Executor().Do(inputs, {keys.TFLITE_MODEL_KEY: [tflite],
-                                      keys.CALIBRATION_KEY: [calib]}, props)
+    inputs[spec_keys.EXAMPLES_KEY] = [examples]
+  ptq_executor.Executor().Do(inputs, {spec_keys.TFLITE_MODEL_KEY: [tflite],
+                                      spec_keys.CALIBRATION_KEY: [calib]}, props)
   return tflite, calib
 
 
@@ -74,11 +74,11 @@ def test_int8_executor_writes_model_calibration_and_properties(trained_model_art
     served = f.read()
   with open(os.path.join(tflite.uri, 'model.tflite'), 'rb') as f:
     assert f.read() == served
-  assert tflite.get_string_custom_property(keys.PROP_MODE) == 'int8'
-  assert tflite.get_int_custom_property(keys.PROP_SIZE_BYTES) == len(served)
-  assert json.loads(tflite.get_string_custom_property(keys.PROP_INPUT_DTYPES)) == {
+  assert tflite.get_string_custom_property(spec_keys.PROP_MODE) == 'int8'
+  assert tflite.get_int_custom_property(spec_keys.PROP_SIZE_BYTES) == len(served)
+  assert json.loads(tflite.get_string_custom_property(spec_keys.PROP_INPUT_DTYPES)) == {
       'serving_default_pixels:0': 'int8'}
-  assert json.loads(tflite.get_string_custom_property(keys.PROP_OUTPUT_DTYPES)) == {
+  assert json.loads(tflite.get_string_custom_property(spec_keys.PROP_OUTPUT_DTYPES)) == {
       'StatefulPartitionedCall:0': 'int8'}
   # The calibration artifact is a readable Examples split whose fingerprint is recorded.
   assert artifact_utils.decode_split_names(calib.split_names) == ['calibration']
@@ -86,18 +86,18 @@ def test_int8_executor_writes_model_calibration_and_properties(trained_model_art
       os.path.join(artifact_utils.get_split_uri([calib], 'calibration'), '*'))
   count, digest = calibration.fingerprint(records)
   assert count == 300
-  assert tflite.get_int_custom_property(keys.PROP_CALIBRATION_COUNT) == 300
-  assert tflite.get_string_custom_property(keys.PROP_CALIBRATION_SHA256) == digest
-  assert calib.get_string_custom_property(keys.PROP_CALIBRATION_SHA256) == digest
-  assert set(conversion.tensor_dtypes(served).values()) <= {'int8', 'int32'}
+  assert tflite.get_int_custom_property(spec_keys.PROP_CALIBRATION_COUNT) == 300
+  assert tflite.get_string_custom_property(spec_keys.PROP_CALIBRATION_SHA256) == digest
+  assert calib.get_string_custom_property(spec_keys.PROP_CALIBRATION_SHA256) == digest
+  assert set(tflite_lib.tensor_dtypes(served).values()) <= {'int8', 'int32'}
 
 
 def test_float32_executor_samples_nothing(trained_model_artifact, tmp_path):
-  tflite, calib = _run(trained_model_artifact, None, tmp_path, **{keys.MODE_KEY: 'float32'})
+  tflite, calib = _run(trained_model_artifact, None, tmp_path, **{spec_keys.MODE_KEY: 'float32'})
 
-  assert tflite.get_int_custom_property(keys.PROP_CALIBRATION_COUNT) == 0
+  assert tflite.get_int_custom_property(spec_keys.PROP_CALIBRATION_COUNT) == 0
   assert artifact_utils.decode_split_names(calib.split_names) == []
-  assert json.loads(tflite.get_string_custom_property(keys.PROP_INPUT_DTYPES)) == {
+  assert json.loads(tflite.get_string_custom_property(spec_keys.PROP_INPUT_DTYPES)) == {
       'serving_default_pixels:0': 'float32'}
 
 
@@ -108,7 +108,7 @@ def test_fewer_examples_than_requested_warns_and_uses_them_all(trained_model_art
 
   tflite, _ = _run(trained_model_artifact, small, tmp_path)
 
-  assert tflite.get_int_custom_property(keys.PROP_CALIBRATION_COUNT) == 50
+  assert tflite.get_int_custom_property(spec_keys.PROP_CALIBRATION_COUNT) == 50
 
 
 @pytest.mark.parametrize('n_records,message', [
@@ -128,7 +128,8 @@ def test_too_few_calibration_examples_fail_with_the_artifact_named(trained_model
 def test_unknown_calibration_split_is_named(trained_model_artifact, digits_examples, tmp_path):
   with pytest.raises(ValueError, match=r"has no split 'test' \(calibration_split\); its splits "
                      r"are \['train', 'eval'\]"):
-    _run(trained_model_artifact, digits_examples, tmp_path, **{keys.CALIBRATION_SPLIT_KEY: 'test'})
+    _run(trained_model_artifact, digits_examples, tmp_path,
+         **{spec_keys.CALIBRATION_SPLIT_KEY: 'test'})
 
 
 def test_missing_saved_model_is_named(digits_examples, tmp_path):

@@ -10,7 +10,7 @@ from tfx import types
 from tfx.types import standard_artifacts
 
 from components import TFLitePusher
-from components import keys
+from components import spec_keys
 from components.gate import accuracy_gate_config
 from components.pusher import executor as pusher_executor
 from components.pusher import publisher as publisher_lib
@@ -133,9 +133,9 @@ def _model(tmp_path, mode='int8', payload=b'tflite-bytes'):
   os.makedirs(model.uri, exist_ok=True)
   with open(os.path.join(model.uri, 'model.tflite'), 'wb') as f:
     f.write(payload)
-  model.set_string_custom_property(keys.PROP_MODE, mode)
-  model.set_string_custom_property(keys.PROP_INPUT_DTYPES, '{"in": "int8"}')
-  model.set_string_custom_property(keys.PROP_OUTPUT_DTYPES, '{"out": "int8"}')
+  model.set_string_custom_property(spec_keys.PROP_MODE, mode)
+  model.set_string_custom_property(spec_keys.PROP_INPUT_DTYPES, '{"in": "int8"}')
+  model.set_string_custom_property(spec_keys.PROP_OUTPUT_DTYPES, '{"out": "int8"}')
   return model
 
 
@@ -168,14 +168,14 @@ def _evaluation_with_failure(tmp_path):
 def _push(tmp_path, model, blessing, evaluation=None, allowed_modes=('int8',)):
   pushed = standard_artifacts.PushedModel()
   pushed.uri = str(tmp_path / 'pushed')
-  inputs = {keys.MODEL_KEY: [model], keys.MODEL_BLESSING_KEY: [blessing]}
+  inputs = {spec_keys.MODEL_KEY: [model], spec_keys.MODEL_BLESSING_KEY: [blessing]}
   if evaluation is not None:
-    inputs[keys.EVALUATION_KEY] = [evaluation]
+    inputs[spec_keys.EVALUATION_KEY] = [evaluation]
   pusher_executor.Executor().Do(
-      inputs, {keys.PUSHED_MODEL_KEY: [pushed]}, {
-          keys.PUSH_DESTINATION_KEY: str(tmp_path / 'dest'),
-          keys.MODEL_NAME_KEY: 'digits',
-          keys.ALLOWED_MODES_KEY: json.dumps(list(allowed_modes)),
+      inputs, {spec_keys.PUSHED_MODEL_KEY: [pushed]}, {
+          spec_keys.PUSH_DESTINATION_KEY: str(tmp_path / 'dest'),
+          spec_keys.MODEL_NAME_KEY: 'digits',
+          spec_keys.ALLOWED_MODES_KEY: json.dumps(list(allowed_modes)),
       })
   return pushed
 
@@ -200,7 +200,7 @@ def test_not_blessed_model_is_not_pushed_and_the_failed_threshold_is_logged(tmp_
                    _evaluation_with_failure(tmp_path))
 
   assert pushed.get_int_custom_property('pushed') == 0
-  reason = pushed.get_string_custom_property(keys.PROP_PUSH_REASON)
+  reason = pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON)
   assert 'NOT_BLESSED' in reason
   assert 'sparse_categorical_accuracy value = +0.9000 fails the bound >= 0.9900' in reason
   assert reason in caplog.text
@@ -214,7 +214,7 @@ def test_blessed_model_of_a_mode_not_allowed_is_not_pushed(tmp_path):
 
   assert pushed.get_int_custom_property('pushed') == 0
   assert "mode 'float32' is not in allowed_modes ['int8']" in pushed.get_string_custom_property(
-      keys.PROP_PUSH_REASON)
+      spec_keys.PROP_PUSH_REASON)
 
 
 def test_a_blessing_for_another_model_does_not_push(tmp_path):
@@ -224,4 +224,4 @@ def test_a_blessing_for_another_model_does_not_push(tmp_path):
   pushed = _push(tmp_path, model, _blessing(tmp_path, other, True))
 
   assert pushed.get_int_custom_property('pushed') == 0
-  assert 'the blessing' in pushed.get_string_custom_property(keys.PROP_PUSH_REASON)
+  assert 'the blessing' in pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON)

@@ -1,0 +1,1 @@
+"""DeviceBenchmarker: latency, memory and size of TFLite models, against device budgets."""

@@ -1,20 +1,14 @@
 """Device budgets and the settings of a measurement; plain logic, no TFX."""
 import dataclasses
-import json
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-
-def _check_positive(name: str, value: Any, integer: bool = False) -> None:
-  kind = int if integer else (int, float)
-  if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
-      or value <= 0):
-    accepted = 'a positive integer' if integer else 'a positive number'
-    raise ValueError(f'{name}={value!r} is not accepted: it must be {accepted}.')
+from components.common import validation
+from components.common.config import JsonConfig
+from components.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class Budgets:
+class Budgets(JsonConfig):
   """What a target device can afford; None means no limit.
 
   Attributes:
@@ -32,14 +26,9 @@ class Budgets:
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
       if value is not None:
-        _check_positive(f'Budgets.{field.name}', value, integer=field.name.endswith('_bytes'))
-
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-  @classmethod
-  def from_json(cls, text: str) -> 'Budgets':
-    return cls(**json.loads(text))
+        check = (validation.positive_int if field.name.endswith('_bytes') else
+                 validation.positive_number)
+        check(f'Budgets.{field.name}', value)
 
   def violations(self, size_bytes: int, gzip_bytes: int,
                  measurements: Sequence[Dict[str, Any]]) -> List[str]:
@@ -60,7 +49,7 @@ class Budgets:
 
 
 @dataclasses.dataclass(frozen=True)
-class MeasureSettings:
+class MeasureSettings(JsonConfig):
   """How each model is measured.
 
   Attributes:
@@ -79,22 +68,12 @@ class MeasureSettings:
   def __post_init__(self):
     object.__setattr__(self, 'threads', tuple(self.threads))
     if not self.threads:
-      raise ValueError('MeasureSettings.threads=() is not accepted: give at least one thread '
+      raise ConfigError('MeasureSettings.threads=() is not accepted: give at least one thread '
                        'count, e.g. (1,) or (1, 2).')
     for t in self.threads:
-      _check_positive('MeasureSettings.threads[]', t, integer=True)
+      validation.positive_int('MeasureSettings.threads[]', t)
     if len(set(self.threads)) != len(self.threads):
-      raise ValueError(f'MeasureSettings.threads={self.threads!r} repeats a thread count.')
-    _check_positive('MeasureSettings.min_runs', self.min_runs, integer=True)
-    _check_positive('MeasureSettings.min_duration_s', self.min_duration_s)
-    if isinstance(self.warmup_runs, bool) or not isinstance(self.warmup_runs, int) or (
-        self.warmup_runs < 0):
-      raise ValueError(f'MeasureSettings.warmup_runs={self.warmup_runs!r} is not accepted: it '
-                       'must be an integer >= 0.')
-
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-  @classmethod
-  def from_json(cls, text: str) -> 'MeasureSettings':
-    return cls(**json.loads(text))
+      raise ConfigError(f'MeasureSettings.threads={self.threads!r} repeats a thread count.')
+    validation.positive_int('MeasureSettings.min_runs', self.min_runs)
+    validation.positive_number('MeasureSettings.min_duration_s', self.min_duration_s)
+    validation.non_negative_int('MeasureSettings.warmup_runs', self.warmup_runs)

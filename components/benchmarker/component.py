@@ -9,29 +9,30 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components import artifact_types
-from components import keys
+from components import spec_keys
 from components.benchmarker import budgets as budgets_lib
 from components.benchmarker import executor
 from components.benchmarker import targets
+from components.common import validation
 
 
 class DeviceBenchmarkerSpec(types.ComponentSpec):
   """Inputs, outputs and parameters of DeviceBenchmarker."""
   PARAMETERS = {
-      keys.TARGET_KEY: ExecutionParameter(type=str),
-      keys.BENCHMARK_SETTINGS_KEY: ExecutionParameter(type=str),  # JSON
-      keys.BUDGETS_KEY: ExecutionParameter(type=str),  # JSON
-      keys.VARIANT_KEY: ExecutionParameter(type=str),
+      spec_keys.TARGET_KEY: ExecutionParameter(type=str),
+      spec_keys.BENCHMARK_SETTINGS_KEY: ExecutionParameter(type=str),  # JSON
+      spec_keys.BUDGETS_KEY: ExecutionParameter(type=str),  # JSON
+      spec_keys.VARIANT_KEY: ExecutionParameter(type=str),
   }
   INPUTS = {
-      keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-      keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
+      spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
                                                 optional=True),
-      keys.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation,
+      spec_keys.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation,
                                             optional=True),
   }
   OUTPUTS = {
-      keys.BENCHMARK_KEY: ChannelParameter(type=artifact_types.DeviceBenchmark),
+      spec_keys.BENCHMARK_KEY: ChannelParameter(type=artifact_types.DeviceBenchmark),
   }
 
 
@@ -44,8 +45,9 @@ class DeviceBenchmarker(base_component.BaseComponent):
   and the file and gzip sizes. The host's CPU model and flags and the runtime version are recorded
   beside the numbers.
 
-  Output `benchmark`: benchmark.json and index.html; custom property `blessed` is 1 when every
-  model is within the budgets, and `tfx_edge_budget_reason` says which budget failed. When the
+  Output `benchmark`: benchmark.json and index.html; custom property `tfx_edge_within_budgets`
+  is 1 when every model is within the budgets, and `tfx_edge_budget_reason` says which budget
+  failed. When the
   model's Evaluator `model_blessing` and `evaluation` are given, the accuracy verdict is recorded
   too, so one artifact holds all that VariantSelector needs about a variant.
   """
@@ -61,7 +63,7 @@ class DeviceBenchmarker(base_component.BaseComponent):
                settings: budgets_lib.MeasureSettings = budgets_lib.MeasureSettings(),
                budgets: budgets_lib.Budgets = budgets_lib.Budgets(),
                variant: str = ''):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: TFLite Model artifacts (PTQConverter `tflite_model`); each is measured.
@@ -73,10 +75,8 @@ class DeviceBenchmarker(base_component.BaseComponent):
       variant: a label for reports (for example `ptq` or `pcqat`).
     """
     targets.validate(target)
-    if not isinstance(settings, budgets_lib.MeasureSettings):
-      raise ValueError(f'settings={settings!r} must be a MeasureSettings.')
-    if not isinstance(budgets, budgets_lib.Budgets):
-      raise ValueError(f'budgets={budgets!r} must be a Budgets.')
+    validation.instance_of('settings', settings, budgets_lib.MeasureSettings)
+    validation.instance_of('budgets', budgets, budgets_lib.Budgets)
     spec = DeviceBenchmarkerSpec(
         model=model,
         model_blessing=model_blessing,

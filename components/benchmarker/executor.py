@@ -4,42 +4,33 @@ import os
 from typing import Any, Dict, List, Optional
 
 from absl import logging
-import tensorflow as tf
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import io_utils
 
-from components import keys
+from components import spec_keys
 from components.benchmarker import budgets as budgets_lib
-from components.benchmarker import measure
 from components.benchmarker import report
 from components.benchmarker import targets
-from components.gate import eval_config
-from components.gate import results
-from components.pusher import executor as pusher_executor
-
-
-def _read_model(model: types.Artifact) -> bytes:
-  path = os.path.join(model.uri, keys.PLAIN_TFLITE_FILE_NAME)
-  if not tf.io.gfile.exists(path):
-    raise ValueError(f'DeviceBenchmarker: model artifact {model.uri} has no '
-                     f'{keys.PLAIN_TFLITE_FILE_NAME}; give it a PTQConverter output.')
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    return f.read()
+from components.common import evaluation as evaluation_lib
+from components.common import model_io
+from components.common import tflite
+from components.errors import DataError
 
 
 def accuracy_of(model: types.Artifact, blessing: Optional[types.Artifact],
                 evaluation: Optional[types.Artifact]) -> Dict[str, Any]:
   """The TFMA verdict and accuracy for `model`, from its Evaluator's outputs (when wired)."""
-  out: Dict[str, Any] = {'metric': eval_config.ACCURACY_METRIC}
+  out: Dict[str, Any] = {'metric': evaluation_lib.ACCURACY_METRIC}
   if evaluation is not None:
-    values = results.metric_values(evaluation.uri, eval_config.ACCURACY_METRIC)
-    out['value'] = values.get(eval_config.CANDIDATE)
-    out['baseline'] = values.get(eval_config.BASELINE)
+    values = evaluation_lib.metric_values(evaluation.uri, evaluation_lib.ACCURACY_METRIC)
+    out['value'] = values.get(evaluation_lib.CANDIDATE)
+    out['baseline'] = values.get(evaluation_lib.BASELINE)
   if blessing is not None:
-    reason = pusher_executor.blessing_refusal(model, blessing,
-                                              evaluation.uri if evaluation is not None else '')
+    reason = evaluation_lib.blessing_refusal(model, blessing,
+                                             evaluation.uri if evaluation is not None else '')
     out['blessed'] = not reason
     out['reason'] = reason or 'BLESSED by the Evaluator'
   return out
@@ -51,20 +42,21 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    models = input_dict[keys.MODEL_KEY]
+    models = input_dict[spec_keys.MODEL_KEY]
     if not models:
-      raise ValueError('DeviceBenchmarker: the `model` channel holds no artifact.')
-    blessings = input_dict.get(keys.MODEL_BLESSING_KEY) or []
-    evaluations = input_dict.get(keys.EVALUATION_KEY) or []
-    output = artifact_utils.get_single_instance(output_dict[keys.BENCHMARK_KEY])
-    target = targets.create(exec_properties[keys.TARGET_KEY])
-    settings = budgets_lib.MeasureSettings.from_json(exec_properties[keys.BENCHMARK_SETTINGS_KEY])
-    budgets = budgets_lib.Budgets.from_json(exec_properties[keys.BUDGETS_KEY])
-    variant = exec_properties.get(keys.VARIANT_KEY) or ''
+      raise DataError('DeviceBenchmarker: the `model` channel holds no artifact.')
+    blessings = input_dict.get(spec_keys.MODEL_BLESSING_KEY) or []
+    evaluations = input_dict.get(spec_keys.EVALUATION_KEY) or []
+    output = artifact_utils.get_single_instance(output_dict[spec_keys.BENCHMARK_KEY])
+    target = targets.create(exec_properties[spec_keys.TARGET_KEY])
+    settings = budgets_lib.MeasureSettings.from_json(
+        exec_properties[spec_keys.BENCHMARK_SETTINGS_KEY])
+    budgets = budgets_lib.Budgets.from_json(exec_properties[spec_keys.BUDGETS_KEY])
+    variant = exec_properties.get(spec_keys.VARIANT_KEY) or ''
 
     entries = []
     for i, model in enumerate(models):
-      data = _read_model(model)
+      data = model_io.read_tflite(model.uri, 'DeviceBenchmarker')
       # Measure a local copy: the interpreter process needs a plain file even when the
       # artifact lives on gs:// or another remote store.
       local = os.path.join(self._get_tmp_dir(), f'model-{i}.tflite')
@@ -80,13 +72,13 @@ class Executor(base_executor.BaseExecutor):
                      m['p90_ms'], m['p99_ms'], m['cv'], m['runs'], m['init_ms'],
                      m['peak_memory_mb'], 'on' if m.get('xnnpack') else 'NOT reported')
         measurements.append(m)
-      gzip_bytes = measure.gzip_size(data)
+      gzip_bytes = tflite.gzip_size(data)
       violations = budgets.violations(len(data), gzip_bytes, measurements)
       entries.append({
           'uri': model.uri,
           'artifact_id': model.id,
-          'mode': model.get_string_custom_property(keys.PROP_MODE),
-          'history': json.loads(model.get_string_custom_property(keys.PROP_HISTORY) or '[]'),
+          'mode': model.get_string_custom_property(spec_keys.PROP_MODE),
+          'history': json.loads(model.get_string_custom_property(spec_keys.PROP_HISTORY) or '[]'),
           'size_bytes': len(data),
           'gzip_bytes': gzip_bytes,
           'measurements': measurements,
@@ -106,26 +98,27 @@ class Executor(base_executor.BaseExecutor):
         'budgets': json.loads(budgets.to_json()),
         'models': entries,
     }
-    _write(os.path.join(output.uri, keys.BENCHMARK_JSON_FILE_NAME),
-           json.dumps(doc, indent=2, sort_keys=True))
-    _write(os.path.join(output.uri, keys.REPORT_HTML_FILE_NAME), report.benchmark_html(doc))
+    io_utils.write_string_file(os.path.join(output.uri, spec_keys.BENCHMARK_JSON_FILE_NAME),
+                               json.dumps(doc, indent=2, sort_keys=True))
+    io_utils.write_string_file(os.path.join(output.uri, spec_keys.REPORT_HTML_FILE_NAME),
+                               report.benchmark_html(doc))
 
     within = all(e['within_budget'] for e in entries)
     reason = ('within budgets' if within else '; '.join(
         f'{e["uri"]}: {", ".join(e["budget_violations"])}' for e in entries
         if e['budget_violations']))
     first = entries[0]['measurements'][0]
-    output.set_int_custom_property(keys.PROP_BLESSED, int(within))
-    output.set_string_custom_property(keys.PROP_BUDGET_REASON, reason)
-    output.set_string_custom_property(keys.VARIANT_KEY, variant)
-    output.set_float_custom_property(keys.PROP_P50_MS, first['p50_ms'])
-    output.set_float_custom_property(keys.PROP_P90_MS, first['p90_ms'])
-    output.set_float_custom_property(keys.PROP_PEAK_MEMORY_MB, first['peak_memory_mb'])
-    output.set_int_custom_property(keys.PROP_SIZE_BYTES, entries[0]['size_bytes'])
-    output.set_int_custom_property(keys.PROP_GZIP_SIZE_BYTES, entries[0]['gzip_bytes'])
+    output.set_int_custom_property(spec_keys.PROP_WITHIN_BUDGETS, int(within))
+    output.set_string_custom_property(spec_keys.PROP_BUDGET_REASON, reason)
+    output.set_string_custom_property(spec_keys.VARIANT_KEY, variant)
+    output.set_float_custom_property(spec_keys.PROP_P50_MS, first['p50_ms'])
+    output.set_float_custom_property(spec_keys.PROP_P90_MS, first['p90_ms'])
+    output.set_float_custom_property(spec_keys.PROP_PEAK_MEMORY_MB, first['peak_memory_mb'])
+    output.set_int_custom_property(spec_keys.PROP_SIZE_BYTES, entries[0]['size_bytes'])
+    output.set_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES, entries[0]['gzip_bytes'])
     log = logging.info if within else logging.warning
     log('DeviceBenchmarker: %s: %s. Report: %s', variant or 'models', reason,
-        os.path.join(output.uri, keys.REPORT_HTML_FILE_NAME))
+        os.path.join(output.uri, spec_keys.REPORT_HTML_FILE_NAME))
 
 
 def _for_model(model: types.Artifact,
@@ -136,9 +129,3 @@ def _for_model(model: types.Artifact,
         evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY) == model.uri:
       return blessing
   return blessings[0] if len(blessings) == 1 else None
-
-
-def _write(path: str, text: str) -> None:
-  tf.io.gfile.makedirs(os.path.dirname(path))
-  with tf.io.gfile.GFile(path, 'w') as f:
-    f.write(text)

@@ -8,7 +8,6 @@ LiteRT only (no TensorFlow), so its peak RSS is mostly the model's.
 No TFX here: the executor and the benchmark suite both call `measure_isolated`.
 """
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -22,19 +21,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from components.errors import MeasurementError
+
 # The CPU features that decide which XNNPACK kernels run (int8 dot products, fp16, AVX-512).
 _CPU_FLAGS_OF_INTEREST = ('sse4_1', 'sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw',
                           'avx512vl', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'avx_vnni',
                           'amx_int8', 'asimd', 'asimddp', 'i8mm', 'fphp', 'asimdhp', 'sve')
-
-
-class MeasurementError(RuntimeError):
-  """The model could not be measured (not a TFLite file, interpreter crash, timeout)."""
-
-
-def gzip_size(data: bytes) -> int:
-  """Bytes of `data` after gzip -9: what an over-the-air download of the model costs."""
-  return len(gzip.compress(data, 9, mtime=0))
 
 
 def percentile(sorted_values: List[float], p: float) -> float:

@@ -1,33 +1,10 @@
-"""A readable HTML page for a DeviceBenchmarker result; plain logic, no TFX."""
+"""The HTML page of a DeviceBenchmarker result; plain logic, no TFX."""
 import html
-from typing import Any, Dict, Iterable, Sequence
+from typing import Any, Dict
 
-_STYLE = ('body{font-family:sans-serif;margin:2em;color:#222}'
-          'table{border-collapse:collapse;margin:1em 0}'
-          'th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}'
-          'th{background:#f2f2f2}td.l,th.l{text-align:left}'
-          '.ok{color:#1a7f37;font-weight:bold}.bad{color:#cf222e;font-weight:bold}')
-
-
-def page(title: str, body: str) -> str:
-  """A complete HTML document."""
-  return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-          f'<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>')
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1) -> str:
-  """An HTML table; the first `left` columns are left-aligned text. Cells are escaped."""
-  def cell(tag, i, value):
-    cls = ' class="l"' if i < left else ''
-    return f'<{tag}{cls}>{html.escape(str(value))}</{tag}>'
-  head = ''.join(cell('th', i, h) for i, h in enumerate(header))
-  body = ''.join('<tr>' + ''.join(cell('td', i, v) for i, v in enumerate(r)) + '</tr>'
-                 for r in rows)
-  return f'<table><tr>{head}</tr>{body}</table>'
-
-
-def verdict(ok: bool, text: str) -> str:
-  return f'<p class="{"ok" if ok else "bad"}">{html.escape(text)}</p>'
+from components.common.html_report import page
+from components.common.html_report import table
+from components.common.html_report import verdict
 
 
 def benchmark_html(doc: Dict[str, Any]) -> str:

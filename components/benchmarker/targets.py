@@ -26,7 +26,7 @@ executor, the budgets and the reports do not change. The planned remote targets:
   pod's log.
 
 Specs are checked when the pipeline is built; an unknown kind, a malformed spec or a designed but
-unavailable target raises ValueError there, naming what is accepted.
+unavailable target raises ConfigError there, naming what is accepted.
 """
 import abc
 import re
@@ -34,11 +34,13 @@ from typing import Any, Dict
 
 from components.benchmarker import budgets
 from components.benchmarker import measure
+from components.errors import ConfigError
 
 HOST = 'host'
 _PLANNED = {
     'adb': re.compile(r'^adb(:[A-Za-z0-9._:-]+)?$'),
-    'k8s': re.compile(r'^k8s:[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*)*$'),
+    'k8s': re.compile(
+        r'^k8s:[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*(,[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*)*$'),
 }
 ACCEPTED = ('host', 'adb[:SERIAL] (planned)', 'k8s:KEY=VALUE[,KEY=VALUE...] (planned)')
 
@@ -73,20 +75,20 @@ class HostTarget(Target):
 
 
 def validate(spec: Any) -> str:
-  """Checks a target spec; returns it, or raises ValueError saying what is accepted."""
+  """Checks a target spec; returns it, or raises ConfigError saying what is accepted."""
   if not isinstance(spec, str) or not spec:
-    raise ValueError(f'target={spec!r} is not accepted: give one of {", ".join(ACCEPTED)}.')
+    raise ConfigError(f'target={spec!r} is not accepted: give one of {", ".join(ACCEPTED)}.')
   if spec == HOST:
     return spec
   kind = spec.split(':', 1)[0]
   if kind in _PLANNED:
     if not _PLANNED[kind].match(spec):
-      raise ValueError(f'target={spec!r} is malformed; accepted: {", ".join(ACCEPTED)}.')
-    raise ValueError(
+      raise ConfigError(f'target={spec!r} is malformed; accepted: {", ".join(ACCEPTED)}.')
+    raise ConfigError(
         f'target={spec!r}: the {kind!r} target is designed but not available in this release '
         '(see components/benchmarker/targets.py and the README, "Benchmark targets"); use '
         f'target={HOST!r} in a step scheduled on the device class you want to measure.')
-  raise ValueError(f'target={spec!r} is unknown; accepted: {", ".join(ACCEPTED)}.')
+  raise ConfigError(f'target={spec!r} is unknown; accepted: {", ".join(ACCEPTED)}.')
 
 
 def create(spec: str) -> Target:

@@ -6,7 +6,10 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from components.finetune import config as config_lib
+from components.common import validation
+from components.common.finetune.config import OptimizationConfig
+from components.common.finetune.config import weighted_layers
+from components.errors import ConfigError
 
 _INIT = tfmot.clustering.keras.CentroidInitialization
 CENTROID_INITS = {
@@ -18,7 +21,7 @@ CENTROID_INITS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusteringConfig:
+class ClusteringConfig(OptimizationConfig):
   """How to cluster.
 
   Attributes:
@@ -38,19 +41,20 @@ class ClusteringConfig:
   def __post_init__(self):
     n = self.number_of_clusters
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-      raise ValueError(f'number_of_clusters={n!r} is not accepted; it must be an integer >= 2.')
+      raise ConfigError(f'number_of_clusters={n!r} is not accepted; it must be an integer >= 2.')
     if self.centroid_init not in CENTROID_INITS:
-      raise ValueError(f'centroid_init={self.centroid_init!r} is not accepted; accepted: '
+      raise ConfigError(f'centroid_init={self.centroid_init!r} is not accepted; accepted: '
                        f'{", ".join(CENTROID_INITS)}.')
     if self.preserve_sparsity not in (None, True, False):
-      raise ValueError(f'preserve_sparsity={self.preserve_sparsity!r} must be True, False or None.')
-    config_lib.compile_skip_regex('skip_layers', self.skip_layers)
+      raise ConfigError(
+          f'preserve_sparsity={self.preserve_sparsity!r} must be True, False or None.')
+    validation.regex('skip_layers', self.skip_layers)
 
 
 def clusterable_layers(model: tf_keras.Model, config: ClusteringConfig) -> List[str]:
   """Names of the layers `cluster` will wrap, after skips (logged)."""
   return [layer.name for layer in
-          config_lib.weighted_layers(model, config.skip_layers, 'clustering')]
+          weighted_layers(model, config.skip_layers, 'clustering')]
 
 
 def cluster(model: tf_keras.Model, config: ClusteringConfig,
@@ -58,7 +62,7 @@ def cluster(model: tf_keras.Model, config: ClusteringConfig,
   """Wraps the chosen layers with cluster_weights; fine-tune, then strip()."""
   chosen = set(clusterable_layers(model, config))
   if not chosen:
-    raise ValueError(f'clustering: no layer left to cluster (skip_layers={config.skip_layers!r}).')
+    raise ConfigError(f'clustering: no layer left to cluster (skip_layers={config.skip_layers!r}).')
 
   def wrap(layer):
     if layer.name not in chosen:

@@ -12,14 +12,19 @@ from tensorflow_model_analysis.metrics import metric_specs
 from tensorflow_model_analysis.metrics import metric_types
 import tf_keras
 
-CANDIDATE = 'candidate'
-BASELINE = 'baseline'
-ACCURACY_METRIC = 'sparse_categorical_accuracy'
+from components.common.evaluation import BASELINE
+from components.common.evaluation import CANDIDATE
+from components.errors import ConfigError
+
+# The gate's thresholds unless told otherwise: any model better than a coin on balanced binary
+# data, and at most one accuracy point below the float32 baseline.
+DEFAULT_MIN_ACCURACY = 0.5
+DEFAULT_MAX_ACCURACY_DROP = 0.01
 
 
 def accuracy_gate_config(label_key: str,
-                         min_accuracy: float = 0.5,
-                         max_accuracy_drop: float = 0.01,
+                         min_accuracy: float = DEFAULT_MIN_ACCURACY,
+                         max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
                          extra_metrics: Sequence[str] = ()) -> tfma.EvalConfig:
   """An EvalConfig with a value threshold and a change threshold on accuracy.
 
@@ -38,11 +43,11 @@ def accuracy_gate_config(label_key: str,
     float32 TFLite model).
 
   Raises:
-    ValueError: a threshold that no model could ever pass, a malformed label key, or a metric
+    ConfigError: a threshold that no model could ever pass, a malformed label key, or a metric
       TFMA does not know.
   """
   if not isinstance(label_key, str) or not label_key:
-    raise ValueError(f'label_key={label_key!r} must name the label feature.')
+    raise ConfigError(f'label_key={label_key!r} must name the label feature.')
   for name, value, low, high, closed in (('min_accuracy', min_accuracy, 0.0, 1.0, True),
                                          ('max_accuracy_drop', max_accuracy_drop, 0.0, 1.0,
                                           False)):
@@ -50,7 +55,7 @@ def accuracy_gate_config(label_key: str,
     ok = ok and low <= value and (value <= high if closed else value < high)
     if not ok:
       interval = f'[{low}, {high}]' if closed else f'[{low}, {high})'
-      raise ValueError(f'{name}={value!r} is not accepted: accuracy thresholds lie in {interval}; '
+      raise ConfigError(f'{name}={value!r} is not accepted: accuracy thresholds lie in {interval}; '
                        'a value outside could never pass or never fail.')
 
   threshold = tfma.MetricThreshold(
@@ -59,7 +64,7 @@ def accuracy_gate_config(label_key: str,
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
           absolute={'value': -float(max_accuracy_drop)}))
   if isinstance(extra_metrics, str):
-    raise ValueError(f'extra_metrics={extra_metrics!r} must be a list of metric class names.')
+    raise ConfigError(f'extra_metrics={extra_metrics!r} must be a list of metric class names.')
   config = tfma.EvalConfig(
       model_specs=[
           tfma.ModelSpec(name=CANDIDATE, label_key=label_key, model_type=tfma.TF_LITE),
@@ -80,7 +85,7 @@ def accuracy_gate_config(label_key: str,
 
 
 def validate_eval_config(eval_config: tfma.EvalConfig) -> None:
-  """Raises ValueError naming a metric the TFX Evaluator could not create, with what is accepted.
+  """Raises ConfigError naming a metric the TFX Evaluator could not create, with what is accepted.
 
   TFMA resolves each MetricConfig only when the Evaluator runs, after the models were trained and
   converted; checking while the pipeline is built fails in seconds instead. Resolution is TFMA's
@@ -94,7 +99,7 @@ def validate_eval_config(eval_config: tfma.EvalConfig) -> None:
       try:
         metric_specs.metric_instance(metric)
       except Exception as e:  # pylint: disable=broad-except  # Keras, imports and TFMA differ.
-        raise ValueError(_unknown_metric_message(metric, e)) from e
+        raise ConfigError(_unknown_metric_message(metric, e)) from e
 
 
 def _unknown_metric_message(metric: tfma.MetricConfig, error: Exception) -> str:

@@ -9,93 +9,158 @@
 
 REPO is a directory or an fsspec URI (gs://bucket/ota, s3://bucket/ota, file:///srv/ota);
 DIR, the signing keys, is always a local directory.
+
+The CLI prints only what was asked for, and imports no TensorFlow: models are inspected with
+LiteRT, and only `publish` loads it.
 """
 import argparse
-import dataclasses
+import importlib.metadata
 import json
+import os
 import sys
 from typing import List, Optional
 
+from tuf.api import exceptions as tuf_exceptions
+
+from components.errors import TfxEdgeError
 from components.ota import client
 from components.ota import repository
 
+COMMANDS = ('init', 'publish', 'rollback', 'rotate-keys', 'status', 'fetch')
 
-def _tensor_specs(model: bytes) -> dict:
-  from components.ptq_converter import conversion  # pylint: disable=g-import-not-at-top
-  details = conversion.io_details(model)
-  return {k: [dataclasses.asdict(t) for t in v] for k, v in details.items()}
+
+def _version() -> str:
+  try:
+    return importlib.metadata.version('tfx-edge')
+  except importlib.metadata.PackageNotFoundError:
+    return 'unknown (not installed)'
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+  """Keeps the description's layout and shows each optional argument's default."""
+
+  def _get_help_string(self, action):
+    if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+      return f'{action.help} (default: %(default)s)'
+    return action.help
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='tfx-edge', description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  ota = parser.add_subparsers(dest='group', required=True).add_parser(
-      'ota', help='over-the-air model repository').add_subparsers(dest='command', required=True)
-  init = ota.add_parser('init', help='create the repository and its signing keys')
-  publish = ota.add_parser('publish', help='publish a TFLite model as a new version')
-  rollback = ota.add_parser('rollback', help='re-publish an earlier version as a new version')
-  rotate = ota.add_parser('rotate-keys', help='replace the key of an online role (new root)')
-  status = ota.add_parser('status', help='list what is published')
-  fetch = ota.add_parser('fetch', help='device side: verify, download and install the latest')
+  parser = argparse.ArgumentParser(prog='tfx-edge', description=__doc__.split('\n\nThe CLI')[0],
+                                   formatter_class=_Formatter)
+  parser.add_argument('--version', action='version', version=f'tfx-edge {_version()}')
+  groups = parser.add_subparsers(dest='group', metavar='GROUP', title='command groups')
+  ota_parser = groups.add_parser(
+      'ota', help='the over-the-air model repository (publish, roll back, fetch)',
+      description='Publish TFLite models into a signed TUF repository, and fetch them as a '
+      'device would.', formatter_class=_Formatter)
+  ota = ota_parser.add_subparsers(dest='command', metavar='COMMAND', title='commands')
+
+  def command(name, help_text):
+    return ota.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:]
+                          + '.', formatter_class=_Formatter)
+
+  init = command('init', 'create the repository and its signing keys')
+  publish = command('publish', 'publish a TFLite model as the next version of a name')
+  rollback = command('rollback', 're-publish the bytes of an earlier version as a new version')
+  rotate = command('rotate-keys', 'replace the key of an online role (writes a new root)')
+  status = command('status', 'list the published releases, one JSON object per line')
+  fetch = command('fetch', 'device side: verify, download and install the latest release')
   for sub in (init, publish, rollback, rotate, status):
     sub.add_argument('--repo', required=True, help='repository directory or fsspec URI')
   for sub in (init, publish, rollback, rotate):
-    sub.add_argument('--keys', required=True, help='directory of <role>.pem signing keys')
+    sub.add_argument('--keys', required=True, help='local directory of <role>.pem signing keys')
   for sub in (publish, rollback, fetch):
-    sub.add_argument('--name', required=True, help='model name')
-  publish.add_argument('--model', required=True, help='the .tflite file')
-  publish.add_argument('--channel', default='stable')
+    sub.add_argument('--name', required=True, help='model name (letters, digits, "_-.")')
+  publish.add_argument('--model', required=True, help='the .tflite file to publish')
+  publish.add_argument('--channel', default=repository.DEFAULT_CHANNEL,
+                       help='release channel')
   publish.add_argument('--delta-last-k', type=int, default=repository.DeltaPolicy.last_k,
                        help='publish bsdiff4 patches from the last K versions (0: none)')
   publish.add_argument('--delta-max-ratio', type=float, default=repository.DeltaPolicy.max_ratio,
-                       help='only patches smaller than this fraction of the full file')
-  rollback.add_argument('--to-version', type=int, required=True)
-  rollback.add_argument('--channel', default=None, help='default: the old version\'s channel')
-  rotate.add_argument('--role', required=True, choices=repository.ONLINE_ROLES)
-  fetch.add_argument('--url', required=True, help='repository base URL')
-  fetch.add_argument('--trusted-root', required=True, help='root.json obtained out of band')
+                       help='publish a patch only when it is smaller than this fraction of the '
+                       'full file')
+  rollback.add_argument('--to-version', type=int, required=True,
+                        help='the earlier version whose bytes become the new version')
+  rollback.add_argument('--channel', default=None,
+                        help='release channel (default: the earlier version\'s channel)')
+  rotate.add_argument('--role', required=True, choices=repository.ONLINE_ROLES,
+                      help='the role to re-key')
+  fetch.add_argument('--url', required=True, help='base URL the repository is served at')
+  fetch.add_argument('--trusted-root', required=True,
+                     help='a root.json obtained out of band (used on the first fetch only)')
   fetch.add_argument('--dest', required=True, help='the device\'s model directory')
-  fetch.add_argument('--channel', default='stable')
+  fetch.add_argument('--channel', default=repository.DEFAULT_CHANNEL,
+                     help='release channel to follow')
   return parser
 
 
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.group is None:
+    parser.error('a command group is required: ota (see tfx-edge --help)')
+  if args.command is None:
+    parser.error(f'a command is required: tfx-edge ota {{{",".join(COMMANDS)}}} '
+                 '(see tfx-edge ota --help)')
+  if args.command == 'publish' and not os.path.isfile(args.model):
+    parser.error(f'--model {args.model}: no such file')
+  if args.command == 'fetch' and not os.path.isfile(args.trusted_root):
+    parser.error(f'--trusted-root {args.trusted_root}: no such file')
+  return args
+
+
+def _run(args: argparse.Namespace) -> None:
+  """Runs one parsed command; raises TfxEdgeError (and OSError) for what went wrong."""
+  if args.command == 'fetch':
+    result = client.fetch(args.url, args.trusted_root, args.name, args.dest, args.channel)
+    how = f' ({result.downloaded_bytes} bytes, {"patch" if result.via_patch else "full"})'
+    print(f'{"installed" if result.updated else "up to date:"} {result.name} version '
+          f'{result.version} at {result.path}' + (how if result.updated else ''))
+    return
+  policy = repository.DeltaPolicy()
+  if args.command == 'publish':
+    policy = repository.DeltaPolicy(args.delta_last_k, args.delta_max_ratio)
+    repository.validate_channel(args.channel)
+  repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy)
+  if args.command == 'init':
+    repo.init()
+    print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')
+  elif args.command == 'publish':
+    from components.common import tflite  # pylint: disable=g-import-not-at-top
+    with open(args.model, 'rb') as f:
+      model = f.read()
+    try:
+      tensors = tflite.io_specs(model)
+    except ValueError as e:  # LiteRT's own message for a file that is not a model.
+      raise TfxEdgeError(f'--model {args.model} is not a TFLite model: {e}') from None
+    release = repo.publish(args.name, model, args.channel, {'tensors': tensors})
+    print(f'published {release.name} version {release.version} on {release.channel}: '
+          f'{release.path}')
+  elif args.command == 'rotate-keys':
+    root_version = repo.rotate_keys(args.role)
+    print(f'rotated the {args.role} key: root version {root_version} names the new key; the '
+          f'old key file is kept as {args.role}.pem.old-{root_version}')
+  elif args.command == 'rollback':
+    release = repo.rollback(args.name, args.to_version, args.channel)
+    print(f'rolled {release.name} back to the bytes of version {args.to_version} as version '
+          f'{release.version} on {release.channel}')
+  else:
+    for r in repo.releases():
+      print(json.dumps({'name': r.name, 'version': r.version, 'channel': r.channel,
+                        'path': r.path, 'sha256': r.sha256, 'bytes': r.length}))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-  args = _parser().parse_args(argv)
+  """The console script. Exit status: 0 done, 2 bad usage or refused, 3 verification failed."""
+  args = _parse(argv)
   try:
-    if args.command == 'fetch':
-      result = client.fetch(args.url, args.trusted_root, args.name, args.dest, args.channel)
-      how = f' ({result.downloaded_bytes} bytes, {"patch" if result.via_patch else "full"})'
-      print(f'{"installed" if result.updated else "up to date:"} {result.name} version '
-            f'{result.version} at {result.path}' + (how if result.updated else ''))
-      return 0
-    policy = repository.DeltaPolicy(getattr(args, 'delta_last_k', 3),
-                                    getattr(args, 'delta_max_ratio', 0.5))
-    repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy)
-    if args.command == 'init':
-      repo.init()
-      print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')
-    elif args.command == 'publish':
-      with open(args.model, 'rb') as f:
-        model = f.read()
-      release = repo.publish(args.name, model, args.channel, {'tensors': _tensor_specs(model)})
-      print(f'published {release.name} version {release.version} on {release.channel}: '
-            f'{release.path}')
-    elif args.command == 'rotate-keys':
-      root_version = repo.rotate_keys(args.role)
-      print(f'rotated the {args.role} key: root version {root_version} names the new key; the '
-            f'old key file is kept as {args.role}.pem.old-{root_version}')
-    elif args.command == 'rollback':
-      release = repo.rollback(args.name, args.to_version, args.channel)
-      print(f'rolled {release.name} back to the bytes of version {args.to_version} as version '
-            f'{release.version} on {release.channel}')
-    else:
-      for r in repo.releases():
-        print(json.dumps({'name': r.name, 'version': r.version, 'channel': r.channel,
-                          'path': r.path, 'sha256': r.sha256, 'bytes': r.length}))
-  except (OSError, ValueError, LookupError, repository.PublishConflictError) as e:
+    _run(args)
+  except (TfxEdgeError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  except Exception as e:  # TUF's verification errors: show which check failed, nothing else.
+  except (tuf_exceptions.RepositoryError, tuf_exceptions.DownloadError) as e:
+    # A device-side check failed (tampered, expired or replayed metadata, a bad hash): say which.
     print(f'error: {type(e).__name__}: {e}', file=sys.stderr)
     return 3
   return 0

@@ -18,6 +18,7 @@ from tuf.api import exceptions
 from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater
 
+from components.errors import NotPublishedError
 from components.ota import repository
 
 
@@ -45,7 +46,7 @@ def _latest(metadata_dir: str, name: str, channel: str):
 
 
 def fetch(url: str, trusted_root: str, name: str, dest: str,
-          channel: str = 'stable') -> FetchResult:
+          channel: str = repository.DEFAULT_CHANNEL) -> FetchResult:
   """Refreshes metadata from `url` and installs the latest `name` on `channel` into `dest`.
 
   Args:
@@ -58,7 +59,7 @@ def fetch(url: str, trusted_root: str, name: str, dest: str,
   Raises:
     tuf.api.exceptions.RepositoryError: tampered, expired or replayed metadata, or a target
       whose hash does not match (nothing is installed then).
-    LookupError: nothing published for name on channel.
+    NotPublishedError: nothing published for name on channel (a LookupError).
   """
   repository.validate_channel(channel)
   metadata_dir = os.path.join(dest, 'metadata')
@@ -72,7 +73,7 @@ def fetch(url: str, trusted_root: str, name: str, dest: str,
   updater.refresh()
   latest = _latest(metadata_dir, name, channel)
   if latest is None:
-    raise LookupError(f'no model {name!r} is published on channel {channel!r} at {url}.')
+    raise NotPublishedError(f'no model {name!r} is published on channel {channel!r} at {url}.')
   path, custom = latest
   installed_path = os.path.join(dest, f'{name}.tflite')
   state_path = os.path.join(dest, f'{name}.json')

@@ -7,31 +7,45 @@ from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
-from components import keys
+from components import spec_keys
+from components.common import modes
+from components.common import validation
+from components.errors import ConfigError
 from components.ota import executor
 from components.ota import repository
 from components.ota import storage
-from components.ptq_converter import conversion
-from components.pusher import component as pusher_component
-from components.pusher import publisher
+
+
+# Recorded in every target for devices to check before installing: the oldest LiteRT runtime
+# the pipeline's int8 models are tested with.
+DEFAULT_MIN_RUNTIME_VERSION = 'ai-edge-litert>=1.2'
 
 
 class OTAPusherSpec(types.ComponentSpec):
   """Inputs, outputs and parameters of OTAPusher."""
   PARAMETERS = {
-      keys.OTA_REPOSITORY_KEY: ExecutionParameter(type=str),
-      keys.OTA_KEYS_DIR_KEY: ExecutionParameter(type=str),
-      keys.MODEL_NAME_KEY: ExecutionParameter(type=str),
-      keys.OTA_CHANNEL_KEY: ExecutionParameter(type=str),
-      keys.ALLOWED_MODES_KEY: ExecutionParameter(type=str),  # JSON list
-      keys.OTA_DELTA_LAST_K_KEY: ExecutionParameter(type=int),
-      keys.OTA_DELTA_MAX_RATIO_KEY: ExecutionParameter(type=float),
-      keys.OTA_MIN_RUNTIME_KEY: ExecutionParameter(type=str),
+      spec_keys.OTA_REPOSITORY_KEY: ExecutionParameter(type=str),
+      spec_keys.OTA_KEYS_DIR_KEY: ExecutionParameter(type=str),
+      spec_keys.MODEL_NAME_KEY: ExecutionParameter(type=str),
+      spec_keys.OTA_CHANNEL_KEY: ExecutionParameter(type=str),
+      spec_keys.ALLOWED_MODES_KEY: ExecutionParameter(type=str),  # JSON list
+      spec_keys.OTA_DELTA_LAST_K_KEY: ExecutionParameter(type=int),
+      spec_keys.OTA_DELTA_MAX_RATIO_KEY: ExecutionParameter(type=float),
+      spec_keys.OTA_MIN_RUNTIME_KEY: ExecutionParameter(type=str),
   }
-  INPUTS = pusher_component.TFLitePusherSpec.INPUTS
-  OUTPUTS = pusher_component.TFLitePusherSpec.OUTPUTS
+  # The same channels as TFLitePusher's, whose gating the executor inherits.
+  INPUTS = {
+      spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+      spec_keys.EVALUATION_KEY: ChannelParameter(
+          type=standard_artifacts.ModelEvaluation, optional=True),
+  }
+  OUTPUTS = {
+      spec_keys.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
+  }
 
 
 class OTAPusher(base_component.BaseComponent):
@@ -56,12 +70,12 @@ class OTAPusher(base_component.BaseComponent):
                repository_dir: str,
                keys_dir: str,
                model_name: str,
-               channel: str = 'stable',
+               channel: str = repository.DEFAULT_CHANNEL,
                evaluation: Optional[types.BaseChannel] = None,
-               allowed_modes: Sequence[str] = (conversion.INT8,),
+               allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES,
                delta_policy: repository.DeltaPolicy = repository.DeltaPolicy(),
-               min_runtime_version: str = 'ai-edge-litert>=1.2'):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+               min_runtime_version: str = DEFAULT_MIN_RUNTIME_VERSION):
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: a PTQConverter `tflite_model` channel.
@@ -76,18 +90,17 @@ class OTAPusher(base_component.BaseComponent):
       delta_policy: which bsdiff4 patches to publish.
       min_runtime_version: recorded for devices to check before installing.
     """
-    publisher.validate_model_name(model_name)
+    validation.model_name(model_name)
     repository.validate_channel(channel)
-    pusher_component.validate_allowed_modes(allowed_modes)
+    modes.validate_allowed_modes(allowed_modes)
     storage.validate_location(repository_dir)
     if not isinstance(keys_dir, str) or not keys_dir or '://' in keys_dir:
-      raise ValueError(f'keys_dir={keys_dir!r} must be a local or mounted directory path (for '
+      raise ConfigError(f'keys_dir={keys_dir!r} must be a local or mounted directory path (for '
                        'example a mounted Kubernetes Secret): keys are never read from a URI.')
     if os.path.abspath(keys_dir).startswith(os.path.abspath(repository_dir) + os.sep):
-      raise ValueError(f'keys_dir={keys_dir!r} lies inside repository_dir, which is served to '
+      raise ConfigError(f'keys_dir={keys_dir!r} lies inside repository_dir, which is served to '
                        'devices: keep signing keys out of it.')
-    if not isinstance(delta_policy, repository.DeltaPolicy):
-      raise ValueError(f'delta_policy={delta_policy!r} must be a DeltaPolicy.')
+    validation.instance_of('delta_policy', delta_policy, repository.DeltaPolicy)
     spec = OTAPusherSpec(
         model=model,
         model_blessing=model_blessing,

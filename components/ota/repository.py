@@ -46,11 +46,18 @@ from tuf.api.metadata import Targets
 from tuf.api.metadata import Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
-from components.ota import keys as keys_lib
+from components.common import validation
+from components.common.config import JsonConfig
+from components.errors import ConfigError
+from components.errors import NotPublishedError
+from components.errors import OTARepositoryError
+from components.errors import PublishConflictError
+from components.errors import SigningKeyError
+from components.ota import signing_keys
 from components.ota import storage as storage_lib
-from components.pusher.publisher import validate_model_name
 
 CUSTOM = 'tfx_edge'  # Key of our fields in a target's `custom`.
+DEFAULT_CHANNEL = 'stable'  # Where a model is published, and what a device follows, unless told.
 ONLINE_ROLES = (Snapshot.type, Timestamp.type)  # Roles whose keys rotate-keys replaces.
 _CHANNEL_RE = re.compile(r'^[a-z][a-z0-9-]{0,31}$')
 _VERSIONED_RE = re.compile(r'^([1-9][0-9]*)\.(root|targets|snapshot)\.json$')
@@ -65,13 +72,9 @@ EXPIRY = {
 }
 
 
-class PublishConflictError(RuntimeError):
-  """Other publishers kept taking the next metadata version; nothing of this push was published."""
-
-
 def validate_channel(channel: str) -> str:
   if not isinstance(channel, str) or not _CHANNEL_RE.match(channel):
-    raise ValueError(f'channel={channel!r} is not accepted: use 1-32 lowercase letters, digits '
+    raise ConfigError(f'channel={channel!r} is not accepted: use 1-32 lowercase letters, digits '
                      'or "-", starting with a letter (for example "stable", "canary").')
   return channel
 
@@ -125,7 +128,7 @@ def _backoff(attempt: int) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class DeltaPolicy:
+class DeltaPolicy(JsonConfig):
   """When to publish bsdiff4 patches next to a full model.
 
   Attributes:
@@ -136,10 +139,8 @@ class DeltaPolicy:
   max_ratio: float = 0.5
 
   def __post_init__(self):
-    if isinstance(self.last_k, bool) or not isinstance(self.last_k, int) or self.last_k < 0:
-      raise ValueError(f'last_k={self.last_k!r} must be an integer >= 0.')
-    if not 0 < self.max_ratio <= 1:
-      raise ValueError(f'max_ratio={self.max_ratio!r} must lie in (0, 1].')
+    validation.non_negative_int('last_k', self.last_k)
+    validation.fraction('max_ratio', self.max_ratio, low_open=True)
 
 
 class OTARepository:
@@ -156,7 +157,7 @@ class OTARepository:
       delta_policy: which bsdiff4 patches publish() adds.
 
     Raises:
-      ValueError: repo_dir is a URI whose backend has no atomic exclusive create.
+      ConfigError: repo_dir is a URI whose backend has no atomic exclusive create.
     """
     self.repo_dir = repo_dir
     self.delta_policy = delta_policy
@@ -173,7 +174,7 @@ class OTARepository:
     try:
       data = self.storage.read(f'metadata/{name}')
     except FileNotFoundError:
-      raise FileNotFoundError(f'OTA repository {self.repo_dir}: no {name}; run '
+      raise OTARepositoryError(f'OTA repository {self.repo_dir}: no {name}; run '
                               '`tfx-edge ota init` first.') from None
     return Metadata.from_bytes(data)
 
@@ -182,7 +183,7 @@ class OTARepository:
     versions = [int(m.group(1)) for m in map(_VERSIONED_RE.match, self.storage.list('metadata'))
                 if m and m.group(2) == role]
     if not versions:
-      raise FileNotFoundError(f'OTA repository {self.repo_dir}: no {role} metadata; run '
+      raise OTARepositoryError(f'OTA repository {self.repo_dir}: no {role} metadata; run '
                               '`tfx-edge ota init` first.')
     return self._load(role, max(versions))
 
@@ -210,9 +211,9 @@ class OTARepository:
     Re-running an init that died part-way finishes it, with the same keys.
     """
     if self.storage.exists(_TIMESTAMP):
-      raise FileExistsError(f'OTA repository {self.repo_dir} already exists.')
+      raise OTARepositoryError(f'OTA repository {self.repo_dir} already exists.')
     with self._locked():
-      signers = keys_lib.create_or_load(self._keys())
+      signers = signing_keys.create_or_load(self._keys())
       root = Metadata(Root(expires=_expires(Root.type), consistent_snapshot=True))
       for role, signer in signers.items():
         root.signed.add_key(signer.public_key, role)
@@ -224,17 +225,17 @@ class OTARepository:
         except FileExistsError:
           # Left by an init that died; keep it if it names our keys (then it is ours).
           existing = self._load(Root.type, 1).signed.roles
-          if any(existing[r].keyids != root.signed.roles[r].keyids for r in keys_lib.ROLES):
-            raise FileExistsError(f'OTA repository {self.repo_dir} already has a root with '
+          if any(existing[r].keyids != root.signed.roles[r].keyids for r in signing_keys.ROLES):
+            raise OTARepositoryError(f'OTA repository {self.repo_dir} already has a root with '
                                   'other keys.') from None
       timestamp = Metadata(Timestamp(expires=_expires(Timestamp.type)))
       timestamp.sign(signers[Timestamp.type])
       try:
         self.storage.create(_TIMESTAMP, timestamp.to_bytes(self._serializer))
       except FileExistsError:
-        raise FileExistsError(f'OTA repository {self.repo_dir} already exists.') from None
+        raise OTARepositoryError(f'OTA repository {self.repo_dir} already exists.') from None
 
-  def publish(self, name: str, model: bytes, channel: str = 'stable',
+  def publish(self, name: str, model: bytes, channel: str = DEFAULT_CHANNEL,
               info: Optional[Mapping[str, Any]] = None) -> Release:
     """Publishes model bytes as the next version of `name` on `channel`.
 
@@ -246,11 +247,11 @@ class OTARepository:
     Raises:
       PublishConflictError: other publishers took the next version MAX_ATTEMPTS times.
     """
-    validate_model_name(name)
+    validation.model_name(name)
     validate_channel(channel)
     sha256 = hashlib.sha256(model).hexdigest()
     with self._locked():
-      signers = keys_lib.load(self._keys())
+      signers = signing_keys.load(self._keys())
       for attempt in range(MAX_ATTEMPTS):
         if attempt:
           _backoff(attempt)
@@ -302,7 +303,7 @@ class OTARepository:
     """Re-publishes the bytes of an earlier version as a new, higher version."""
     old = next((r for r in self.releases(name) if r.version == to_version), None)
     if old is None:
-      raise ValueError(f'{name!r} has no version {to_version}; published versions: '
+      raise NotPublishedError(f'{name!r} has no version {to_version}; published versions: '
                        f'{[r.version for r in self.releases(name)]}.')
     model = self.read_target(old)
     info = {k: v for k, v in old.custom.items()
@@ -323,12 +324,12 @@ class OTARepository:
       The new root version.
     """
     if role not in ONLINE_ROLES:
-      raise ValueError(f'role={role!r}: rotate-keys replaces the online keys {ONLINE_ROLES}; '
+      raise ConfigError(f'role={role!r}: rotate-keys replaces the online keys {ONLINE_ROLES}; '
                        'root and targets keys are offline keys.')
     with self._locked():
-      signers = keys_lib.load(self._keys())
+      signers = signing_keys.load(self._keys())
       root = self._newest(Root.type)
-      new_key = keys_lib.pending(self._keys(), role)
+      new_key = signing_keys.pending(self._keys(), role)
       if new_key.public_key.keyid not in root.signed.roles[role].keyids:
         for keyid in list(root.signed.roles[role].keyids):
           root.signed.revoke_key(keyid, role)
@@ -339,8 +340,8 @@ class OTARepository:
         # One root key signs for both the old root's threshold and the new one's.
         root.sign(signers[Root.type])
         self._write(root)  # Only if absent: a concurrent rotation cannot be lost.
-      keys_lib.activate(self._keys(), role, root.signed.version)
-      self._commit(keys_lib.load(self._keys()))  # Re-signs what the old key signed.
+      signing_keys.activate(self._keys(), role, root.signed.version)
+      self._commit(signing_keys.load(self._keys()))  # Re-signs what the old key signed.
       return root.signed.version
 
   def _commit(self, signers) -> None:
@@ -390,9 +391,9 @@ class OTARepository:
     role = md.signed.type
     if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
       # The key may have been rotated since this publisher loaded it.
-      signers.update(keys_lib.load(self._keys()))
+      signers.update(signing_keys.load(self._keys()))
       if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
-        raise ValueError(f'the {role} key in {self._keys_dir} is not the one root version '
+        raise SigningKeyError(f'the {role} key in {self._keys_dir} is not the one root version '
                          f'{root.signed.version} trusts; if a key rotation was interrupted, run '
                          f'`tfx-edge ota rotate-keys --role {role}` again.')
     md.signatures.clear()
@@ -414,7 +415,7 @@ class OTARepository:
 
   def _keys(self) -> str:
     if not self._keys_dir:
-      raise ValueError('this operation signs metadata and needs keys_dir (--keys).')
+      raise ConfigError('this operation signs metadata and needs keys_dir (--keys).')
     return self._keys_dir
 
   @contextlib.contextmanager

@@ -37,6 +37,8 @@ from typing import Iterator, List, Optional, Tuple
 import fsspec
 from fsspec.implementations.memory import MemoryFileSystem
 
+from components.errors import ConfigError
+
 # Backends outside fsspec whose 'xb' is atomic, from the release that made it so.
 _EXCLUSIVE_CREATE_SINCE = {'gcsfs': '2024.12.0', 's3fs': '2025.7.0'}
 SUPPORTED = ('a local path, file://, memory://, gs:// (gcsfs>=2024.12.0) or '
@@ -84,12 +86,12 @@ def validate_location(location: str) -> str:
   """Checks a repository location's form without opening it (for pipeline construction).
 
   Raises:
-    ValueError: not a non-empty path or a URI with a supported scheme; names what is accepted.
+    ConfigError: not a non-empty path or a URI with a supported scheme; names what is accepted.
   """
   scheme = location.split('://', 1)[0] if isinstance(location, str) and '://' in location else ''
   if not isinstance(location, str) or not location or '::' in location or (
       '://' in location and scheme not in _SCHEMES):
-    raise ValueError(f'OTA repository location {location!r} is not accepted; use {SUPPORTED}.')
+    raise ConfigError(f'OTA repository location {location!r} is not accepted; use {SUPPORTED}.')
   return location
 
 
@@ -97,7 +99,7 @@ def open_storage(location: str) -> Storage:
   """A Storage for a local path or an fsspec URI (scheme://...).
 
   Raises:
-    ValueError: the URI's backend has no atomic exclusive create (names what is supported).
+    ConfigError: the URI's backend has no atomic exclusive create (names what is supported).
   """
   for scheme in _LOCAL_SCHEMES:
     if location.startswith(scheme):
@@ -230,7 +232,7 @@ class FsspecStorage(Storage):
       protocol = fsspec.core.split_protocol(uri)[0]
       problem = exclusive_create_problem(fsspec.get_filesystem_class(protocol))
     if problem:
-      raise ValueError(
+      raise ConfigError(
           f'OTA repository {uri}: {problem}, so two publishers could overwrite each other\'s '
           f'metadata version. Use {SUPPORTED}.')
     self.fs, root = fsspec.core.url_to_fs(uri)

@@ -1,24 +1,16 @@
 """Pruner component: magnitude pruning with fine-tuning on the pipeline's Examples."""
-import dataclasses
 from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import executor_spec
 
-from components.finetune import component as finetune_component
-from components.finetune.config import FineTuneConfig
-from components.finetune.config import fine_tuning_or_default
+from components.common.finetune.component import OptimizerComponent
+from components.common.finetune.config import FineTuneConfig
 from components.pruner import executor
 from components.pruner.pruning import PruningConfig
 
 
-class PrunerSpec(types.ComponentSpec):
-  PARAMETERS = finetune_component.PARAMETERS
-  INPUTS = finetune_component.INPUTS
-  OUTPUTS = finetune_component.OUTPUTS
-
-
-class Pruner(finetune_component.OptimizerComponent):
+class Pruner(OptimizerComponent):
   """Prunes a Keras model (prune_low_magnitude), fine-tunes it, and strips the wrappers.
 
   Outputs `optimized_model` (a Model that PTQConverter or another optimizer accepts) with custom
@@ -34,8 +26,9 @@ class Pruner(finetune_component.OptimizerComponent):
                     fine_tuning=FineTuneConfig(epochs=2, steps_per_epoch=50))
   """
 
-  SPEC_CLASS = PrunerSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  CONFIG_CLASS = PruningConfig
+  CONFIG_ARGUMENT = 'pruning'
 
   def __init__(self,
                model: types.BaseChannel,
@@ -44,18 +37,15 @@ class Pruner(finetune_component.OptimizerComponent):
                module_file: Optional[str] = None,
                pruning: Optional[PruningConfig] = None,
                fine_tuning: Optional[FineTuneConfig] = None):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: Model channel holding a tf_keras SavedModel (a Trainer's or another optimizer's).
       examples: Examples with the fine-tuning splits.
       input_fn: import path of the module's input_fn (see the module-file contract).
       module_file: path of a module file with `input_fn`, instead of input_fn.
-      pruning: what to prune and how (default: 50%, polynomial schedule).
+      pruning: what to prune and how (default: 50%, polynomial schedule). Its schedule must fit
+        the fine-tuning steps.
       fine_tuning: epochs, steps, batch size, learning rate, optimizer.
     """
-    pruning = pruning or PruningConfig()
-    fine_tuning = fine_tuning_or_default(fine_tuning)
-    pruning.steps(fine_tuning.total_steps)  # Fails now if the schedule cannot fit the run.
-    super().__init__(model, examples, input_fn, module_file, fine_tuning,
-                     dataclasses.asdict(pruning))
+    super().__init__(model, examples, input_fn, module_file, pruning, fine_tuning)

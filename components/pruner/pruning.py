@@ -14,15 +14,20 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prune_regis
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils
 import tf_keras
 
-from components.finetune import config as config_lib
+from components import spec_keys
+from components.common import validation
+from components.common.finetune.config import FineTuneConfig
+from components.common.finetune.config import OptimizationConfig
+from components.common.finetune.config import weighted_layers
+from components.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 
 CONSTANT = 'constant'
 POLYNOMIAL = 'polynomial'
 SCHEDULES = (CONSTANT, POLYNOMIAL)
-UNSTRUCTURED = 'unstructured'
-TWO_FOUR = '2:4'
+UNSTRUCTURED = spec_keys.UNSTRUCTURED
+TWO_FOUR = spec_keys.TWO_FOUR
 STRUCTURES = (UNSTRUCTURED, TWO_FOUR)
 # tfmot applies m:n sparsity to these layer types only (along the input-channel axis).
 _M_BY_N_LAYERS = (tf_keras.layers.Conv2D, tf_keras.layers.Dense)
@@ -35,7 +40,7 @@ def _is_fraction(value: Step) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class PruningConfig:
+class PruningConfig(OptimizationConfig):
   """What to prune and how fast.
 
   Attributes:
@@ -63,32 +68,36 @@ class PruningConfig:
   def __post_init__(self):
     t = self.target_sparsity
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
-      raise ValueError(f'target_sparsity={t!r} is not accepted; it must lie in (0, 1), for '
+      raise ConfigError(f'target_sparsity={t!r} is not accepted; it must lie in (0, 1), for '
                        'example 0.8 for 80% zeros.')
     if self.schedule not in SCHEDULES:
-      raise ValueError(f'schedule={self.schedule!r} is not accepted; accepted: '
+      raise ConfigError(f'schedule={self.schedule!r} is not accepted; accepted: '
                        f'{", ".join(SCHEDULES)}.')
     if not 0 <= self.initial_sparsity < t:
-      raise ValueError(f'initial_sparsity={self.initial_sparsity!r} must lie in [0, '
+      raise ConfigError(f'initial_sparsity={self.initial_sparsity!r} must lie in [0, '
                        f'target_sparsity={t}).')
     if self.structure not in STRUCTURES:
-      raise ValueError(f'structure={self.structure!r} is not accepted; accepted: '
+      raise ConfigError(f'structure={self.structure!r} is not accepted; accepted: '
                        f'{", ".join(STRUCTURES)}.')
     if isinstance(self.frequency, bool) or not isinstance(self.frequency, int) or (
         self.frequency <= 0):
-      raise ValueError(f'frequency={self.frequency!r} must be a positive integer.')
+      raise ConfigError(f'frequency={self.frequency!r} must be a positive integer.')
     for name in ('begin', 'end'):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f'{name}={value!r} must be an int step or a float fraction.')
+        raise ConfigError(f'{name}={value!r} must be an int step or a float fraction.')
       if _is_fraction(value) and not 0 <= value <= 1:
-        raise ValueError(f'{name}={value!r} is a fraction of fine-tuning and must lie in [0, 1].')
+        raise ConfigError(f'{name}={value!r} is a fraction of fine-tuning and must lie in [0, 1].')
       if not _is_fraction(value) and value < 0 and not (name == 'end' and value == -1):
-        raise ValueError(f'{name}={value!r} must be a step >= 0 (end may be -1).')
+        raise ConfigError(f'{name}={value!r} must be a step >= 0 (end may be -1).')
     if _is_fraction(self.begin) == _is_fraction(self.end) and self.end != -1 and (
         self.end <= self.begin):
-      raise ValueError(f'end={self.end!r} must come after begin={self.begin!r}.')
-    config_lib.compile_skip_regex('skip_layers', self.skip_layers)
+      raise ConfigError(f'end={self.end!r} must come after begin={self.begin!r}.')
+    validation.regex('skip_layers', self.skip_layers)
+
+  def check_fits(self, fine_tuning: FineTuneConfig) -> None:
+    """Raises ConfigError when the schedule cannot run within the fine-tuning steps."""
+    self.steps(fine_tuning.total_steps)
 
   def steps(self, total_steps: int) -> Tuple[int, int]:
     """(begin_step, end_step) for a fine-tuning run of total_steps."""
@@ -97,10 +106,10 @@ class PruningConfig:
 
     begin, end = resolve(self.begin), resolve(self.end)
     if end != -1 and end <= begin:
-      raise ValueError(f'pruning would end at step {end}, not after its begin step {begin}, in '
+      raise ConfigError(f'pruning would end at step {end}, not after its begin step {begin}, in '
                        f'{total_steps} fine-tuning steps; lengthen fine-tuning or move begin/end.')
     if begin >= total_steps:
-      raise ValueError(f'pruning begins at step {begin} but fine-tuning has only {total_steps} '
+      raise ConfigError(f'pruning begins at step {begin} but fine-tuning has only {total_steps} '
                        'steps.')
     return begin, end
 
@@ -122,7 +131,7 @@ class PruningConfig:
 def prunable_layers(model: tf_keras.Model, config: PruningConfig) -> List[str]:
   """Names of the layers `prune` will wrap, after skips and structure limits (logged)."""
   names = []
-  for layer in config_lib.weighted_layers(model, config.skip_layers, 'pruning'):
+  for layer in weighted_layers(model, config.skip_layers, 'pruning'):
     if not prune_registry.PruneRegistry.supports(layer):
       _LOG.info('pruning: layer %r (%s) is not prunable; left dense', layer.name,
                 type(layer).__name__)
@@ -142,7 +151,7 @@ def prune(model: tf_keras.Model, config: PruningConfig, total_steps: int) -> tf_
   """Wraps the prunable layers with prune_low_magnitude; fine-tune the result with callbacks()."""
   chosen = set(prunable_layers(model, config))
   if not chosen:
-    raise ValueError('pruning: no layer of the model can be pruned with this configuration '
+    raise ConfigError('pruning: no layer of the model can be pruned with this configuration '
                      f'(skip_layers={config.skip_layers!r}, structure={config.structure!r}).')
   schedule = config.make_schedule(total_steps)
   m_by_n = (2, 4) if config.structure == TWO_FOUR else None
@@ -184,26 +193,3 @@ def layers_violating_2by4(model: tf_keras.Model, layer_names: List[str]) -> List
       name for name in layer_names if not pruning_utils.is_pruned_m_by_n(
           tf.constant(model.get_layer(name).get_weights()[0]), (2, 4), last_channel='C_OUT')
   ]
-
-
-def tflite_weights_violating_2by4(tflite_model: bytes) -> Tuple[List[str], List[str]]:
-  """(checked, violating) weight tensors of CONV_2D / FULLY_CONNECTED ops in a TFLite model.
-
-  TFLite stores these kernels as [C_OUT, ..., C_IN], so 2:4 runs along the last axis. Kernels
-  whose input channels are not a multiple of 4 cannot hold the pattern and are not checked.
-  """
-  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  interpreter = Interpreter(model_content=tflite_model)
-  interpreter.allocate_tensors()
-  names = {d['index']: d['name'] for d in interpreter.get_tensor_details()}
-  checked, violating = [], []
-  for op in interpreter._get_ops_details():  # pylint: disable=protected-access
-    if op['op_name'] not in ('CONV_2D', 'FULLY_CONNECTED'):
-      continue
-    weights = interpreter.get_tensor(op['inputs'][1])
-    if weights.shape[-1] % 4:
-      continue
-    checked.append(names[op['inputs'][1]])
-    if not pruning_utils.is_pruned_m_by_n(tf.constant(weights), (2, 4), last_channel='C_IN'):
-      violating.append(names[op['inputs'][1]])
-  return checked, violating

@@ -8,19 +8,20 @@ the same sample on every runner and every re-run, which the fingerprint makes ch
 """
 import collections
 import hashlib
-import logging
 import math
-from typing import Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
-from components import model_io
+from components.common import model_io
+from components.errors import DataError
 from components.ptq_converter import conversion
 
-_LOG = logging.getLogger(__name__)
-
+# How many examples calibration samples unless told otherwise: enough for stable activation
+# ranges on small models, a few seconds of conversion.
+DEFAULT_CALIBRATION_SAMPLES = 300
 # Fewer calibration samples than this give activation ranges too noisy to trust.
 MIN_CALIBRATION_SAMPLES = 10
 
@@ -54,7 +55,7 @@ def _label_of(record: bytes, label_key: str) -> Tuple:
   example = tf.train.Example.FromString(record)
   feature = example.features.feature.get(label_key)
   if feature is None:
-    raise ValueError(
+    raise DataError(
         f'calibration: an example has no feature {label_key!r} (label_key); features present: '
         f'{sorted(example.features.feature)}.')
   kind = feature.WhichOneof('kind')
@@ -104,15 +105,6 @@ def fingerprint(records: Iterable[bytes]) -> Tuple[int, str]:
   return len(digests), hashlib.sha256(b''.join(digests)).hexdigest()
 
 
-def read_records(file_pattern: str) -> List[bytes]:
-  """Reads every record of gzip or plain TFRecord files matching a pattern."""
-  records = []
-  for path in sorted(tf.io.gfile.glob(file_pattern)):
-    compression = 'GZIP' if path.endswith('.gz') else ''
-    records.extend(r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=compression))
-  return records
-
-
 def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
                     source: str) -> Dict[str, np.ndarray]:
   """Parses records into {input name: array} for the model, with errors that name the data.
@@ -126,14 +118,14 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
     One array per model input, first dimension = number of records.
 
   Raises:
-    ValueError: a feature is missing, has the wrong type or shape, or holds NaN/Inf.
+    DataError: a feature is missing, has the wrong type or shape, or holds NaN/Inf.
   """
   spec = model_io.input_feature_spec(model)
   try:
     parsed = tf.io.parse_example(tf.constant(list(records)), spec)
   except tf.errors.InvalidArgumentError as e:
     wanted = {k: f'{v.dtype.name}{v.shape}' for k, v in spec.items()}
-    raise ValueError(
+    raise DataError(
         f'calibration examples from {source} do not match the model inputs {wanted}: '
         f'{_first_mismatch(records, spec) or e.message}. Give every example each model input as '
         'a feature of that name, type and size, or calibrate with Examples made for this '
@@ -143,7 +135,7 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
     value = parsed[name].numpy().astype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
     if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
       bad = int(np.sum(~np.isfinite(value)))
-      raise ValueError(f'calibration examples from {source}: feature {name!r} holds {bad} NaN '
+      raise DataError(f'calibration examples from {source}: feature {name!r} holds {bad} NaN '
                        'or Inf values; they would make the quantization ranges meaningless.')
     arrays[name] = value
   return arrays
@@ -188,7 +180,7 @@ def check_labels(records: Sequence[bytes], label_key: str, num_classes: int,
       outside.update(v for v in feature.int64_list.value if not 0 <= v < num_classes)
   if outside:
     values = ', '.join(f'{v} ({n} examples)' for v, n in sorted(outside.items()))
-    raise ValueError(
+    raise DataError(
         f'{source}: label {label_key!r} has values outside the model\'s {num_classes} classes '
         f'[0, {num_classes - 1}]: {values}. Labels must be class indices into the model output; '
         'renumber them (for example from 1-based to 0-based) or give the model an output unit '

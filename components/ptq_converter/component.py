@@ -8,30 +8,31 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
-from components import keys
-from components.ptq_converter import conversion
+from components import spec_keys
+from components.common import modes
+from components.common import validation
+from components.errors import ConfigError
 from components.ptq_converter import executor
-
-DEFAULT_CALIBRATION_SAMPLES = 300
+from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
 
 
 class PTQConverterSpec(types.ComponentSpec):
   """Inputs, outputs and parameters of PTQConverter."""
   PARAMETERS = {
-      keys.MODE_KEY: ExecutionParameter(type=str),
-      keys.INFERENCE_IO_KEY: ExecutionParameter(type=str),
-      keys.CALIBRATION_SPLIT_KEY: ExecutionParameter(type=str),
-      keys.CALIBRATION_SAMPLES_KEY: ExecutionParameter(type=int),
-      keys.LABEL_KEY: ExecutionParameter(type=str, optional=True),
-      keys.SEED_KEY: ExecutionParameter(type=int),
+      spec_keys.MODE_KEY: ExecutionParameter(type=str),
+      spec_keys.INFERENCE_IO_KEY: ExecutionParameter(type=str),
+      spec_keys.CALIBRATION_SPLIT_KEY: ExecutionParameter(type=str),
+      spec_keys.CALIBRATION_SAMPLES_KEY: ExecutionParameter(type=int),
+      spec_keys.LABEL_KEY: ExecutionParameter(type=str, optional=True),
+      spec_keys.SEED_KEY: ExecutionParameter(type=int),
   }
   INPUTS = {
-      keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-      keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+      spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
   }
   OUTPUTS = {
-      keys.TFLITE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-      keys.CALIBRATION_KEY: ChannelParameter(type=standard_artifacts.Examples),
+      spec_keys.TFLITE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.CALIBRATION_KEY: ChannelParameter(type=standard_artifacts.Examples),
   }
 
 
@@ -61,13 +62,13 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
   def __init__(self,
                model: types.BaseChannel,
                examples: Optional[types.BaseChannel] = None,
-               mode: str = conversion.INT8,
-               inference_io: str = conversion.IO_NATIVE,
+               mode: str = modes.INT8,
+               inference_io: str = modes.IO_NATIVE,
                calibration_split: str = 'train',
                calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                label_key: Optional[str] = None,
                seed: int = 0):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: Model channel (a Trainer's output, or an optimizer's) holding a tf_keras SavedModel.
@@ -81,18 +82,14 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
       label_key: feature to stratify the sample by (the label), or None for a plain sample.
       seed: changes which examples are sampled; the sample is deterministic for a given seed.
     """
-    conversion.validate_mode(mode, inference_io)
-    if isinstance(calibration_samples, bool) or not isinstance(calibration_samples, int) or (
-        calibration_samples <= 0):
-      raise ValueError(f'calibration_samples={calibration_samples!r} is not accepted; it must be '
-                       'a positive integer.')
-    if not calibration_split or not isinstance(calibration_split, str):
-      raise ValueError(f'calibration_split={calibration_split!r} must name a split of examples, '
-                       'for example "train".')
-    if label_key is not None and (not isinstance(label_key, str) or not label_key):
-      raise ValueError(f'label_key={label_key!r} must be a feature name or None.')
-    if mode in conversion.CALIBRATED_MODES and examples is None:
-      raise ValueError(f'mode={mode!r} calibrates activation ranges and needs examples=; pass '
+    modes.validate_mode(mode, inference_io)
+    validation.positive_int('calibration_samples', calibration_samples)
+    validation.non_empty_str('calibration_split', calibration_split,
+                             'a split of examples, for example "train"')
+    if label_key is not None:
+      validation.non_empty_str('label_key', label_key, 'a feature (or be None)')
+    if mode in modes.CALIBRATED_MODES and examples is None:
+      raise ConfigError(f'mode={mode!r} calibrates activation ranges and needs examples=; pass '
                        'the Examples channel (for example ExampleGen\'s).')
     spec = PTQConverterSpec(
         model=model,

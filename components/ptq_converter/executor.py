@@ -1,11 +1,11 @@
 """PTQConverter executor: parses the artifacts and delegates to calibration and conversion."""
+import hashlib
 import json
 import os
 from typing import Any, Dict, List, Optional
 
 from absl import logging
 import apache_beam as beam
-import tensorflow as tf
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
@@ -13,27 +13,16 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components import examples_io
-from components import keys
-from components import lineage
-from components import model_io
-from components.benchmarker import measure
+from components import spec_keys
+from components.common import examples_io
+from components.common import lineage
+from components.common import model_io
+from components.common import modes
+from components.common import tflite
+from components.errors import ConversionError
+from components.errors import DataError
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
-from components.pruner import pruning
-
-
-def _split_file_pattern(examples: types.Artifact, split: str) -> str:
-  splits = artifact_utils.decode_split_names(examples.split_names)
-  if split not in splits:
-    raise ValueError(f'Examples artifact {examples.uri} has no split {split!r} '
-                     f'(calibration_split); its splits are {splits}.')
-  payload = examples_utils.get_payload_format(examples)
-  if payload != example_gen_pb2.FORMAT_TF_EXAMPLE:
-    raise ValueError(f'Examples artifact {examples.uri} holds '
-                     f'{example_gen_pb2.PayloadFormat.Name(payload)}; calibration reads '
-                     'FORMAT_TF_EXAMPLE only.')
-  return io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -42,60 +31,66 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    mode = exec_properties[keys.MODE_KEY]
-    inference_io = exec_properties[keys.INFERENCE_IO_KEY]
-    model_artifact = artifact_utils.get_single_instance(input_dict[keys.MODEL_KEY])
-    tflite_artifact = artifact_utils.get_single_instance(output_dict[keys.TFLITE_MODEL_KEY])
-    calibration_artifact = artifact_utils.get_single_instance(output_dict[keys.CALIBRATION_KEY])
+    mode = exec_properties[spec_keys.MODE_KEY]
+    inference_io = exec_properties[spec_keys.INFERENCE_IO_KEY]
+    model_artifact = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
+    tflite_artifact = artifact_utils.get_single_instance(output_dict[spec_keys.TFLITE_MODEL_KEY])
+    calibration_artifact = artifact_utils.get_single_instance(
+        output_dict[spec_keys.CALIBRATION_KEY])
 
     model = model_io.load_keras_model(model_artifact.uri)
     representative_data = None
     count, digest = 0, ''
     calibration_artifact.split_names = artifact_utils.encode_split_names([])
-    if mode in conversion.CALIBRATED_MODES:
-      examples = artifact_utils.get_single_instance(input_dict[keys.EXAMPLES_KEY])
+    if mode in modes.CALIBRATED_MODES:
+      examples = artifact_utils.get_single_instance(input_dict[spec_keys.EXAMPLES_KEY])
       records = self._sample(
-          examples, exec_properties[keys.CALIBRATION_SPLIT_KEY],
-          exec_properties[keys.CALIBRATION_SAMPLES_KEY], exec_properties.get(keys.LABEL_KEY),
-          exec_properties[keys.SEED_KEY], calibration_artifact)
-      label_key = exec_properties.get(keys.LABEL_KEY)
+          examples, exec_properties[spec_keys.CALIBRATION_SPLIT_KEY],
+          exec_properties[spec_keys.CALIBRATION_SAMPLES_KEY],
+          exec_properties.get(spec_keys.LABEL_KEY),
+          exec_properties[spec_keys.SEED_KEY], calibration_artifact)
+      label_key = exec_properties.get(spec_keys.LABEL_KEY)
       classes = model_io.num_classes(model)
       if label_key and classes:
         calibration.check_labels(
             records, label_key, classes, source=f'Examples artifact {examples.uri}, split '
-            f'{exec_properties[keys.CALIBRATION_SPLIT_KEY]!r}')
+            f'{exec_properties[spec_keys.CALIBRATION_SPLIT_KEY]!r}')
       count, digest = calibration.fingerprint(records)
       arrays = calibration.to_input_arrays(records, model, source=examples.uri)
       representative_data = calibration.representative_dataset(arrays)
     for artifact in (calibration_artifact, tflite_artifact):
-      artifact.set_int_custom_property(keys.PROP_CALIBRATION_COUNT, count)
-      artifact.set_string_custom_property(keys.PROP_CALIBRATION_SHA256, digest)
+      artifact.set_int_custom_property(spec_keys.PROP_CALIBRATION_COUNT, count)
+      artifact.set_string_custom_property(spec_keys.PROP_CALIBRATION_SHA256, digest)
 
     logging.info('PTQConverter: converting to TFLite, mode=%s inference_io=%s.', mode,
                  inference_io)
     tflite_model = conversion.convert(model, mode, representative_data, inference_io)
     lineage.carry_properties(model_artifact, tflite_artifact)
-    if model_artifact.get_string_custom_property(keys.PROP_SPARSITY_STRUCTURE) == '2:4':
+    if (model_artifact.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) ==
+        spec_keys.TWO_FOUR):
       # The pattern only speeds up inference if it survives conversion; prove it does.
-      checked, broken = pruning.tflite_weights_violating_2by4(tflite_model)
+      checked, broken = tflite.weights_violating_2by4(tflite_model)
       if broken:
-        raise RuntimeError(f'PTQConverter: the 2:4 pattern of {model_artifact.uri} is lost in '
+        raise ConversionError(f'PTQConverter: the 2:4 pattern of {model_artifact.uri} is lost in '
                            f'the {mode} TFLite model, in tensors {broken}.')
       logging.info('PTQConverter: 2:4 pattern verified in %d TFLite weight tensors: %s',
                    len(checked), checked)
-      tflite_artifact.set_string_custom_property(keys.PROP_2BY4_VERIFIED, json.dumps(checked))
-    self._write_model(tflite_model, tflite_artifact)
+      tflite_artifact.set_string_custom_property(spec_keys.PROP_2BY4_VERIFIED, json.dumps(checked))
+    model_io.write_tflite(tflite_model, tflite_artifact.uri)
 
-    details = conversion.io_details(tflite_model)
-    tflite_artifact.set_string_custom_property(keys.PROP_MODE, mode)
-    tflite_artifact.set_string_custom_property(keys.PROP_INFERENCE_IO, inference_io)
-    tflite_artifact.set_int_custom_property(keys.PROP_SIZE_BYTES, len(tflite_model))
+    details = tflite.io_details(tflite_model)
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_MODE, mode)
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_INFERENCE_IO, inference_io)
+    tflite_artifact.set_int_custom_property(spec_keys.PROP_SIZE_BYTES, len(tflite_model))
     # What an over-the-air download costs: zeros from pruning and repeated values from clustering
     # only shrink the payload once compressed.
-    tflite_artifact.set_int_custom_property(keys.PROP_GZIP_SIZE_BYTES,
-                                            measure.gzip_size(tflite_model))
-    for prop, tensors in ((keys.PROP_INPUT_DTYPES, details['inputs']),
-                          (keys.PROP_OUTPUT_DTYPES, details['outputs'])):
+    tflite_artifact.set_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES,
+                                            tflite.gzip_size(tflite_model))
+    # What a device checks the downloaded file against.
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_MODEL_SHA256,
+                                               hashlib.sha256(tflite_model).hexdigest())
+    for prop, tensors in ((spec_keys.PROP_INPUT_DTYPES, details['inputs']),
+                          (spec_keys.PROP_OUTPUT_DTYPES, details['outputs'])):
       tflite_artifact.set_string_custom_property(
           prop, json.dumps({t.name: t.dtype for t in tensors}, sort_keys=True))
     logging.info('PTQConverter: wrote %d bytes (%s) to %s.', len(tflite_model), mode,
@@ -104,11 +99,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   def _sample(self, examples: types.Artifact, split: str, n: int, label_key: Optional[str],
               seed: int, calibration_artifact: types.Artifact) -> List[bytes]:
     """Samples with Beam into the calibration artifact and returns the sampled records."""
-    pattern = _split_file_pattern(examples, split)
-    examples_io.check_split_not_empty(examples, split, keys.CALIBRATION_SPLIT_KEY)
+    pattern = examples_io.split_file_pattern(examples, split, spec_keys.CALIBRATION_SPLIT_KEY)
+    examples_io.check_split_not_empty(examples, split, spec_keys.CALIBRATION_SPLIT_KEY)
     calibration_artifact.split_names = artifact_utils.encode_split_names(
-        [keys.CALIBRATION_SPLIT_NAME])
-    out_dir = artifact_utils.get_split_uri([calibration_artifact], keys.CALIBRATION_SPLIT_NAME)
+        [spec_keys.CALIBRATION_SPLIT_NAME])
+    out_dir = artifact_utils.get_split_uri([calibration_artifact], spec_keys.CALIBRATION_SPLIT_NAME)
     logging.info('PTQConverter: sampling %d calibration examples from %s (stratified by %s).', n,
                  pattern, label_key or 'nothing')
     with self._make_beam_pipeline() as pipeline:
@@ -119,10 +114,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           | 'Write' >> beam.io.WriteToTFRecord(
               os.path.join(out_dir, 'data_tfrecord'), file_name_suffix='.gz', num_shards=1))
     examples_utils.set_payload_format(calibration_artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
-    records = calibration.read_records(io_utils.all_files_pattern(out_dir))
+    records = examples_io.read_records(io_utils.all_files_pattern(out_dir))
     floor = min(n, calibration.MIN_CALIBRATION_SAMPLES)
     if len(records) < floor:
-      raise ValueError(
+      raise DataError(
           f'Examples artifact {examples.uri}, split {split!r}: {len(records)} examples, fewer '
           f'than the {floor} that calibration needs at least.')
     if len(records) < n:
@@ -130,12 +125,3 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           'PTQConverter: split %r of %s holds only %d examples, fewer than calibration_samples='
           '%d; calibrating on all of them.', split, examples.uri, len(records), n)
     return records
-
-  @staticmethod
-  def _write_model(tflite_model: bytes, artifact: types.Artifact) -> None:
-    serving_dir = model_io.serving_model_dir(artifact.uri)
-    tf.io.gfile.makedirs(serving_dir)
-    for path in (os.path.join(serving_dir, keys.TFLITE_FILE_NAME),
-                 os.path.join(artifact.uri, keys.PLAIN_TFLITE_FILE_NAME)):
-      with tf.io.gfile.GFile(path, 'wb') as f:
-        f.write(tflite_model)

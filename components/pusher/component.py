@@ -9,38 +9,28 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
-from components import keys
-from components.ptq_converter import conversion
+from components import spec_keys
+from components.common import modes
+from components.common import validation
 from components.pusher import executor
 from components.pusher import publisher
-
-
-def validate_allowed_modes(allowed_modes: Sequence[str]) -> None:
-  """Raises ValueError unless allowed_modes is a non-empty list of PTQ modes."""
-  if isinstance(allowed_modes, str) or not allowed_modes:
-    raise ValueError(f'allowed_modes={allowed_modes!r} must be a non-empty list of modes from '
-                     f'{", ".join(conversion.MODES)}.')
-  for mode in allowed_modes:
-    if mode not in conversion.MODES:
-      raise ValueError(f'allowed_modes contains {mode!r}, which is not a PTQ mode; accepted: '
-                       f'{", ".join(conversion.MODES)}.')
 
 
 class TFLitePusherSpec(types.ComponentSpec):
   """Inputs, outputs and parameters of TFLitePusher."""
   PARAMETERS = {
-      keys.PUSH_DESTINATION_KEY: ExecutionParameter(type=str),
-      keys.MODEL_NAME_KEY: ExecutionParameter(type=str),
-      keys.ALLOWED_MODES_KEY: ExecutionParameter(type=str),  # JSON list
+      spec_keys.PUSH_DESTINATION_KEY: ExecutionParameter(type=str),
+      spec_keys.MODEL_NAME_KEY: ExecutionParameter(type=str),
+      spec_keys.ALLOWED_MODES_KEY: ExecutionParameter(type=str),  # JSON list
   }
   INPUTS = {
-      keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-      keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-      keys.EVALUATION_KEY: ChannelParameter(
+      spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+      spec_keys.EVALUATION_KEY: ChannelParameter(
           type=standard_artifacts.ModelEvaluation, optional=True),
   }
   OUTPUTS = {
-      keys.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
+      spec_keys.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
   }
 
 
@@ -66,8 +56,8 @@ class TFLitePusher(base_component.BaseComponent):
                push_destination: str,
                model_name: str,
                evaluation: Optional[types.BaseChannel] = None,
-               allowed_modes: Sequence[str] = (conversion.INT8,)):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+               allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES):
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: a PTQConverter `tflite_model` channel.
@@ -77,11 +67,10 @@ class TFLitePusher(base_component.BaseComponent):
       evaluation: the Evaluator's `evaluation`, used to explain a refusal.
       allowed_modes: PTQ modes that may be pushed (default: int8 only).
     """
-    publisher.validate_model_name(model_name)
-    if not push_destination or not isinstance(push_destination, str):
-      raise ValueError(f'push_destination={push_destination!r} must be a directory path.')
+    validation.model_name(model_name)
+    validation.non_empty_str('push_destination', push_destination, 'a directory')
     publisher.VersionedDirectoryPublisher(push_destination)  # Rejects remote URIs now.
-    validate_allowed_modes(allowed_modes)
+    modes.validate_allowed_modes(allowed_modes)
     spec = TFLitePusherSpec(
         model=model,
         model_blessing=model_blessing,

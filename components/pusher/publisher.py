@@ -14,19 +14,13 @@ import shutil
 import tempfile
 from typing import Any, Dict, Mapping
 
-MODEL_FILE = 'model.tflite'
+from components import spec_keys
+from components.common import validation
+from components.errors import ConfigError
+
+MODEL_FILE = spec_keys.PLAIN_TFLITE_FILE_NAME
 METADATA_FILE = 'metadata.json'
-_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$')
 _VERSION_RE = re.compile(r'^\d{8}$')
-
-
-def validate_model_name(name: str) -> str:
-  """Returns name if it is safe as one path component; raises ValueError otherwise."""
-  if not isinstance(name, str) or not _NAME_RE.match(name) or name in ('.', '..'):
-    raise ValueError(
-        f'model_name={name!r} is not accepted: use 1-128 letters, digits, "_", "-" or ".", '
-        'starting with a letter or digit (no path separators).')
-  return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,19 +51,19 @@ class VersionedDirectoryPublisher(Publisher):
 
   def __init__(self, root: str):
     if '://' in root:
-      raise ValueError(f'push_destination={root!r}: the versioned directory publisher writes to '
+      raise ConfigError(f'push_destination={root!r}: the versioned directory publisher writes to '
                        'a local path; remote URIs are served by the OTA publisher.')
     self._root = root
 
   def versions(self, name: str) -> Dict[int, str]:
     """Published versions of `name`, mapped to their directories."""
-    base = os.path.join(self._root, validate_model_name(name))
+    base = os.path.join(self._root, validation.model_name(name))
     if not os.path.isdir(base):
       return {}
     return {int(d): os.path.join(base, d) for d in os.listdir(base) if _VERSION_RE.match(d)}
 
   def publish(self, name: str, model: bytes, metadata: Mapping[str, Any]) -> PublishResult:
-    base = os.path.join(self._root, validate_model_name(name))
+    base = os.path.join(self._root, validation.model_name(name))
     os.makedirs(base, exist_ok=True)
     digest = hashlib.sha256(model).hexdigest()
     existing = self.versions(name)

@@ -1,23 +1,16 @@
 """QATTrainer component: quantization-aware training on the pipeline's Examples."""
-import dataclasses
 from typing import Optional
 
 from tfx import types
 from tfx.dsl.components.base import executor_spec
 
-from components.finetune import component as finetune_component
-from components.finetune.config import FineTuneConfig
+from components.common.finetune.component import OptimizerComponent
+from components.common.finetune.config import FineTuneConfig
 from components.qat_trainer import executor
 from components.qat_trainer.qat import QATConfig
 
 
-class QATTrainerSpec(types.ComponentSpec):
-  PARAMETERS = finetune_component.PARAMETERS
-  INPUTS = finetune_component.INPUTS
-  OUTPUTS = finetune_component.OUTPUTS
-
-
-class QATTrainer(finetune_component.OptimizerComponent):
+class QATTrainer(OptimizerComponent):
   """Trains with fake quantization (quantize_model), so int8 conversion uses learned ranges.
 
   The scheme (default 8-bit, prune-preserving, cluster-preserving or both) is chosen from the
@@ -27,8 +20,9 @@ class QATTrainer(finetune_component.OptimizerComponent):
   `tfx_edge_qat_scheme`, `tfx_edge_float_layers` and `tfx_edge_history` (+ "qat").
   """
 
-  SPEC_CLASS = QATTrainerSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  CONFIG_CLASS = QATConfig
+  CONFIG_ARGUMENT = 'qat'
 
   def __init__(self,
                model: types.BaseChannel,
@@ -37,16 +31,15 @@ class QATTrainer(finetune_component.OptimizerComponent):
                module_file: Optional[str] = None,
                qat: Optional[QATConfig] = None,
                fine_tuning: Optional[FineTuneConfig] = None):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: Model channel holding a tf_keras SavedModel.
       examples: Examples with the fine-tuning splits.
       input_fn: import path of the module's input_fn.
       module_file: path of a module file with `input_fn`, instead of input_fn.
-      qat: scheme, skipped layers, whether unsupported layers may stay float.
+      qat: scheme, skipped layers, whether unsupported layers may stay float (default
+        QATConfig()).
       fine_tuning: epochs, steps, batch size, learning rate, optimizer.
     """
-    qat = qat or QATConfig()
-    super().__init__(model, examples, input_fn, module_file, fine_tuning,
-                     dataclasses.asdict(qat))
+    super().__init__(model, examples, input_fn, module_file, qat, fine_tuning)

@@ -9,7 +9,10 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
     default_8bit_quantize_registry)
 import tf_keras
 
-from components.finetune import config as config_lib
+from components.common import lineage
+from components.common import validation
+from components.common.finetune.config import OptimizationConfig
+from components.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ SCHEMES = (AUTO, DEFAULT, PRUNE_PRESERVE, CLUSTER_PRESERVE, PRUNE_CLUSTER_PRESER
 
 
 @dataclasses.dataclass(frozen=True)
-class QATConfig:
+class QATConfig(OptimizationConfig):
   """How to train with fake quantization.
 
   Attributes:
@@ -38,18 +41,18 @@ class QATConfig:
 
   def __post_init__(self):
     if self.scheme not in SCHEMES:
-      raise ValueError(f'scheme={self.scheme!r} is not a QAT scheme; accepted: '
+      raise ConfigError(f'scheme={self.scheme!r} is not a QAT scheme; accepted: '
                        f'{", ".join(SCHEMES)}.')
     if not isinstance(self.allow_float_layers, bool):
-      raise ValueError(f'allow_float_layers={self.allow_float_layers!r} must be True or False.')
-    config_lib.compile_skip_regex('skip_layers', self.skip_layers)
+      raise ConfigError(f'allow_float_layers={self.allow_float_layers!r} must be True or False.')
+    validation.regex('skip_layers', self.skip_layers)
 
 
 def choose_scheme(requested: str, history: Sequence[str]) -> str:
   """The scheme to use: the requested one, or for `auto` the one the model's history calls for."""
   if requested != AUTO:
     return requested
-  pruned, clustered = 'prune' in history, 'cluster' in history
+  pruned, clustered = lineage.PRUNE in history, lineage.CLUSTER in history
   if pruned and clustered:
     return PRUNE_CLUSTER_PRESERVE
   if clustered:
@@ -73,11 +76,11 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
   """(layers to quantize, layers left float), checked before any training.
 
   Raises:
-    ValueError: a layer tfmot cannot quantize, when allow_float_layers is False; the message
+    ConfigError: a layer tfmot cannot quantize, when allow_float_layers is False; the message
       names the layer, its type and the two ways out.
   """
   registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-  skip = config_lib.compile_skip_regex('skip_layers', config.skip_layers)
+  skip = validation.regex('skip_layers', config.skip_layers)
   quantized, floats = [], []
   for layer in model.layers:
     if isinstance(layer, tf_keras.layers.InputLayer):
@@ -92,7 +95,7 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
                    '(allow_float_layers=True)', layer.name, type(layer).__name__)
       floats.append(layer.name)
     else:
-      raise ValueError(
+      raise ConfigError(
           f'QAT: layer {layer.name!r} of type {type(layer).__name__} cannot be quantized by '
           'tensorflow-model-optimization (supported: Conv2D, DepthwiseConv2D, Dense, pooling, '
           'activations, BatchNormalization after conv, Reshape/Flatten and similar). Skip it with '

@@ -1,0 +1,1 @@
+"""VariantSelector: the Pareto front of the variants, and the one that ships."""

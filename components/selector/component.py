@@ -11,7 +11,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components import artifact_types
-from components import keys
+from components import spec_keys
 from components.selector import executor
 from components.selector import selection as selection_lib
 
@@ -26,14 +26,14 @@ class VariantSelectorSpec(types.ComponentSpec):
   Channel per input key, which rules out a single union channel of all variants.
   """
   PARAMETERS = {
-      keys.VARIANTS_KEY: ExecutionParameter(type=str),  # JSON list
-      keys.PREFER_KEY: ExecutionParameter(type=str),
+      spec_keys.VARIANTS_KEY: ExecutionParameter(type=str),  # JSON list
+      spec_keys.PREFER_KEY: ExecutionParameter(type=str),
   }
   INPUTS = {}
   OUTPUTS = {
-      keys.SELECTED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-      keys.SELECTED_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-      keys.SELECTION_KEY: ChannelParameter(type=artifact_types.VariantSelection),
+      spec_keys.SELECTED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      spec_keys.SELECTED_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+      spec_keys.SELECTION_KEY: ChannelParameter(type=artifact_types.VariantSelection),
   }
 
 

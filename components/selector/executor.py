@@ -12,27 +12,28 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components import keys
-from components import lineage
+from components import spec_keys
+from components.common import lineage
 from components.selector import report
 from components.selector import selection as selection_lib
 
 
 def model_key(variant: str) -> str:
-  return f'{keys.MODEL_KEY}_{variant}'
+  return f'{spec_keys.MODEL_KEY}_{variant}'
 
 
 def benchmark_key(variant: str) -> str:
-  return f'{keys.BENCHMARK_KEY}_{variant}'
+  return f'{spec_keys.BENCHMARK_KEY}_{variant}'
 
 
 def _benchmark_entry(variant: str, model: types.Artifact,
                      benchmark: types.Artifact) -> Dict[str, Any]:
   """The benchmark doc and its entry for `model`; an error when it measured another model."""
-  path = os.path.join(benchmark.uri, keys.BENCHMARK_JSON_FILE_NAME)
+  path = os.path.join(benchmark.uri, spec_keys.BENCHMARK_JSON_FILE_NAME)
   if not tf.io.gfile.exists(path):
     raise ValueError(f'VariantSelector: variant {variant!r}: benchmark artifact {benchmark.uri} '
-                     f'has no {keys.BENCHMARK_JSON_FILE_NAME}; wire a DeviceBenchmarker output.')
+                     f'has no {spec_keys.BENCHMARK_JSON_FILE_NAME}; wire a DeviceBenchmarker '
+                     'output.')
   doc = json.loads(io_utils.read_string_file(path))
   for entry in doc['models']:
     if entry['uri'] == model.uri:
@@ -67,7 +68,7 @@ def summary_of(variant: str, entry: Dict[str, Any]) -> Dict[str, Any]:
       'runtime': entry['host'].get('runtime'),
       'size_bytes': entry['size_bytes'],
       'gzip_bytes': entry['gzip_bytes'],
-      # The Evaluator's figures, in the shape gate.results.metric_values returns.
+      # The Evaluator's figures, in the shape evaluation.metric_values returns.
       'tfma_metrics': {name: acc[field] for name, field in
                        (('candidate', 'value'), ('baseline', 'baseline'))
                        if acc.get(field) is not None},
@@ -83,8 +84,8 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    variants = json.loads(exec_properties[keys.VARIANTS_KEY])
-    prefer = exec_properties[keys.PREFER_KEY]
+    variants = json.loads(exec_properties[spec_keys.VARIANTS_KEY])
+    prefer = exec_properties[spec_keys.PREFER_KEY]
     models, entries, candidates = {}, {}, []
     for variant in variants:
       models[variant] = artifact_utils.get_single_instance(input_dict[model_key(variant)])
@@ -95,9 +96,9 @@ class Executor(base_executor.BaseExecutor):
     for c in candidates:
       logging.info('VariantSelector: %s: %s', c.name, result.reasons[c.name])
 
-    out_model = artifact_utils.get_single_instance(output_dict[keys.SELECTED_MODEL_KEY])
-    blessing = artifact_utils.get_single_instance(output_dict[keys.SELECTED_BLESSING_KEY])
-    selection = artifact_utils.get_single_instance(output_dict[keys.SELECTION_KEY])
+    out_model = artifact_utils.get_single_instance(output_dict[spec_keys.SELECTED_MODEL_KEY])
+    blessing = artifact_utils.get_single_instance(output_dict[spec_keys.SELECTED_BLESSING_KEY])
+    selection = artifact_utils.get_single_instance(output_dict[spec_keys.SELECTION_KEY])
     doc = {
         'prefer': prefer,
         'winner': result.winner,
@@ -107,7 +108,7 @@ class Executor(base_executor.BaseExecutor):
                        for c in candidates],
     }
     with tempfile.TemporaryDirectory() as tmp:
-      with open(os.path.join(tmp, keys.SELECTION_JSON_FILE_NAME), 'w') as f:
+      with open(os.path.join(tmp, spec_keys.SELECTION_JSON_FILE_NAME), 'w') as f:
         json.dump(doc, f, indent=2, sort_keys=True)
       report.write(tmp, candidates, result, doc)
       io_utils.copy_dir(tmp, selection.uri)
@@ -119,9 +120,9 @@ class Executor(base_executor.BaseExecutor):
       winner = models[result.winner]
       io_utils.copy_dir(winner.uri, out_model.uri)
       lineage.carry_properties(winner, out_model)
-      out_model.set_string_custom_property(keys.PROP_SELECTED_VARIANT, result.winner)
+      out_model.set_string_custom_property(spec_keys.PROP_SELECTED_VARIANT, result.winner)
       out_model.set_string_custom_property(
-          keys.PROP_BENCHMARK, json.dumps(summary_of(result.winner, entries[result.winner]),
+          spec_keys.PROP_BENCHMARK, json.dumps(summary_of(result.winner, entries[result.winner]),
                                           sort_keys=True))
       reason = result.reasons[result.winner]
       logging.info('VariantSelector: selected %s (%s).', result.winner, winner.uri)
@@ -131,11 +132,12 @@ class Executor(base_executor.BaseExecutor):
                                      int(result.winner is not None))
     blessing.set_string_custom_property(
         evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, out_model.uri)
-    blessing.set_string_custom_property(keys.PROP_SELECTION_REASON, reason)
+    blessing.set_string_custom_property(spec_keys.PROP_SELECTION_REASON, reason)
     # The marker file the TFX Evaluator also writes, for tools that look for it.
     io_utils.write_string_file(os.path.join(
         blessing.uri, evaluator_constants.BLESSED_FILE_NAME if result.winner else
         evaluator_constants.NOT_BLESSED_FILE_NAME), '')
     for artifact in (out_model, blessing, selection):
-      artifact.set_string_custom_property(keys.PROP_SELECTED_VARIANT, result.winner or '')
-    logging.info('VariantSelector: report at %s', os.path.join(selection.uri, 'index.html'))
+      artifact.set_string_custom_property(spec_keys.PROP_SELECTED_VARIANT, result.winner or '')
+    logging.info('VariantSelector: report at %s',
+                 os.path.join(selection.uri, spec_keys.REPORT_HTML_FILE_NAME))

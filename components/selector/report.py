@@ -2,7 +2,8 @@
 import os
 from typing import Any, Dict, List, Sequence
 
-from components.benchmarker import report as html_report
+from components import spec_keys
+from components.common import html_report
 from components.selector import selection as selection_lib
 
 ACCURACY_VS_LATENCY_PNG = 'accuracy_vs_latency.png'
@@ -11,9 +12,7 @@ ACCURACY_VS_SIZE_PNG = 'accuracy_vs_gzip_size.png'
 
 def _plot(candidates: Sequence[selection_lib.Candidate], result: selection_lib.Selection,
           x_of, x_label: str, path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')  # No display in pipeline steps.
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = html_report.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
   for c in candidates:
     y = c.accuracy if c.accuracy is not None else 0.0
@@ -59,6 +58,6 @@ def write(output_dir: str, candidates: Sequence[selection_lib.Candidate],
       f'<img src="{ACCURACY_VS_LATENCY_PNG}" alt="accuracy vs latency">',
       f'<img src="{ACCURACY_VS_SIZE_PNG}" alt="accuracy vs gzip size">',
   ])
-  with open(os.path.join(output_dir, 'index.html'), 'w') as f:
+  with open(os.path.join(output_dir, spec_keys.REPORT_HTML_FILE_NAME), 'w') as f:
     f.write(html_report.page('tfx-edge variant selection', body))
-  return ['index.html', ACCURACY_VS_LATENCY_PNG, ACCURACY_VS_SIZE_PNG]
+  return [spec_keys.REPORT_HTML_FILE_NAME, ACCURACY_VS_LATENCY_PNG, ACCURACY_VS_SIZE_PNG]

@@ -1,4 +1,4 @@
-"""Loading the Keras model inside a Trainer's (or another component's) Model artifact."""
+"""The files inside Model artifacts: a Trainer's Keras SavedModel, a converter's TFLite model."""
 import os
 from typing import Dict, Optional
 
@@ -8,9 +8,9 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 from tfx.utils import path_utils
 
-
-class ModelLoadError(ValueError):
-  """A Model artifact holds no model the components can use; the message says why."""
+from components import spec_keys
+from components.errors import DataError
+from components.errors import ModelLoadError
 
 
 def serving_model_dir(model_uri: str) -> str:
@@ -110,8 +110,8 @@ def input_feature_spec(model: tf.keras.Model) -> Dict[str, tf.io.FixedLenFeature
       parse_dtype = tf.string
     shape = tensor.shape[1:]
     if not shape.is_fully_defined():
-      raise ValueError(f'model input {name!r} has shape {tensor.shape}; calibration needs every '
-                       'dimension but the batch dimension to be fixed.')
+      raise DataError(f'model input {name!r} has shape {tensor.shape}; calibration needs every '
+                      'dimension but the batch dimension to be fixed.')
     spec[name] = tf.io.FixedLenFeature(shape.as_list(), parse_dtype)
   return spec
 
@@ -130,3 +130,39 @@ def save_keras_model(model: tf_keras.Model, serving_dir: str) -> None:
     return {'outputs': model(tf.io.parse_example(serialized, spec))}
 
   model.save(serving_dir, save_format='tf', signatures={'serving_default': serve_tf_examples})
+
+
+def tflite_paths(model_uri: str) -> Dict[str, str]:
+  """Where a converted model's bytes go in its Model artifact.
+
+  `serving`: Format-Serving/tflite, where TFMA and the TFX Evaluator load a TFLite model;
+  `plain`: model.tflite, the same bytes under the name people and device tools expect.
+  """
+  return {'serving': os.path.join(serving_model_dir(model_uri), spec_keys.TFLITE_FILE_NAME),
+          'plain': os.path.join(model_uri, spec_keys.PLAIN_TFLITE_FILE_NAME)}
+
+
+def write_tflite(tflite_model: bytes, model_uri: str) -> None:
+  """Writes a converted model into a Model artifact (both paths of tflite_paths)."""
+  tf.io.gfile.makedirs(serving_model_dir(model_uri))
+  for path in tflite_paths(model_uri).values():
+    with tf.io.gfile.GFile(path, 'wb') as f:
+      f.write(tflite_model)
+
+
+def read_tflite(model_uri: str, reader: str) -> bytes:
+  """The TFLite bytes of a converted Model artifact (PTQConverter's output).
+
+  Args:
+    model_uri: the Model artifact.
+    reader: the component that reads it, for the message.
+
+  Raises:
+    ModelLoadError: the artifact holds no model.tflite.
+  """
+  path = tflite_paths(model_uri)['plain']
+  if not tf.io.gfile.exists(path):
+    raise ModelLoadError(f'{reader}: model artifact {model_uri} has no '
+                         f'{spec_keys.PLAIN_TFLITE_FILE_NAME}; give it a PTQConverter output.')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()

@@ -1,6 +1,7 @@
-"""Keys shared by the components: spec keys, custom property names and file names.
+"""Names the components share: spec keys, custom property names, their values, and file names.
 
-One module, so that a producer and its consumers never disagree on a spelling.
+One module, so that a producer and its consumers never disagree on a spelling. (Signing keys are
+another matter: see components/ota/signing_keys.py.)
 """
 
 # Channel and parameter keys of the component specs.
@@ -33,7 +34,7 @@ PROP_CALIBRATION_COUNT = 'tfx_edge_calibration_count'
 PROP_CALIBRATION_SHA256 = 'tfx_edge_calibration_sha256'
 PROP_MODEL_SHA256 = 'tfx_edge_model_sha256'
 PROP_PUSHED = 'pushed'  # Same name as the standard TFX Pusher, so tooling that reads it works.
-PROP_PUSHED_VERSION = 'pushed_version'
+PROP_PUSHED_VERSION = 'pushed_version'  # A string, as the TFX Pusher writes it.
 PROP_PUSHED_DESTINATION = 'pushed_destination'
 PROP_PUSH_REASON = 'tfx_edge_push_reason'
 
@@ -59,7 +60,9 @@ OPTIMIZED_MODEL_KEY = 'optimized_model'
 PROP_HISTORY = 'tfx_edge_history'  # JSON list, e.g. ["prune", "cluster", "qat"]
 PROP_SPARSITY = 'tfx_edge_sparsity'  # Overall fraction of zero weights in pruned layers.
 PROP_SPARSITY_PER_LAYER = 'tfx_edge_sparsity_per_layer'  # JSON {layer: fraction}
-PROP_SPARSITY_STRUCTURE = 'tfx_edge_sparsity_structure'  # 'unstructured' or '2:4'
+PROP_SPARSITY_STRUCTURE = 'tfx_edge_sparsity_structure'  # One of the two values below.
+UNSTRUCTURED = 'unstructured'
+TWO_FOUR = '2:4'  # Two zeros in every four consecutive input-channel weights.
 PROP_CLUSTERS = 'tfx_edge_number_of_clusters'
 PROP_UNIQUE_WEIGHTS = 'tfx_edge_unique_weights_per_layer'  # JSON {layer: count}
 PROP_2BY4_VERIFIED = 'tfx_edge_2by4_verified_tensors'  # JSON list, set by PTQConverter
@@ -86,6 +89,8 @@ BUDGETS_KEY = 'budgets'  # JSON of Budgets.
 VARIANT_KEY = 'variant'
 BENCHMARK_JSON_FILE_NAME = 'benchmark.json'
 REPORT_HTML_FILE_NAME = 'index.html'
+# 1 when every measured model fits the device budgets. Not `blessed`, which is the TFMA verdict.
+PROP_WITHIN_BUDGETS = 'tfx_edge_within_budgets'
 PROP_BUDGET_REASON = 'tfx_edge_budget_reason'
 PROP_P50_MS = 'tfx_edge_p50_ms'
 PROP_P90_MS = 'tfx_edge_p90_ms'

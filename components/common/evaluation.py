@@ -1,7 +1,18 @@
-"""Reading a TFX Evaluator's output: why a model failed the gate, and the metric values."""
+"""Reading a TFX Evaluator's output: the metric values, the failed thresholds, the blessing."""
 from typing import Dict, List
 
 import tensorflow_model_analysis as tfma
+from tfx import types
+from tfx.components.evaluator import constants as evaluator_constants
+
+from components import spec_keys
+
+# The model names of the accuracy gate's EvalConfig (components.gate), under which TFMA
+# reports each model's metrics.
+CANDIDATE = 'candidate'
+BASELINE = 'baseline'
+# The metric the gate thresholds, as TFMA names it in its output.
+ACCURACY_METRIC = 'sparse_categorical_accuracy'
 
 
 def validation_failures(evaluation_uri: str) -> List[str]:
@@ -52,3 +63,26 @@ def metric_values(evaluation_uri: str, metric_name: str) -> Dict[str, float]:
         values[kv.key.model_name] = kv.value.double_value.value
   return values
 
+
+
+def blessing_refusal(model: types.Artifact, blessing: types.Artifact,
+                     evaluation_uri: str = '') -> str:
+  """Why the Evaluator's (or VariantSelector's) `blessing` does not bless `model`, or ''.
+
+  A blessing counts only for the model it names: a pipeline that wires the wrong Evaluator must
+  not push. The reason quotes the failed thresholds when `evaluation_uri` is given.
+  """
+  current = blessing.get_string_custom_property(
+      evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY)
+  if current and current != model.uri:
+    return (f'the blessing {blessing.uri} is for model {current}, not for {model.uri}; wire the '
+            'Evaluator that evaluated this model.')
+  blessed = blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)
+  if blessed == evaluator_constants.BLESSED_VALUE:
+    return ''
+  selection_reason = blessing.get_string_custom_property(spec_keys.PROP_SELECTION_REASON)
+  if selection_reason:
+    return f'VariantSelector chose no model to ship: {selection_reason}'
+  failures = validation_failures(evaluation_uri) if evaluation_uri else []
+  detail = '; '.join(failures) if failures else 'see the Evaluator output for the thresholds'
+  return f'model is NOT_BLESSED by the Evaluator: {detail}'

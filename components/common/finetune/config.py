@@ -3,12 +3,15 @@
 Plain logic: no TFX needed.
 """
 import dataclasses
-import json
 import logging
 import re
 from typing import List, Optional
 
 import tf_keras
+
+from components.common import validation
+from components.common.config import JsonConfig
+from components.errors import ConfigError
 
 _LOG = logging.getLogger(__name__)
 
@@ -16,19 +19,8 @@ OPTIMIZERS = ('adam', 'sgd', 'rmsprop')
 _IMPORT_PATH_RE = re.compile(r'^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$')
 
 
-def _positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f'{name}={value!r} is not accepted; it must be a positive integer.')
-
-
-def _positive_float(name, value):
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or (
-      value != value or value == float('inf')):
-    raise ValueError(f'{name}={value!r} is not accepted; it must be a positive finite number.')
-
-
 @dataclasses.dataclass(frozen=True)
-class FineTuneConfig:
+class FineTuneConfig(JsonConfig):
   """How an optimizer fine-tunes the model on the pipeline's Examples.
 
   Attributes:
@@ -54,30 +46,22 @@ class FineTuneConfig:
 
   def __post_init__(self):
     for name in ('epochs', 'steps_per_epoch', 'batch_size', 'eval_steps'):
-      _positive_int(name, getattr(self, name))
-    _positive_float('learning_rate', self.learning_rate)
+      validation.positive_int(name, getattr(self, name))
+    validation.positive_number('learning_rate', self.learning_rate)
     if self.optimizer not in OPTIMIZERS:
-      raise ValueError(f'optimizer={self.optimizer!r} is not accepted; accepted: '
-                       f'{", ".join(OPTIMIZERS)}.')
+      raise ConfigError(f'optimizer={self.optimizer!r} is not accepted; accepted: '
+                        f'{", ".join(OPTIMIZERS)}.')
     try:
       tf_keras.losses.get(self.loss)
     except (ValueError, TypeError) as e:
-      raise ValueError(f'loss={self.loss!r} is not a Keras loss name, for example '
-                       '"sparse_categorical_crossentropy".') from e
+      raise ConfigError(f'loss={self.loss!r} is not a Keras loss name, for example '
+                        '"sparse_categorical_crossentropy".') from e
     for name in ('train_split', 'eval_split'):
-      if not isinstance(getattr(self, name), str) or not getattr(self, name):
-        raise ValueError(f'{name}={getattr(self, name)!r} must name a split of examples.')
+      validation.non_empty_str(name, getattr(self, name), 'a split of the examples')
 
   @property
   def total_steps(self) -> int:
     return self.epochs * self.steps_per_epoch
-
-  def to_json(self) -> str:
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-  @classmethod
-  def from_json(cls, text: str) -> 'FineTuneConfig':
-    return cls(**json.loads(text))
 
   def make_optimizer(self) -> tf_keras.optimizers.Optimizer:
     return {
@@ -87,39 +71,34 @@ class FineTuneConfig:
     }[self.optimizer](learning_rate=self.learning_rate)
 
 
+class OptimizationConfig(JsonConfig):
+  """Base of PruningConfig, ClusteringConfig and QATConfig (frozen dataclasses)."""
+
+  def check_fits(self, fine_tuning: FineTuneConfig) -> None:
+    """Raises ConfigError when this config cannot work within `fine_tuning` (default: it can)."""
+
+
 def fine_tuning_or_default(value: Optional[FineTuneConfig]) -> FineTuneConfig:
   """The given FineTuneConfig, or the default one for None."""
   if value is None:
     return FineTuneConfig()
-  if not isinstance(value, FineTuneConfig):
-    raise ValueError(f'fine_tuning={value!r} must be a FineTuneConfig.')
-  return value
+  return validation.instance_of('fine_tuning', value, FineTuneConfig)
 
 
 def validate_input_fn_source(input_fn: Optional[str], module_file: Optional[str]) -> None:
   """Exactly one of an import path (`pkg.module.input_fn`) or a module file must be given."""
   if (input_fn is None) == (module_file is None):
-    raise ValueError(f'give exactly one of input_fn={input_fn!r} (an import path such as '
-                     '"pipelines.digits_module.input_fn") and module_file={module_file!r}.')
+    raise ConfigError(f'give exactly one of input_fn={input_fn!r} (an import path such as '
+                      '"pipelines.digits_module.input_fn") and module_file={module_file!r}.')
   if input_fn is not None and not _IMPORT_PATH_RE.match(input_fn):
-    raise ValueError(f'input_fn={input_fn!r} is not an import path like '
-                     '"my_package.my_module.input_fn".')
-
-
-def compile_skip_regex(name: str, pattern: Optional[str]) -> Optional[re.Pattern]:
-  """Compiles a layer-name regex, naming the parameter when it is malformed."""
-  if pattern is None:
-    return None
-  try:
-    return re.compile(pattern)
-  except (re.error, TypeError) as e:
-    raise ValueError(f'{name}={pattern!r} is not a valid regular expression: {e}.') from e
+    raise ConfigError(f'input_fn={input_fn!r} is not an import path like '
+                      '"my_package.my_module.input_fn".')
 
 
 def weighted_layers(model: tf_keras.Model, skip_layers: Optional[str],
                     what: str) -> List[tf_keras.layers.Layer]:
   """Layers with trainable weights whose names do not match skip_layers (skips are logged)."""
-  skip = compile_skip_regex('skip_layers', skip_layers)
+  skip = validation.regex('skip_layers', skip_layers)
   chosen = []
   for layer in model.layers:
     if not layer.trainable_weights:

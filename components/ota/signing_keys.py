@@ -15,6 +15,7 @@ from typing import Dict
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 
+from components.errors import SigningKeyError
 from components.ota import storage
 
 ROLES = ('root', 'targets', 'snapshot', 'timestamp')
@@ -33,10 +34,11 @@ def _load_one(path: str, role: str) -> CryptoSigner:
     with open(path, 'rb') as f:
       return CryptoSigner(load_pem_private_key(f.read(), password=None))
   except FileNotFoundError:
-    raise FileNotFoundError(f'signing key for role {role!r} not found at {path}; create keys '
+    raise SigningKeyError(f'signing key for role {role!r} not found at {path}; create keys '
                             'with `tfx-edge ota init` or mount the key Secret there.') from None
   except (ValueError, TypeError):  # cryptography raises TypeError for an encrypted key.
-    raise ValueError(f'signing key file {path} is not an unencrypted PEM private key.') from None
+    raise SigningKeyError(
+        f'signing key file {path} is not an unencrypted PEM private key.') from None
 
 
 def _write_private(path: str, data: bytes) -> None:

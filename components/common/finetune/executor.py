@@ -1,13 +1,14 @@
 """The executor skeleton every optimizer shares: load, fine-tune on Examples, record, save.
 
-A subclass implements `optimize`; everything else (reloading the model, the user's input_fn,
-the data, TensorBoard logs, carrying the model's history forward, saving) happens here once.
+A subclass sets STEP and CONFIG_CLASS and implements `optimize`; everything else (reloading the
+model, the user's input_fn, the data, TensorBoard logs, carrying the model's history forward,
+saving) happens here once.
 """
 import abc
 import dataclasses
 import json
 import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Type
 
 from absl import logging
 import tensorflow as tf
@@ -18,18 +19,14 @@ from tfx.components.util import udf_utils
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components import examples_io
-from components import keys
-from components import lineage
-from components import model_io
-from components.finetune import config as config_lib
-
-
-@dataclasses.dataclass
-class FineTuneData:
-  """The user's input_fn bound to the pipeline's Examples."""
-  train: Callable[[], tf.data.Dataset]
-  eval: Callable[[], tf.data.Dataset]
+from components import spec_keys
+from components.common import examples_io
+from components.common import lineage
+from components.common import model_io
+from components.common.finetune.config import FineTuneConfig
+from components.common.finetune.config import OptimizationConfig
+from components.common.finetune.training import FineTuneData
+from components.errors import DataError
 
 
 @dataclasses.dataclass
@@ -39,67 +36,34 @@ class OptimizationResult:
   properties: Dict[str, Any]
 
 
-class ProgressLogger(tf_keras.callbacks.Callback):
-  """Logs fine-tuning progress every `every` steps, so long runs show they are alive."""
-
-  def __init__(self, total_steps: int, every: int = 25, name: str = 'fine-tuning'):
-    super().__init__()
-    self._total, self._every, self._name, self._step = total_steps, every, name, 0
-
-  def on_train_batch_end(self, batch, logs=None):
-    self._step += 1
-    if self._step % self._every == 0 or self._step == self._total:
-      shown = ' '.join(f'{k}={v:.4f}' for k, v in (logs or {}).items())
-      logging.info('%s: step %d/%d %s', self._name, self._step, self._total, shown)
-
-
-def fine_tune(model: tf_keras.Model, data: FineTuneData, fine_tuning: config_lib.FineTuneConfig,
-              log_dir: str, callbacks: Optional[List[tf_keras.callbacks.Callback]] = None,
-              name: str = 'fine-tuning') -> Dict[str, float]:
-  """Compiles and fits `model` on the train split, validating on eval; returns final metrics."""
-  model.compile(optimizer=fine_tuning.make_optimizer(), loss=fine_tuning.loss,
-                metrics=['accuracy'])
-  history = model.fit(
-      data.train(),
-      epochs=fine_tuning.epochs,
-      steps_per_epoch=fine_tuning.steps_per_epoch,
-      validation_data=data.eval(),
-      validation_steps=fine_tuning.eval_steps,
-      callbacks=list(callbacks or []) + [
-          tf_keras.callbacks.TensorBoard(log_dir=log_dir),
-          ProgressLogger(fine_tuning.total_steps, name=name)
-      ],
-      verbose=0)
-  return {k: float(v[-1]) for k, v in history.history.items()}
-
-
 class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
-  """Shared Do(); subclasses set STEP and implement optimize()."""
+  """Shared Do(); subclasses set STEP and CONFIG_CLASS and implement optimize()."""
 
-  STEP = ''
+  STEP = ''  # What the model's history records (components.common.lineage).
+  CONFIG_CLASS: Type[OptimizationConfig] = OptimizationConfig
 
   @abc.abstractmethod
-  def optimize(self, model: tf_keras.Model, data: FineTuneData,
-               fine_tuning: config_lib.FineTuneConfig, options: Dict[str, Any],
-               history: List[str], log_dir: str) -> OptimizationResult:
+  def optimize(self, model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneConfig,
+               config: OptimizationConfig, history: List[str],
+               log_dir: str) -> OptimizationResult:
     """Applies the optimization, fine-tunes, strips training wrappers, returns the model."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    source = artifact_utils.get_single_instance(input_dict[keys.MODEL_KEY])
-    examples = input_dict[keys.EXAMPLES_KEY]
-    output = artifact_utils.get_single_instance(output_dict[keys.OPTIMIZED_MODEL_KEY])
-    model_run = artifact_utils.get_single_instance(output_dict[keys.MODEL_RUN_KEY])
-    fine_tuning = config_lib.FineTuneConfig.from_json(exec_properties[keys.FINE_TUNING_KEY])
-    options = json.loads(exec_properties[keys.OPTIMIZATION_KEY])
+    source = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
+    examples = input_dict[spec_keys.EXAMPLES_KEY]
+    output = artifact_utils.get_single_instance(output_dict[spec_keys.OPTIMIZED_MODEL_KEY])
+    model_run = artifact_utils.get_single_instance(output_dict[spec_keys.MODEL_RUN_KEY])
+    fine_tuning = FineTuneConfig.from_json(exec_properties[spec_keys.FINE_TUNING_KEY])
+    config = self.CONFIG_CLASS.from_json(exec_properties[spec_keys.OPTIMIZATION_KEY])
 
     model = model_io.load_keras_model(source.uri)
     history = lineage.history_of(source)
     data = self._data(examples, exec_properties, fine_tuning, model)
     tf_keras.utils.set_random_seed(0)
     try:
-      result = self.optimize(model, data, fine_tuning, options, history, model_run.uri)
+      result = self.optimize(model, data, fine_tuning, config, history, model_run.uri)
     except tf.errors.InvalidArgumentError as e:
       error = _label_error(e, examples[0].uri, model_io.num_classes(model))
       if error is None:
@@ -108,33 +72,30 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
 
     lineage.carry_properties(source, output)
     lineage.set_properties(output, result.properties)
-    output.set_string_custom_property(keys.PROP_HISTORY, json.dumps(history + [self.STEP]))
+    output.set_string_custom_property(spec_keys.PROP_HISTORY, json.dumps(history + [self.STEP]))
     model_io.save_keras_model(result.model, model_io.serving_model_dir(output.uri))
     logging.info('%s: saved %s to %s with %s.', type(self).__name__, self.STEP, output.uri,
                  result.properties)
 
   @staticmethod
   def _data(examples: List[types.Artifact], exec_properties: Dict[str, Any],
-            fine_tuning: config_lib.FineTuneConfig, model: tf_keras.Model) -> FineTuneData:
+            fine_tuning: FineTuneConfig, model: tf_keras.Model) -> FineTuneData:
     """The user's input_fn on the train and eval splits, checked against the model.
 
     Everything that can be checked before training is: the splits exist and hold examples, and
     input_fn gives every model input with a dtype and shape it accepts. Labels are checked as
     the batches stream (see _check_labels).
     """
-    splits = artifact_utils.decode_split_names(examples[0].split_names)
     for name in ('train_split', 'eval_split'):
-      split = getattr(fine_tuning, name)
-      if split not in splits:
-        raise ValueError(f'Examples artifact {examples[0].uri} has no split {split!r} '
-                         f'(fine_tuning.{name}); its splits are {splits}.')
-      examples_io.check_split_not_empty(examples[0], split, f'fine_tuning.{name}')
+      split, parameter = getattr(fine_tuning, name), f'fine_tuning.{name}'
+      examples_io.split_file_pattern(examples[0], split, parameter)  # Names a missing split.
+      examples_io.check_split_not_empty(examples[0], split, parameter)
     input_fn = udf_utils.get_fn(
-        {k: exec_properties.get(k) for k in (keys.MODULE_FILE_KEY, keys.INPUT_FN_KEY)},
-        keys.INPUT_FN_KEY)
+        {k: exec_properties.get(k) for k in (spec_keys.MODULE_FILE_KEY, spec_keys.INPUT_FN_KEY)},
+        spec_keys.INPUT_FN_KEY)
     # TFX's own helper turns Examples into the file patterns and DataAccessor a Trainer gets.
     fn_args = fn_args_utils.get_common_fn_args(
-        {keys.EXAMPLES_KEY: examples}, {
+        {spec_keys.EXAMPLES_KEY: examples}, {
             'train_args': json.dumps({'splits': [fine_tuning.train_split]}),
             'eval_args': json.dumps({'splits': [fine_tuning.eval_split]}),
         })
@@ -175,14 +136,14 @@ def _check_labels(dataset: tf.data.Dataset, num_classes: int, split: str) -> tf.
 
 
 def _label_error(error: tf.errors.InvalidArgumentError, examples_uri: str,
-                 num_classes: Optional[int]) -> Optional[ValueError]:
+                 num_classes: Optional[int]) -> Optional[DataError]:
   """The clear error for a failed _check_labels assertion, or None for any other error."""
   found = re.search(re.escape(_BAD_LABEL) + r'\] \[(.*?)\] \[(.*?)\]', error.message)
   if not found or not num_classes:
     return None
   split, printed = found.groups()
   values = dict.fromkeys(printed.replace('...', ' ').split())  # TF prints `1 2 3...`.
-  return ValueError(
+  return DataError(
       f'Examples artifact {examples_uri}, split {split!r}: label values {", ".join(values)} are '
       f"outside the model's {num_classes} classes [0, {num_classes - 1}] (it has {num_classes} "
       'output units); fine-tuning stopped at the first batch holding them. Labels must be class '
@@ -191,7 +152,7 @@ def _label_error(error: tf.errors.InvalidArgumentError, examples_uri: str,
 
 
 def _check_inputs(model: tf_keras.Model, element_spec: Any, where: str) -> None:
-  """Raises ValueError when input_fn's features do not fit the model inputs (before training).
+  """Raises DataError when input_fn's features do not fit the model inputs (before training).
 
   Args:
     model: the model to fine-tune.
@@ -206,7 +167,7 @@ def _check_inputs(model: tf_keras.Model, element_spec: Any, where: str) -> None:
   for name, tensor in zip(model.input_names, model.inputs):
     expected = f'{tf.as_dtype(tensor.dtype).name} of shape {tensor.shape}'
     if name not in features:
-      raise ValueError(
+      raise DataError(
           f'{where}: input_fn gives no feature {name!r}, which model input {name!r} reads '
           f'(expected {expected}); it gives {sorted(features)}. Model inputs are named after the '
           'features they read: rename the input or the feature.')
@@ -215,7 +176,7 @@ def _check_inputs(model: tf_keras.Model, element_spec: Any, where: str) -> None:
     # Keras casts one numeric type to another, never a string to a number or back.
     dtype_ok = got.dtype == wanted_dtype or (got.dtype != tf.string and wanted_dtype != tf.string)
     if not dtype_ok or not got.shape.is_compatible_with(tensor.shape):
-      raise ValueError(
+      raise DataError(
           f'{where}: feature {name!r} from input_fn is {got.dtype.name} of shape {got.shape}, '
           f'but model input {name!r} expects {expected} (None: any size). Make input_fn parse '
           'the feature as the model expects, or fine-tune with Examples made for this model.')

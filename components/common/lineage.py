@@ -9,12 +9,17 @@ from typing import Any, Dict, List
 
 from tfx import types
 
-from components import keys
+from components import spec_keys
+
+# The steps an optimizer appends to a model's history (spec_keys.PROP_HISTORY).
+PRUNE = 'prune'
+CLUSTER = 'cluster'
+QAT = 'qat'
 
 
 def history_of(artifact: types.Artifact) -> List[str]:
   """The optimization steps recorded on a model artifact (empty for a Trainer's model)."""
-  text = artifact.get_string_custom_property(keys.PROP_HISTORY)
+  text = artifact.get_string_custom_property(spec_keys.PROP_HISTORY)
   return json.loads(text) if text else []
 
 

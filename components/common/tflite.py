@@ -1,0 +1,122 @@
+"""Inspecting TFLite models with the LiteRT interpreter: ops, tensors, I/O, sizes.
+
+Imports only numpy, and LiteRT when a function needs an interpreter, so the CLI and the
+measurement process can use it without TensorFlow.
+"""
+import dataclasses
+import gzip
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+# Ops that only convert at the edges of int8 parts (and at a float model boundary).
+_CONVERSION_OPS = ('QUANTIZE', 'DEQUANTIZE')
+# Ops whose second input is a weight kernel stored [C_OUT, ..., C_IN].
+_KERNEL_OPS = ('CONV_2D', 'FULLY_CONNECTED')
+
+
+def interpreter(tflite_model: bytes):
+  """A LiteRT interpreter of the model, for inspection (no delegate, so nothing is logged).
+
+  LiteRT's Interpreter replaces tf.lite.Interpreter, which is deprecated.
+  """
+  from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+  return litert.Interpreter(
+      model_content=tflite_model,
+      experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+
+def ops(tflite_model: bytes) -> List[Dict[str, Any]]:
+  """The model's ops in execution order: dicts with op_name, inputs and outputs (tensor indices)."""
+  # LiteRT lists ops only through this private method.
+  return interpreter(tflite_model)._get_ops_details()  # pylint: disable=protected-access
+
+
+def gzip_size(data: bytes) -> int:
+  """Bytes of `data` after gzip -9: what an over-the-air download of the model costs."""
+  return len(gzip.compress(data, 9, mtime=0))
+
+
+def float_ops(tflite_model: bytes) -> List[str]:
+  """Ops of a TFLite model that compute in float, as `OP (output tensor name)`.
+
+  QUANTIZE and DEQUANTIZE are not counted: they only convert at the edges of int8 parts (and at
+  the model boundary when its inputs and outputs are float).
+  """
+  interp = interpreter(tflite_model)
+  tensors = {d['index']: d for d in interp.get_tensor_details()}
+  found = []
+  for op in interp._get_ops_details():  # pylint: disable=protected-access
+    if op['op_name'] in _CONVERSION_OPS:
+      continue
+    used = [tensors[i] for i in [*op['inputs'], *op['outputs']] if i in tensors]
+    if any(np.issubdtype(np.dtype(t['dtype']), np.floating) for t in used):
+      output = tensors.get(op['outputs'][0]) if len(op['outputs']) else None
+      found.append(f'{op["op_name"]} ({output["name"]})' if output else op['op_name'])
+  return found
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+  """What a device needs to know about one input or output tensor."""
+  name: str
+  dtype: str
+  shape: List[int]
+  scale: float
+  zero_point: int
+
+
+def io_details(tflite_model: bytes) -> Dict[str, List[TensorInfo]]:
+  """Returns {'inputs': [...], 'outputs': [...]} tensor descriptions of a TFLite model."""
+  interp = interpreter(tflite_model)
+
+  def describe(details):
+    return [
+        TensorInfo(
+            name=d['name'],
+            dtype=np.dtype(d['dtype']).name,
+            shape=[int(x) for x in d['shape_signature']],
+            scale=float(d['quantization'][0]),
+            zero_point=int(d['quantization'][1])) for d in details
+    ]
+
+  return {
+      'inputs': describe(interp.get_input_details()),
+      'outputs': describe(interp.get_output_details()),
+  }
+
+
+def io_specs(tflite_model: bytes) -> Dict[str, List[Dict[str, Any]]]:
+  """io_details as plain dicts, for JSON (the OTA target's custom info)."""
+  return {k: [dataclasses.asdict(t) for t in v] for k, v in io_details(tflite_model).items()}
+
+
+def tensor_dtypes(tflite_model: bytes) -> Dict[str, str]:
+  """Maps every tensor of a TFLite model to its dtype name (weights and activations)."""
+  return {d['name']: np.dtype(d['dtype']).name
+          for d in interpreter(tflite_model).get_tensor_details()}
+
+
+def weights_violating_2by4(tflite_model: bytes) -> Tuple[List[str], List[str]]:
+  """(checked, violating) weight tensors of CONV_2D / FULLY_CONNECTED ops in a TFLite model.
+
+  TFLite stores these kernels as [C_OUT, ..., C_IN], so 2:4 runs along the last axis. Kernels
+  whose input channels are not a multiple of 4 cannot hold the pattern and are not checked.
+  """
+  # tfmot's own check, the one its m_by_n pruning guarantees (imported here: it loads TF).
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_optimization.python.core.sparsity.keras import pruning_utils  # pylint: disable=g-import-not-at-top
+  interp = interpreter(tflite_model)
+  interp.allocate_tensors()
+  names = {d['index']: d['name'] for d in interp.get_tensor_details()}
+  checked, violating = [], []
+  for op in interp._get_ops_details():  # pylint: disable=protected-access
+    if op['op_name'] not in _KERNEL_OPS:
+      continue
+    weights = interp.get_tensor(op['inputs'][1])
+    if weights.shape[-1] % 4:
+      continue
+    checked.append(names[op['inputs'][1]])
+    if not pruning_utils.is_pruned_m_by_n(tf.constant(weights), (2, 4), last_channel='C_IN'):
+      violating.append(names[op['inputs'][1]])
+  return checked, violating

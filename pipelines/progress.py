@@ -1,0 +1,106 @@
+"""A short console log for pipeline runs: one line per finished step, and the warnings that matter.
+
+TFX, Beam, TFMA and TensorFlow log every proto and option at INFO; a demo run wrote about 18,000
+lines. `quiet(total_steps)` routes all Python logging through one handler that prints
+
+    [7/21] ptq_int8 done in 4.2 s
+
+when the runner reports a component finished, plus every WARNING or worse that this project's
+own code logs and every ERROR from anywhere. `--verbose` on the runners skips it and restores the
+full log.
+"""
+import logging
+import os
+import re
+import sys
+import time
+from typing import Dict, Optional, TextIO
+
+# What LocalDagRunner ("Component X is ...") and BeamDagRunner ("node X is ...") log around each
+# step, and what the launcher logs when a step reuses a cached execution.
+_STEP = re.compile(r'^(?:Component|node) (\S+) is (running|finished)\.$')
+_CACHED = re.compile(r'^A cached execution \d+ is used\.$')
+# Warnings from these directories are the project's own, written for users.
+_OWN_CODE = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d)
+                  + os.sep for d in ('components', 'pipelines'))
+# Libraries that attach their own handlers instead of propagating to the root logger.
+_SELF_HANDLED = ('tensorflow',)
+
+
+class ProgressHandler(logging.Handler):
+  """Prints step progress lines and the warnings worth a user's attention.
+
+  Attributes:
+    seconds: how long each finished step took, by node id.
+  """
+
+  def __init__(self, total_steps: int, stream: Optional[TextIO] = None):
+    super().__init__(level=logging.INFO)
+    self._total = total_steps
+    self._stream = stream
+    self._started: Dict[str, float] = {}
+    self._running: Optional[str] = None
+    self._cached = False
+    self.seconds: Dict[str, float] = {}
+
+  def _print(self, line: str) -> None:
+    stream = self._stream or sys.stdout
+    stream.write(line + '\n')
+    stream.flush()
+
+  def emit(self, record: logging.LogRecord) -> None:
+    try:
+      message = record.getMessage()
+    except Exception:  # pylint: disable=broad-except  # A bad format string is not our problem.
+      return
+    step = _STEP.match(message)
+    if step:
+      node, state = step.groups()
+      if state == 'running':
+        self._started[node], self._running, self._cached = time.monotonic(), node, False
+      else:
+        self.seconds[node] = time.monotonic() - self._started.pop(node, time.monotonic())
+        how = 'reused from cache' if self._cached else 'done'
+        self._print(f'[{len(self.seconds)}/{self._total}] {node} {how} in '
+                    f'{self.seconds[node]:.1f} s')
+      return
+    if _CACHED.match(message):
+      self._cached = True
+      return
+    own = record.pathname.startswith(_OWN_CODE)
+    if record.levelno >= logging.ERROR or (record.levelno >= logging.WARNING and own):
+      where = f' ({self._running})' if self._running else ''
+      self._print(f'{record.levelname}{where}: {message}')
+
+
+def quiet(total_steps: int, stream: Optional[TextIO] = None) -> ProgressHandler:
+  """Replaces the root logger's handlers with a ProgressHandler; returns it.
+
+  Args:
+    total_steps: the number of components, for the `[i/N]` counter.
+    stream: where to print (default: sys.stdout at print time).
+  """
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  handler = ProgressHandler(total_steps, stream)
+  root = logging.getLogger()
+  for old in list(root.handlers):
+    root.removeHandler(old)
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)
+  # The runners report steps at INFO through absl, whose own level must let them through.
+  absl_logging.set_verbosity(absl_logging.INFO)
+  for name in _SELF_HANDLED:
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = True
+  # Python warnings (deprecations, FutureWarnings of libraries) become log records, which the
+  # handler drops unless the project's own code raised them.
+  logging.captureWarnings(True)
+  return handler
+
+
+def verbose() -> None:
+  """The full log: everything at INFO on stderr, as TFX prints it by default."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  absl_logging.set_verbosity(absl_logging.INFO)
