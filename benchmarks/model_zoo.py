@@ -7,13 +7,13 @@ For each model (MobileNetV2-224, DS-CNN, LSTM, the digits CNN) it trains the mod
 the variants with the project's own code (PTQ conversion, pruning, clustering, QAT), measures each
 .tflite file with the benchmarker's isolated LiteRT measurement, and writes ratios against the same
 model's fp32 file from this run (size, gzip size, p50 latency per thread count, accuracy) as
-Markdown, PNG and JSON. It checks the goals of issue 4 and, for a missed goal, prints evidence of
-the cause read from the .tflite files (byte anatomy, XNNPACK coverage) and the host's CPU flags.
+Markdown, PNG and JSON. It checks the project's size and speed goals and, for a missed goal,
+prints evidence of the cause read from the .tflite files (byte anatomy, XNNPACK coverage) and the
+host's CPU flags.
 """
 import argparse
 import dataclasses
 import datetime
-import gzip
 import json
 import logging
 import os
@@ -32,8 +32,12 @@ import tf_keras  # noqa: E402
 
 from benchmarks import tflite_anatomy  # noqa: E402
 from benchmarks import zoo_models  # noqa: E402
+from components import FineTuneConfig  # noqa: E402
 from components.benchmarker import measure  # noqa: E402
 from components.clusterer import clustering  # noqa: E402
+from components.common import html_report  # noqa: E402
+from components.common import tflite  # noqa: E402
+from components.common.finetune import training  # noqa: E402
 from components.common import modes
 from components.ptq_converter import calibration  # noqa: E402
 from components.ptq_converter import conversion  # noqa: E402
@@ -65,7 +69,7 @@ TARGET_SPARSITY = 0.8
 CLUSTERS = 16
 FINETUNE_LR = 3e-4  # Fine-tuning starts from a trained model: a smaller step than training's.
 
-# Goals of issue 4.
+# The project's size and speed goals (see docs/benchmarks.md).
 INT8_SIZE_GOAL = 3.9
 INT8_SPEED_GOAL = 2.5
 PRUNED_GZIP_GOAL = 12.0
@@ -92,19 +96,36 @@ class _Clock:
 
 def _fit(model: tf_keras.Model, dataset: zoo_models.Dataset, steps: int, batch_size: int,
          learning_rate: float, eager: bool, callbacks: Sequence[Any] = (), seed: int = 0) -> None:
-  """Trains for exactly `steps` batches drawn at random from the training set."""
-  model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate),
-                loss=tf_keras.losses.SparseCategoricalCrossentropy(),
-                metrics=[tf_keras.metrics.SparseCategoricalAccuracy()], run_eagerly=eager)
-  rng = np.random.default_rng(seed)
+  """Trains for exactly `steps` batches drawn at random from the training set.
+
+  Through the components' own fine-tuning (components.common.finetune.training), so the suite's
+  variants are trained the way the Pruner, Clusterer and QATTrainer train them; only the data
+  source differs (in-memory arrays here, the user's input_fn there).
+  """
   name = model.input_names[0]
+  x, y = dataset.x_train, dataset.y_train
+  spec = ({name: tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))},
+          tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
 
-  def batches():  # A generator copies one batch at a time (MobileNetV2's inputs are large).
-    while True:
-      idx = rng.integers(0, len(dataset.x_train), batch_size)
-      yield {name: dataset.x_train[idx]}, dataset.y_train[idx]
+  def train() -> tf.data.Dataset:
+    rng = np.random.default_rng(seed)
 
-  model.fit(batches(), steps_per_epoch=steps, epochs=1, callbacks=list(callbacks), verbose=0)
+    def batches():  # A generator copies one batch at a time (MobileNetV2's inputs are large).
+      while True:
+        idx = rng.integers(0, len(x), batch_size)
+        yield {name: x[idx]}, y[idx]
+
+    return tf.data.Dataset.from_generator(batches, output_signature=spec)
+
+  def evaluation() -> tf.data.Dataset:  # One batch: the suite scores each stage itself.
+    return tf.data.Dataset.from_tensors(({name: dataset.x_eval[:batch_size]},
+                                         dataset.y_eval[:batch_size]))
+
+  config = FineTuneConfig(epochs=1, steps_per_epoch=steps, batch_size=batch_size,
+                          learning_rate=learning_rate, eval_steps=1)
+  training.fine_tune(model, training.FineTuneData(train=train, eval=evaluation), config,
+                     log_dir=None, callbacks=list(callbacks), name=f'{model.name} training',
+                     run_eagerly=eager)
 
 
 def _batch_norms(layers) -> List[tf_keras.layers.BatchNormalization]:
@@ -387,7 +408,7 @@ def benchmark_model(zoo: zoo_models.ZooModel, settings: Settings, out_dir: str,
       f.write(model_bytes)
     entry['file'] = os.path.relpath(path, out_dir)
     entry['size_bytes'] = len(model_bytes)
-    entry['gzip_bytes'] = len(gzip.compress(model_bytes, 9))
+    entry['gzip_bytes'] = tflite.gzip_size(model_bytes)
     entry['anatomy'] = tflite_anatomy.anatomy(model_bytes)
     entry['xnnpack_coverage'] = tflite_anatomy.xnnpack_coverage(model_bytes)
     clock.log('%s: accuracy of %s on %d %s examples', zoo.name, VARIANTS[variant],
@@ -677,9 +698,7 @@ def markdown(results: Dict[str, Any]) -> str:
 
 def plot(results: Dict[str, Any], path: str) -> None:
   """Grouped bars per model: size, gzip, speedup per thread count, accuracy delta; goal lines."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')  # No display here.
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = html_report.pyplot()
   threads = results['settings']['threads']
   panels = [('size_ratio', 'size: x smaller than fp32', [INT8_SIZE_GOAL]),
             ('gzip_ratio', 'gzip size: x smaller than fp32 gzip',

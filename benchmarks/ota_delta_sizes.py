@@ -6,7 +6,6 @@ Trains the digits CNN (v1), fine-tunes it briefly (v2, as a retrain on fresh dat
 for plain int8 and clustered int8 conversions prints, side by side from this one run: the full
 file, its gzip, and the bsdiff4 patch v1 -> v2 that OTAPusher would publish, with ratios.
 """
-import gzip
 import os
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
@@ -16,11 +15,12 @@ import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 from components.clusterer import clustering  # noqa: E402
+from components.common import modes  # noqa: E402
+from components.common import tflite  # noqa: E402
 from components.ptq_converter import calibration  # noqa: E402
 from components.ptq_converter import conversion  # noqa: E402
 from pipelines import data  # noqa: E402
 from pipelines import digits_module  # noqa: E402
-from components.common import modes
 
 
 def _int8(model, pixels):
@@ -54,7 +54,7 @@ def main():
   print('|---|---|---|---|---|---|')
   for name, old, new in rows:
     patch = len(bsdiff4.diff(old, new))
-    zipped = len(gzip.compress(new, 9))
+    zipped = tflite.gzip_size(new)
     print(f'| {name} | {len(new):,} | {zipped:,} | {patch:,} | {patch / len(new):.2f} | '
           f'{patch / zipped:.2f} |')
 

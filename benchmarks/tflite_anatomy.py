@@ -4,11 +4,12 @@ Reads the flatbuffer with the TFLite schema that `ai_edge_litert` ships (`tools/
 so the byte counts are those of the file, not estimates.
 """
 import collections
-import gzip
 import math
 from typing import Any, Dict, List
 
 import numpy as np
+
+from components.common import tflite
 
 _SCALE_BYTES = 4  # QuantizationParameters.scale: [float32]
 _ZERO_POINT_BYTES = 8  # QuantizationParameters.zero_point: [int64]
@@ -85,7 +86,7 @@ def anatomy(model_bytes: bytes) -> Dict[str, Any]:
   result = {
       'file_bytes': len(model_bytes),
       'buffers': dict(buffers),
-      'gzip_buffers': {k: len(gzip.compress(b''.join(v), 9)) for k, v in raw.items()},
+      'gzip_buffers': {k: tflite.gzip_size(b''.join(v)) for k, v in raw.items()},
       'constants': dict(constants),
       'quant_params_bytes': quant_bytes,
       'per_channel_tensors': per_channel,

@@ -16,6 +16,7 @@ The contract (what tfx-edge calls in a user's module):
 """
 from typing import List
 
+from absl import logging
 import tensorflow as tf
 import tf_keras
 from tfx import v1 as tfx
@@ -74,13 +75,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   train = input_fn(fn_args.train_files, fn_args.data_accessor, batch_size)
   evaluation = input_fn(fn_args.eval_files, fn_args.data_accessor, batch_size)
   model = build_model()
-  model.fit(
+  history = model.fit(
       train,
       epochs=EPOCHS,
       steps_per_epoch=max(1, fn_args.train_steps // EPOCHS),
       validation_data=evaluation,
       validation_steps=fn_args.eval_steps,
       callbacks=[tf_keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-      verbose=2)
+      verbose=0)  # Per-epoch figures go to TensorBoard (model_run); the log gets the last ones.
+  logging.info('digits_module: trained %d epochs; %s', EPOCHS,
+               ', '.join(f'{k} {v[-1]:.4f}' for k, v in history.history.items()))
   # Adds the tf.Example serving signature the contract asks for.
   model_io.save_keras_model(model, fn_args.serving_model_dir)

@@ -252,7 +252,7 @@ def create_pipeline(
 
 
 def demo_paths(output_dir: str) -> dict:
-  """Where the demo keeps its data, artifacts, metadata, OTA repository and signing keys."""
+  """Where the demo keeps its data, artifacts, metadata, OTA repository, signing keys and log."""
   output_dir = os.path.abspath(output_dir)
   return {
       'data_root': os.path.join(output_dir, 'data'),
@@ -260,6 +260,7 @@ def demo_paths(output_dir: str) -> dict:
       'metadata_path': os.path.join(output_dir, 'metadata.sqlite'),
       'ota_repository': os.path.join(output_dir, 'ota_repository'),
       'ota_keys_dir': os.path.join(output_dir, 'ota_keys'),
+      'run_log': os.path.join(output_dir, 'run.log'),
   }
 
 

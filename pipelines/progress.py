@@ -6,9 +6,14 @@ lines. `quiet(total_steps)` routes all Python logging through one handler that p
     [7/21] ptq_int8 done in 4.2 s
 
 when the runner reports a component finished, plus every WARNING or worse that this project's
-own code logs and every ERROR from anywhere. `--verbose` on the runners skips it and restores the
-full log.
+own code logs and every ERROR from anywhere. Everything else still goes to a log file:
+`StderrToFile` sends the process's stderr there (the C++ runtimes write to it directly), and
+`quiet(..., log_path=...)` writes every Python record there too. `--verbose` on the runners skips
+all of this and restores the full log on the console.
+
+Imports only the standard library, so a runner can use it before TensorFlow loads.
 """
+import atexit
 import logging
 import os
 import re
@@ -73,12 +78,14 @@ class ProgressHandler(logging.Handler):
       self._print(f'{record.levelname}{where}: {message}')
 
 
-def quiet(total_steps: int, stream: Optional[TextIO] = None) -> ProgressHandler:
+def quiet(total_steps: int, stream: Optional[TextIO] = None,
+          log_path: Optional[str] = None) -> ProgressHandler:
   """Replaces the root logger's handlers with a ProgressHandler; returns it.
 
   Args:
     total_steps: the number of components, for the `[i/N]` counter.
     stream: where to print (default: sys.stdout at print time).
+    log_path: a file that receives every record at INFO and above, with time and level.
   """
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   handler = ProgressHandler(total_steps, stream)
@@ -86,6 +93,10 @@ def quiet(total_steps: int, stream: Optional[TextIO] = None) -> ProgressHandler:
   for old in list(root.handlers):
     root.removeHandler(old)
   root.addHandler(handler)
+  if log_path:
+    full = logging.FileHandler(log_path)
+    full.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    root.addHandler(full)
   root.setLevel(logging.INFO)
   # The runners report steps at INFO through absl, whose own level must let them through.
   absl_logging.set_verbosity(absl_logging.INFO)
@@ -104,3 +115,65 @@ def verbose() -> None:
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
   absl_logging.set_verbosity(absl_logging.INFO)
+
+
+class StderrToFile:
+  """Sends this process's stderr (file descriptor 2) to a file until `restore()`.
+
+  TensorFlow, XLA and the TFLite converter write their log lines straight to file descriptor 2
+  from C++, past Python's logging; pointing the descriptor elsewhere is the only way to keep them
+  off the console. Start it before TensorFlow is imported to catch its import-time lines, then
+  `move_to` the run's own log file once its path is known.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._moved = False
+    sys.stderr.flush()
+    self._console = os.dup(2)
+    self._redirect(path, 'wb')
+    # A process that dies before its log has a place (an import error, a bad argument) must not
+    # die silently: its stderr is replayed on the console at exit.
+    atexit.register(self._replay_unless_moved)
+
+  def _replay_unless_moved(self) -> None:
+    if self._moved or self._console is None:
+      return
+    self.restore()
+    with open(self.path, 'rb') as f:
+      sys.stderr.buffer.write(f.read())
+    sys.stderr.flush()
+    os.unlink(self.path)
+
+  def _redirect(self, path: str, mode: str) -> None:
+    with open(path, mode) as f:
+      os.dup2(f.fileno(), 2)
+
+  def move_to(self, path: str) -> None:
+    """Continues in `path`, starting it with what was captured so far."""
+    sys.stderr.flush()
+    with open(self.path, 'rb') as src:
+      early = src.read()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'wb') as dst:
+      dst.write(early)
+    self._redirect(path, 'ab')
+    if os.path.abspath(path) != os.path.abspath(self.path):
+      os.unlink(self.path)
+    self.path = path
+    self._moved = True
+
+  def discard(self) -> None:
+    """Points stderr back at the console and drops what was captured, unless it was moved."""
+    self.restore()
+    if not self._moved and os.path.exists(self.path):
+      os.unlink(self.path)
+
+  def restore(self) -> None:
+    """Points stderr back at the console (idempotent)."""
+    if self._console is None:
+      return
+    sys.stderr.flush()
+    os.dup2(self._console, 2)
+    os.close(self._console)
+    self._console = None

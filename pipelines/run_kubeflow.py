@@ -18,6 +18,8 @@ from typing import List, Optional
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 import yaml
 
+from components.errors import ConfigError
+from components.errors import TfxEdgeError
 from pipelines import pipeline as pipeline_lib
 
 DEFAULT_IMAGE = 'tfx-edge:0.1.0'
@@ -109,7 +111,7 @@ def add_kubernetes_config(package: str, pusher_node: str = pipeline_lib.PUSHER) 
 
 
 def submit(package: str, args: argparse.Namespace) -> str:
-  """Submits the compiled spec; returns the run id. Raises RuntimeError when unreachable."""
+  """Submits the compiled spec; returns the run id. Raises TfxEdgeError when unreachable."""
   import kfp  # pylint: disable=g-import-not-at-top
   try:
     client = kfp.Client(host=args.host)
@@ -117,7 +119,7 @@ def submit(package: str, args: argparse.Namespace) -> str:
         package, arguments={}, run_name=args.run_name, experiment_name=args.experiment,
         pipeline_root=args.pipeline_root)
   except Exception as e:  # kfp raises urllib3, HTTP and API errors alike for an absent server.
-    raise RuntimeError(
+    raise TfxEdgeError(
         f'could not submit to Kubeflow Pipelines at {args.host}: {type(e).__name__}: {e}. Is a '
         'KFP API server reachable there (for example `kubectl port-forward -n kubeflow '
         'svc/ml-pipeline-ui 8080:80`)? The compiled spec is at ' + package) from e
@@ -131,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   if args.submit:
     try:
       run_id = submit(package, args)
-    except RuntimeError as e:
+    except TfxEdgeError as e:
       print(f'error: {e}', file=sys.stderr)
       return 2
     print(f'Submitted run {run_id} to {args.host}')
@@ -139,4 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  try:
+    sys.exit(main())
+  except ConfigError as e:  # A bad flag value: say which, as argparse does, without a traceback.
+    print(f'run_kubeflow: error: {e}', file=sys.stderr)
+    sys.exit(2)

@@ -3,29 +3,43 @@
 Both runners execute the same create_pipeline(...): LocalDagRunner runs the components one by
 one in this process; BeamDagRunner schedules them as a Beam pipeline. Inside, the Beam-powered
 components (ExampleGen, PTQConverter, Evaluator) use the DirectRunner with --beam-arg flags.
+
+The console gets one line per finished step, the project's warnings and the summary; the full
+log (every Python record, and what TensorFlow's C++ runtime writes to stderr) goes to
+<output-dir>/run.log. `--verbose` prints everything on the console instead.
 """
 import argparse
 import os
 import sys
+import tempfile
 import time
 from typing import List, Optional
+import warnings
 
-# TensorFlow reads its C++ log level once, at its first import (below, through TFX): keep its
-# INFO and WARNING lines out of the console unless --verbose asks for everything.
-if '--verbose' not in sys.argv[1:]:
+from pipelines import progress
+
+_EARLY_STDERR = None
+if __name__ == '__main__' and '--verbose' not in sys.argv[1:]:
+  # Decided before TensorFlow loads (below, through TFX), since it reads its log level and
+  # starts writing to stderr at import: INFO and WARNING lines off, the rest to the run's log,
+  # and the deprecation notices of libraries, meant for their developers, off.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  warnings.filterwarnings('ignore', category=FutureWarning)
+  warnings.filterwarnings('ignore', category=DeprecationWarning)
+  _EARLY_STDERR = progress.StderrToFile(
+      os.path.join(tempfile.gettempdir(), f'tfx-edge-run-{os.getpid()}.log'))
 
 from tfx import v1 as tfx  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from components import FineTuneConfig  # noqa: E402
 from components.common import modes  # noqa: E402
+from components.errors import ConfigError  # noqa: E402
 from components.gate import DEFAULT_MAX_ACCURACY_DROP  # noqa: E402
 from components.gate import DEFAULT_MIN_ACCURACY  # noqa: E402
 from components.ota import repository  # noqa: E402
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES  # noqa: E402
 from pipelines import data  # noqa: E402
 from pipelines import pipeline as pipeline_lib  # noqa: E402
-from pipelines import progress  # noqa: E402
 from pipelines import summary  # noqa: E402
 
 # Small data on a small machine: one in-process worker is the fastest DirectRunner setting.
@@ -105,17 +119,28 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   if args.verbose:
     progress.verbose()
+    print(f'Running {len(pipeline.components)} steps with the {args.runner} runner.', flush=True)
   else:
-    progress.quiet(len(pipeline.components))
-  print(f'Running {len(pipeline.components)} steps with the {args.runner} runner '
-        f'(--verbose for the full log).', flush=True)
+    stderr = _EARLY_STDERR or progress.StderrToFile(paths['run_log'])
+    stderr.move_to(paths['run_log'])
+    progress.quiet(len(pipeline.components), log_path=paths['run_log'])
+    print(f'Running {len(pipeline.components)} steps with the {args.runner} runner; full log: '
+          f'{paths["run_log"]} (--verbose prints it here).', flush=True)
   start = time.monotonic()
-  if args.runner == 'local':
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-  else:
-    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # pylint: disable=g-import-not-at-top
-    BeamDagRunner().run(pipeline)
+  try:
+    if args.runner == 'local':
+      tfx.orchestration.LocalDagRunner().run(pipeline)
+    else:
+      from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # pylint: disable=g-import-not-at-top
+      BeamDagRunner().run(pipeline)
+  except BaseException:
+    if not args.verbose:
+      stderr.restore()  # The traceback goes to the console, after a pointer to the details.
+      print(f'\nThe run failed; the full log is in {paths["run_log"]}.', file=sys.stderr)
+    raise
   elapsed = time.monotonic() - start
+  if not args.verbose:
+    stderr.restore()
 
   rows = summary.summarize(paths['metadata_path'], args.pipeline_name)
   print(f'\nPipeline {args.pipeline_name!r} finished with the {args.runner} runner in '
@@ -138,4 +163,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  try:
+    sys.exit(main())
+  except ConfigError as e:  # A bad flag value: say which, as argparse does, without a traceback.
+    if _EARLY_STDERR:
+      _EARLY_STDERR.discard()  # Only TensorFlow's import-time lines: the run never started.
+    print(f'run_local: error: {e}', file=sys.stderr)
+    sys.exit(2)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Re-resolves the dependency set from pyproject.toml in a scratch venv and rewrites
-# requirements.lock. Run it after changing a dependency, then commit the new lock.
+# Re-resolves the locked dependency sets (requirements.lock, requirements-tools.lock).
+# Runs in scratch venvs: after changing a dependency, run it (make lock) and commit the new locks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="$(bash scripts/find_python310.sh)"

@@ -3,7 +3,8 @@
 Run as a module (`python -m components.benchmarker.measure`) in a fresh process for every model and
 thread setting, so that one measurement's memory, thread pools and caches never leak into the next
 and a model that crashes the interpreter only ends its own process. The process imports numpy and
-LiteRT only (no TensorFlow), so its peak RSS is mostly the model's.
+LiteRT (and plain-Python modules of this package), never TensorFlow, so its peak RSS is mostly
+the model's.
 
 No TFX here: the executor and the benchmark suite both call `measure_isolated`.
 """
@@ -21,7 +22,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from components.benchmarker.budgets import MeasureSettings
 from components.errors import MeasurementError
+
+_DEFAULT = MeasureSettings()  # The defaults of the functions and flags below.
 
 # The CPU features that decide which XNNPACK kernels run (int8 dot products, fp16, AVX-512).
 _CPU_FLAGS_OF_INTEREST = ('sse4_1', 'sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw',
@@ -105,8 +109,9 @@ def _random_input(detail: Dict[str, Any], rng: np.random.Generator) -> np.ndarra
   return np.zeros(shape, dtype=dtype)
 
 
-def measure(model_path: str, threads: int, warmup_runs: int = 5, min_runs: int = 50,
-            min_duration_s: float = 1.0, max_runs: int = 100_000, seed: int = 0) -> Dict[str, Any]:
+def measure(model_path: str, threads: int, warmup_runs: int = _DEFAULT.warmup_runs,
+            min_runs: int = _DEFAULT.min_runs, min_duration_s: float = _DEFAULT.min_duration_s,
+            max_runs: int = 100_000, seed: int = _DEFAULT.seed) -> Dict[str, Any]:
   """Measures `model_path` in this process; see `measure_isolated` for the fields.
 
   Timed runs continue until both `min_runs` and `min_duration_s` are reached, so fast models get
@@ -166,8 +171,9 @@ def measure(model_path: str, threads: int, warmup_runs: int = 5, min_runs: int =
   }
 
 
-def measure_isolated(model_path: str, threads: int, warmup_runs: int = 5, min_runs: int = 50,
-                     min_duration_s: float = 1.0, seed: int = 0,
+def measure_isolated(model_path: str, threads: int, warmup_runs: int = _DEFAULT.warmup_runs,
+                     min_runs: int = _DEFAULT.min_runs,
+                     min_duration_s: float = _DEFAULT.min_duration_s, seed: int = _DEFAULT.seed,
                      timeout_s: float = 600.0) -> Dict[str, Any]:
   """Measures `model_path` at `threads` threads in a fresh Python process.
 
@@ -221,10 +227,10 @@ def _main(argv: Optional[List[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', required=True)
   parser.add_argument('--threads', type=int, default=1)
-  parser.add_argument('--warmup-runs', type=int, default=5)
-  parser.add_argument('--min-runs', type=int, default=50)
-  parser.add_argument('--min-duration-s', type=float, default=1.0)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--warmup-runs', type=int, default=_DEFAULT.warmup_runs)
+  parser.add_argument('--min-runs', type=int, default=_DEFAULT.min_runs)
+  parser.add_argument('--min-duration-s', type=float, default=_DEFAULT.min_duration_s)
+  parser.add_argument('--seed', type=int, default=_DEFAULT.seed)
   parser.add_argument('--output', required=True)
   args = parser.parse_args(argv)
   result = measure(args.model, args.threads, args.warmup_runs, args.min_runs,

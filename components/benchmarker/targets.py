@@ -86,7 +86,7 @@ def validate(spec: Any) -> str:
       raise ConfigError(f'target={spec!r} is malformed; accepted: {", ".join(ACCEPTED)}.')
     raise ConfigError(
         f'target={spec!r}: the {kind!r} target is designed but not available in this release '
-        '(see components/benchmarker/targets.py and the README, "Benchmark targets"); use '
+        '(see components/benchmarker/targets.py and docs/device_benchmarker.md); use '
         f'target={HOST!r} in a step scheduled on the device class you want to measure.')
   raise ConfigError(f'target={spec!r} is unknown; accepted: {", ".join(ACCEPTED)}.')
 

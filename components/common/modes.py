@@ -1,5 +1,6 @@
-"""The TFLite conversion modes and input/output types: names and checks, shared by the converter,
-the pushers (which modes may ship) and the CLI. Plain Python.
+"""The TFLite conversion modes and input/output types, with their checks. Plain Python.
+
+Shared by the converter, the pushers (which modes may ship) and the CLI.
 """
 from typing import Sequence
 

@@ -12,6 +12,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components import artifact_types
 from components import spec_keys
+from components.errors import ConfigError
 from components.selector import executor
 from components.selector import selection as selection_lib
 
@@ -66,7 +67,7 @@ class VariantSelector(base_component.BaseComponent):
   def __init__(self,
                candidates: Dict[str, Tuple[types.BaseChannel, types.BaseChannel]],
                prefer: str = selection_lib.PREFER_SIZE):
-    """Builds the component; bad values raise ValueError here, when the pipeline is built.
+    """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       candidates: {variant name: (TFLite model channel, DeviceBenchmarker benchmark channel)};
@@ -75,13 +76,13 @@ class VariantSelector(base_component.BaseComponent):
     """
     selection_lib.validate_prefer(prefer)
     if not isinstance(candidates, dict) or not candidates:
-      raise ValueError('candidates must be a non-empty dict {variant: (model, benchmark)}.')
+      raise ConfigError('candidates must be a non-empty dict {variant: (model, benchmark)}.')
     for name, pair in candidates.items():
       if not isinstance(name, str) or not _VARIANT_NAME.match(name):
-        raise ValueError(f'variant name {name!r} is not accepted: use lowercase letters, digits '
+        raise ConfigError(f'variant name {name!r} is not accepted: use lowercase letters, digits '
                          'and _ (starting with a letter, at most 40).')
       if not isinstance(pair, tuple) or len(pair) != 2:
-        raise ValueError(f'candidates[{name!r}] must be a (model, benchmark) pair of channels.')
+        raise ConfigError(f'candidates[{name!r}] must be a (model, benchmark) pair of channels.')
     spec_class = _spec_class(candidates)
     channels = {}
     for name, (model, benchmark) in candidates.items():

@@ -14,6 +14,7 @@ from tfx.utils import io_utils
 
 from components import spec_keys
 from components.common import lineage
+from components.errors import DataError
 from components.selector import report
 from components.selector import selection as selection_lib
 
@@ -31,14 +32,14 @@ def _benchmark_entry(variant: str, model: types.Artifact,
   """The benchmark doc and its entry for `model`; an error when it measured another model."""
   path = os.path.join(benchmark.uri, spec_keys.BENCHMARK_JSON_FILE_NAME)
   if not tf.io.gfile.exists(path):
-    raise ValueError(f'VariantSelector: variant {variant!r}: benchmark artifact {benchmark.uri} '
+    raise DataError(f'VariantSelector: variant {variant!r}: benchmark artifact {benchmark.uri} '
                      f'has no {spec_keys.BENCHMARK_JSON_FILE_NAME}; wire a DeviceBenchmarker '
                      'output.')
   doc = json.loads(io_utils.read_string_file(path))
   for entry in doc['models']:
     if entry['uri'] == model.uri:
       return dict(entry, target=doc['target'], host=doc['host'])
-  raise ValueError(f'VariantSelector: variant {variant!r}: the benchmark {benchmark.uri} did not '
+  raise DataError(f'VariantSelector: variant {variant!r}: the benchmark {benchmark.uri} did not '
                    f'measure its model {model.uri}; wire the DeviceBenchmarker of that model.')
 
 

@@ -2,6 +2,8 @@
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from components.errors import ConfigError
+
 PREFER_SIZE = 'size'
 PREFER_LATENCY = 'latency'
 PREFER_ACCURACY = 'accuracy'
@@ -48,7 +50,7 @@ class Selection:
 
 def validate_prefer(prefer: str) -> str:
   if prefer not in PREFERENCES:
-    raise ValueError(f'prefer={prefer!r} is not accepted; use one of {", ".join(PREFERENCES)}.')
+    raise ConfigError(f'prefer={prefer!r} is not accepted; use one of {", ".join(PREFERENCES)}.')
   return prefer
 
 
@@ -99,7 +101,7 @@ def select(candidates: Sequence[Candidate], prefer: str = PREFER_SIZE) -> Select
   validate_prefer(prefer)
   names = [c.name for c in candidates]
   if len(set(names)) != len(names):
-    raise ValueError(f'candidate names {names} are not distinct.')
+    raise ConfigError(f'candidate names {names} are not distinct.')
   front = pareto_front(candidates)
   eligible = sorted((c for c in candidates if c.eligible), key=lambda c: _rank_key(c, prefer))
   winner = eligible[0] if eligible else None
