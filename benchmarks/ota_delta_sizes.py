@@ -24,7 +24,8 @@ from pipelines import digits_module  # noqa: E402
 
 
 def _int8(model, pixels):
-  rep = calibration.representative_dataset({data.PIXELS_KEY: pixels[:300]})
+  rep = calibration.representative_dataset(
+      {data.PIXELS_KEY: pixels[:calibration.DEFAULT_CALIBRATION_SAMPLES]})
   return conversion.convert(model, modes.INT8, rep)
 
 
