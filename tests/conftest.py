@@ -80,3 +80,18 @@ def tiny_model():
 
 def random_pixels(n=32, seed=0):
   return np.random.default_rng(seed).random((n, data.NUM_PIXELS), dtype=np.float32)
+
+
+@pytest.fixture(scope='session')
+def tflite_models(tiny_model):
+  """Two real TFLite conversions of tiny_model: float32 and int8 (int8 is the smaller)."""
+  from components.common import modes  # pylint: disable=g-import-not-at-top
+  from components.ptq_converter import conversion  # pylint: disable=g-import-not-at-top
+
+  def representative():
+    for row in random_pixels(16):
+      yield {data.PIXELS_KEY: row[None]}
+  return {
+      'fp32': conversion.convert(tiny_model, modes.FLOAT32),
+      'int8': conversion.convert(tiny_model, modes.INT8, representative),
+  }

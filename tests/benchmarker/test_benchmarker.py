@@ -1,4 +1,4 @@
-"""DeviceBenchmarker and VariantSelector: real LiteRT measurements, budgets, selection, reports."""
+"""DeviceBenchmarker: real LiteRT measurements, budgets, targets and the report."""
 import json
 import os
 import resource
@@ -10,74 +10,27 @@ import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
-from components import artifact_types
+from components import errors
 from components import spec_keys
 from components.benchmarker import budgets as budgets_lib
-from components.benchmarker import executor as bench_executor
 from components.benchmarker import measure
 from components.benchmarker import targets
 from components.benchmarker.component import DeviceBenchmarker
 from components.common import modes
+from components.common import tflite
 from components.ptq_converter import conversion
-from components.pusher import executor as pusher_executor
-from components.selector import executor as selector_executor
-from components.selector import selection as selection_lib
-from components.selector.component import VariantSelector
-from tests.conftest import random_pixels
-
-FAST = budgets_lib.MeasureSettings(threads=(1, 2), warmup_runs=2, min_runs=20,
-                                   min_duration_s=0.2)
-
-
-@pytest.fixture(scope='module')
-def tflite_models(tiny_model):
-  """Two real TFLite files of one model: float32 and int8 (int8 is the smaller)."""
-  def representative():
-    for row in random_pixels(16):
-      yield {'pixels': row[None]}
-  return {
-      'fp32': conversion.convert(tiny_model, modes.FLOAT32),
-      'int8': conversion.convert(tiny_model, modes.INT8, representative),
-  }
+from tests.helpers import blessing_artifact
+from tests.helpers import channel
+from tests.helpers import run_benchmark
+from tests.helpers import tflite_model_artifact
 
 
 def _model_artifact(tmp_path, name, data, mode):
-  model = standard_artifacts.Model()
-  model.uri = str(tmp_path / 'models' / name)
-  os.makedirs(model.uri)
-  for file_name in (spec_keys.TFLITE_FILE_NAME, spec_keys.PLAIN_TFLITE_FILE_NAME):
-    with open(os.path.join(model.uri, file_name), 'wb') as f:
-      f.write(data)
-  model.set_string_custom_property(spec_keys.PROP_MODE, mode)
-  model.set_string_custom_property(spec_keys.PROP_INPUT_DTYPES, '{"pixels": "int8"}')
-  model.set_string_custom_property(spec_keys.PROP_OUTPUT_DTYPES, '{"out": "int8"}')
-  return model
+  return tflite_model_artifact(tmp_path / 'models' / name, data, mode)
 
 
 def _blessing(tmp_path, name, model, blessed):
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path / 'blessings' / name)
-  blessing.set_int_custom_property('blessed', int(blessed))
-  blessing.set_string_custom_property('current_model', model.uri)
-  return blessing
-
-
-def _benchmark(tmp_path, name, model, blessing=None, budgets=budgets_lib.Budgets(),
-               settings=FAST):
-  output = artifact_types.DeviceBenchmark()
-  output.uri = str(tmp_path / 'benchmarks' / name)
-  inputs = {spec_keys.MODEL_KEY: [model]}
-  if blessing is not None:
-    inputs[spec_keys.MODEL_BLESSING_KEY] = [blessing]
-  executor = bench_executor.Executor(
-      bench_executor.Executor.Context(tmp_dir=str(tmp_path / 'tmp' / name), unique_id='1'))
-  executor.Do(inputs, {spec_keys.BENCHMARK_KEY: [output]}, {
-      spec_keys.TARGET_KEY: 'host',
-      spec_keys.BENCHMARK_SETTINGS_KEY: settings.to_json(),
-      spec_keys.BUDGETS_KEY: budgets.to_json(),
-      spec_keys.VARIANT_KEY: name,
-  })
-  return output
+  return blessing_artifact(tmp_path / 'blessings' / name, model, blessed)
 
 
 def test_isolated_measurement_reports_every_figure(tflite_models, tmp_path):
@@ -103,7 +56,7 @@ def test_a_corrupt_tflite_file_is_named_in_the_error(tmp_path):
   path = tmp_path / 'broken.tflite'
   path.write_bytes(b'\x00not a flatbuffer' * 10)
 
-  with pytest.raises(measure.MeasurementError, match=r'broken\.tflite.*valid \.tflite'):
+  with pytest.raises(errors.MeasurementError, match=r'broken\.tflite.*valid \.tflite'):
     measure.measure_isolated(str(path), threads=1, min_runs=1, min_duration_s=0.01)
 
 
@@ -117,20 +70,39 @@ def test_host_info_records_cpu_and_runtime():
 
 
 @pytest.mark.parametrize('target, message', [
-    ('phone', 'unknown; accepted: host'),
-    ('', 'give one of'),
-    ('adb:emulator-5554', 'designed but not available'),
-    ('k8s:pool=arm64', 'designed but not available'),
-    ('k8s:', 'malformed'),
+    ('phone', "target='phone' is unknown; accepted: host"),
+    ('', "target='' is not accepted: give one of host"),
+    ('adb:emulator-5554', "target='adb:emulator-5554': the 'adb' target is designed but not "
+     'available'),
+    ('k8s:pool=arm64', "the 'k8s' target is designed but not available"),
+    ('k8s:', "target='k8s:' is malformed"),
 ])
 def test_unknown_or_unavailable_targets_fail_when_the_pipeline_is_built(target, message):
-  with pytest.raises(ValueError, match=message):
-    DeviceBenchmarker(model=_channel(), target=target)
+  with pytest.raises(errors.ConfigError, match=message):
+    DeviceBenchmarker(model=channel(), target=target)
 
 
-def _channel(artifact_type=standard_artifacts.Model):
-  from tfx import types  # pylint: disable=g-import-not-at-top
-  return types.Channel(type=artifact_type)
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(settings={'threads': [1]}), "settings={'threads': \\[1\\]} is not accepted; it must "
+     'be a MeasureSettings'),
+    (dict(budgets=None), 'budgets=None is not accepted; it must be a Budgets'),
+])
+def test_settings_and_budgets_must_be_their_config_classes(kwargs, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    DeviceBenchmarker(model=channel(), **kwargs)
+
+
+def test_the_benchmarker_hands_its_settings_and_budgets_to_the_executor():
+  budgets = budgets_lib.Budgets(max_p90_ms=5.0, max_gzip_bytes=20_000)
+  settings = budgets_lib.MeasureSettings(threads=(1, 2), min_runs=10)
+
+  component = DeviceBenchmarker(model=channel(), settings=settings, budgets=budgets,
+                                variant='pcqat')
+
+  props = component.exec_properties
+  assert budgets_lib.Budgets.from_json(props[spec_keys.BUDGETS_KEY]) == budgets
+  assert budgets_lib.MeasureSettings.from_json(props[spec_keys.BENCHMARK_SETTINGS_KEY]) == settings
+  assert (props[spec_keys.TARGET_KEY], props[spec_keys.VARIANT_KEY]) == ('host', 'pcqat')
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -141,7 +113,7 @@ def _channel(artifact_type=standard_artifacts.Model):
     (dict(max_gzip_bytes=True), 'max_gzip_bytes=True'),
 ])
 def test_budgets_that_are_not_positive_are_rejected(kwargs, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     budgets_lib.Budgets(**kwargs)
 
 
@@ -154,167 +126,63 @@ def test_budgets_that_are_not_positive_are_rejected(kwargs, message):
     (dict(warmup_runs=-1), 'warmup_runs=-1'),
 ])
 def test_measure_settings_are_checked(kwargs, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     budgets_lib.MeasureSettings(**kwargs)
 
 
-def test_model_within_budgets_is_blessed_and_the_report_is_written(tmp_path, tflite_models):
+def test_model_within_budgets_is_marked_so_and_the_report_is_written(tmp_path, tflite_models):
   model = _model_artifact(tmp_path, 'int8', tflite_models['int8'], 'int8')
   budgets = budgets_lib.Budgets(max_p90_ms=1000.0, max_size_bytes=10**6, max_gzip_bytes=10**6,
                                 max_peak_memory_mb=1024.0)
 
-  out = _benchmark(tmp_path, 'int8', model, _blessing(tmp_path, 'int8', model, True), budgets)
+  out = run_benchmark(tmp_path, 'int8', model, _blessing(tmp_path, 'int8', model, True), budgets)
 
-  assert out.get_int_custom_property('blessed') == 1
+  assert out.get_int_custom_property(spec_keys.PROP_WITHIN_BUDGETS) == 1
+  # `blessed` is the Evaluator's (TFMA) verdict; the budgets never set it.
+  assert not out.has_custom_property('blessed')
   assert out.get_string_custom_property(spec_keys.PROP_BUDGET_REASON) == 'within budgets'
   doc = json.loads((tmp_path / 'benchmarks/int8/benchmark.json').read_text())
   entry = doc['models'][0]
   assert [m['threads'] for m in entry['measurements']] == [1, 2]
   assert entry['size_bytes'] == len(tflite_models['int8'])
-  assert entry['gzip_bytes'] == measure.gzip_size(tflite_models['int8'])
+  assert entry['gzip_bytes'] == tflite.gzip_size(tflite_models['int8'])
   assert entry['accuracy']['blessed'] is True
+  assert entry['within_budget'] is True and entry['budget_violations'] == []
+  first = entry['measurements'][0]
+  assert out.get_float_custom_property(spec_keys.PROP_P50_MS) == first['p50_ms']
+  assert out.get_float_custom_property(spec_keys.PROP_P90_MS) == first['p90_ms']
+  assert out.get_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES) == entry['gzip_bytes']
   assert doc['host']['runtime'].startswith('ai-edge-litert')
   html = (tmp_path / 'benchmarks/int8/index.html').read_text()
   assert 'within budgets' in html and 'p90 ms' in html and doc['host']['cpu_model'] in html
 
 
-def test_model_over_a_budget_is_not_blessed_and_the_reason_names_the_budget(tmp_path,
-                                                                              tflite_models):
+def test_model_over_a_budget_is_marked_so_and_the_reason_names_the_budget(tmp_path,
+                                                                            tflite_models, caplog):
   model = _model_artifact(tmp_path, 'fp32', tflite_models['fp32'], 'float32')
   budgets = budgets_lib.Budgets(max_size_bytes=1000, max_p90_ms=1e-6)
 
-  out = _benchmark(tmp_path, 'fp32', model, budgets=budgets)
+  with caplog.at_level('WARNING'):
+    out = run_benchmark(tmp_path, 'fp32', model, budgets=budgets)
 
-  assert out.get_int_custom_property('blessed') == 0
+  assert out.get_int_custom_property(spec_keys.PROP_WITHIN_BUDGETS) == 0
+  assert not out.has_custom_property('blessed')
   reason = out.get_string_custom_property(spec_keys.PROP_BUDGET_REASON)
   assert f'size {len(tflite_models["fp32"]):,} B > max_size_bytes 1,000 B' in reason
   assert 'at 1 thread(s) > max_p90_ms' in reason and 'at 2 thread(s) > max_p90_ms' in reason
+  assert reason.startswith(f'{model.uri}: ')
+  assert f'DeviceBenchmarker: fp32: {reason}' in caplog.text
 
 
 def test_a_model_artifact_without_a_tflite_file_is_named(tmp_path):
   model = standard_artifacts.Model()
   model.uri = str(tmp_path / 'empty')
   os.makedirs(model.uri)
-  with pytest.raises(ValueError, match=r'empty has no model\.tflite'):
-    _benchmark(tmp_path, 'x', model)
+  with pytest.raises(errors.ModelLoadError, match=f'DeviceBenchmarker: model artifact {model.uri} '
+                     r'has no model\.tflite; give it a PTQConverter output'):
+    run_benchmark(tmp_path, 'x', model)
 
-
-def _candidate(name, acc, blessed, gzip, p50=1.0, within=True):
-  return selection_lib.Candidate(name=name, accuracy=acc, accuracy_blessed=blessed,
-                                 accuracy_reason='BLESSED' if blessed else 'NOT_BLESSED: drop',
-                                 within_budget=within,
-                                 budget_reason='within budgets' if within else 'p90 too high',
-                                 p50_ms=p50, gzip_bytes=gzip, size_bytes=gzip * 2)
-
-
-def test_the_smallest_blessed_variant_wins_and_an_unblessed_one_never_does():
-  candidates = [
-      _candidate('ptq', 0.98, True, 37_000),
-      _candidate('pruned', 0.95, False, 15_000),  # smallest of all, but failed the gate
-      _candidate('clustered', 0.98, True, 25_000),
-      _candidate('pcqat', 0.97, True, 11_000),
-  ]
-  result = selection_lib.select(candidates)
-  assert result.winner == 'pcqat'
-  assert 'failed the accuracy gate' in result.reasons['pruned']
-  assert 'pcqat is better by size' in result.reasons['clustered']
-
-  # Without pcqat, the unblessed pruned model is still the smallest but never wins.
-  result = selection_lib.select(candidates[:3])
-  assert result.winner == 'clustered'
-  assert 'pruned' in result.front  # on the front (smallest), yet not eligible
-
-
-def test_over_budget_variants_lose_and_nothing_is_selected_when_none_qualifies():
-  candidates = [_candidate('a', 0.9, True, 100, within=False), _candidate('b', 0.9, False, 200)]
-  result = selection_lib.select(candidates)
-  assert result.winner is None
-  assert 'over the device budgets (p90 too high)' in result.reasons['a']
-  assert 'failed the accuracy gate' in result.reasons['b']
-
-
-def test_pareto_front_and_preferences():
-  a = _candidate('a', 0.99, True, 300, p50=3.0)
-  b = _candidate('b', 0.97, True, 100, p50=2.0)
-  c = _candidate('c', 0.96, True, 200, p50=2.5)  # dominated by b
-  d = _candidate('d', 0.95, True, 400, p50=0.5)
-  assert [x.name for x in selection_lib.pareto_front([a, b, c, d])] == ['a', 'b', 'd']
-  assert selection_lib.select([a, b, c, d], 'size').winner == 'b'
-  assert selection_lib.select([a, b, c, d], 'latency').winner == 'd'
-  assert selection_lib.select([a, b, c, d], 'accuracy').winner == 'a'
-  assert 'dominated by b' in selection_lib.select([a, b, c, d]).reasons['c']
-  with pytest.raises(ValueError, match="prefer='fast'"):
-    selection_lib.select([a], 'fast')
-
-
-@pytest.mark.parametrize('candidates, message', [
-    ({}, 'non-empty dict'),
-    ({'Bad-Name': (None, None)}, "variant name 'Bad-Name'"),
-    ({'ok': 'model'}, 'pair of channels'),
-])
-def test_selector_parameters_fail_when_the_pipeline_is_built(candidates, message):
-  with pytest.raises(ValueError, match=message):
-    VariantSelector(candidates=candidates)
-
-
-def test_selector_ships_only_the_winner_with_a_blessing_the_pusher_accepts(tmp_path,
-                                                                           tflite_models):
-  models = {
-      'big': _model_artifact(tmp_path, 'big', tflite_models['fp32'], 'int8'),
-      'small': _model_artifact(tmp_path, 'small', tflite_models['int8'], 'int8'),
-      'unblessed': _model_artifact(tmp_path, 'unblessed', tflite_models['int8'] + b'\0', 'int8'),
-  }
-  blessed = {'big': True, 'small': True, 'unblessed': False}
-  inputs = {}
-  for name, model in models.items():
-    inputs[selector_executor.model_key(name)] = [model]
-    inputs[selector_executor.benchmark_key(name)] = [
-        _benchmark(tmp_path, name, model, _blessing(tmp_path, name, model, blessed[name]))]
-  out_model = standard_artifacts.Model()
-  out_model.uri = str(tmp_path / 'selected')
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path / 'selected_blessing')
-  selection = artifact_types.VariantSelection()
-  selection.uri = str(tmp_path / 'selection')
-
-  selector_executor.Executor().Do(inputs, {
-      spec_keys.SELECTED_MODEL_KEY: [out_model], spec_keys.SELECTED_BLESSING_KEY: [blessing],
-      spec_keys.SELECTION_KEY: [selection]
-  }, {spec_keys.VARIANTS_KEY: json.dumps(list(models)), spec_keys.PREFER_KEY: 'size'})
-
-  doc = json.loads((tmp_path / 'selection/selection.json').read_text())
-  assert doc['winner'] == 'small'
-  assert 'failed the accuracy gate' in doc['reasons']['unblessed']
-  assert (tmp_path / 'selected/model.tflite').read_bytes() == tflite_models['int8']
-  assert out_model.get_string_custom_property(spec_keys.PROP_SELECTED_VARIANT) == 'small'
-  summary = json.loads(out_model.get_string_custom_property(spec_keys.PROP_BENCHMARK))
-  assert set(summary['latency_ms']) == {'1', '2'} and summary['variant'] == 'small'
-  assert pusher_executor.refusal_reason(out_model, blessing, ['int8']) == ''
-  assert (tmp_path / 'selected_blessing/BLESSED').exists()
-  for png in ('accuracy_vs_latency.png', 'accuracy_vs_gzip_size.png'):
-    assert (tmp_path / 'selection' / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-  html = (tmp_path / 'selection/index.html').read_text()
-  assert 'Selected: small' in html and 'accuracy_vs_latency.png' in html
-
-
-def test_when_nothing_qualifies_the_pusher_is_told_why(tmp_path, tflite_models):
-  model = _model_artifact(tmp_path, 'only', tflite_models['int8'], 'int8')
-  bench = _benchmark(tmp_path, 'only', model, _blessing(tmp_path, 'only', model, True),
-                     budgets_lib.Budgets(max_size_bytes=10))
-  outs = {spec_keys.SELECTED_MODEL_KEY: standard_artifacts.Model(),
-          spec_keys.SELECTED_BLESSING_KEY: standard_artifacts.ModelBlessing(),
-          spec_keys.SELECTION_KEY: artifact_types.VariantSelection()}
-  for key, artifact in outs.items():
-    artifact.uri = str(tmp_path / key)
-  selector_executor.Executor().Do(
-      {'model_only': [model], 'benchmark_only': [bench]},
-      {k: [v] for k, v in outs.items()},
-      {spec_keys.VARIANTS_KEY: '["only"]', spec_keys.PREFER_KEY: 'size'})
-
-  reason = pusher_executor.refusal_reason(outs[spec_keys.SELECTED_MODEL_KEY],
-                                          outs[spec_keys.SELECTED_BLESSING_KEY], ['int8'])
-  assert reason.startswith('VariantSelector chose no model to ship')
-  assert not os.path.exists(tmp_path / spec_keys.SELECTED_MODEL_KEY / 'model.tflite')
+  assert not os.path.exists(tmp_path / 'benchmarks' / 'x')
 
 
 def test_the_host_target_measures_through_the_isolated_process(tmp_path, tflite_models):
@@ -362,6 +230,7 @@ def _reference(path, threads, runs=100):
   return json.loads(result.read_text())['latency']['median_ms'], cpu / wall
 
 
+@pytest.mark.e2e  # MobileNetV2-224 measured by two tools, twice per setting: minutes.
 @pytest.mark.parametrize('mode', ['fp32', 'int8'])
 @pytest.mark.parametrize('threads', [1, 2])
 def test_p50_agrees_with_litert_benchmark_tool_on_mobilenet_v2(mobilenet_v2_files, mode,
@@ -389,14 +258,3 @@ def test_p50_agrees_with_litert_benchmark_tool_on_mobilenet_v2(mobilenet_v2_file
     assert best['p50_ms'] < 0.8 * one_thread['p50_ms']
     return
   assert 0.9 <= ratio <= 1.1
-
-
-@pytest.mark.parametrize('artifact_type', [artifact_types.DeviceBenchmark,
-                                           artifact_types.VariantSelection])
-def test_custom_artifact_types_survive_the_kubeflow_v2_runtime(artifact_type):
-  """KFP's compiler wants `<namespace>.<Title>`; its runtime imports that name as a class path."""
-  from tfx.orchestration.kubeflow.v2 import compiler_utils  # pylint: disable=g-import-not-at-top
-  from tfx.utils import import_utils  # pylint: disable=g-import-not-at-top
-  schema = compiler_utils.get_artifact_schema(artifact_type)  # raises on a bad title
-  assert f'title: {artifact_type.TYPE_NAME}' in schema
-  assert import_utils.import_class_by_path(artifact_type.TYPE_NAME) is artifact_type

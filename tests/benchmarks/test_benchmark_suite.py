@@ -11,17 +11,20 @@ import sys
 
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import REPO_ROOT
+from tests.helpers import ENV
+
+# The suite converts, fine-tunes and measures several models in a subprocess: minutes.
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('zoo')
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2')
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.model_zoo', '--quick', '--models', 'digits',
        '--variants', 'int8', 'pruned_int8', '--threads', '1', '--output-dir', str(out)],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+      cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   with open(out / 'model_zoo.json') as f:
     return out, json.load(f), proc.stdout

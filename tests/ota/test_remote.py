@@ -22,10 +22,12 @@ from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import MetaFile
 from tuf.api.metadata import Metadata
 
+from components import errors
+from components.common import tflite
 from components.ota import cli
 from components.ota import client
-from components.ota import signing_keys
 from components.ota import repository
+from components.ota import signing_keys
 from components.ota import storage as storage_lib
 
 _PIPE_FILE = MemoryFileSystem.pipe_file
@@ -166,6 +168,29 @@ def test_concurrent_publishers_on_memory_get_distinct_versions(mem_uri, keys_dir
   assert _installed(tmp_path / 'device') == pushed[4]
 
 
+def test_sustained_contention_gives_up_with_a_conflict_and_publishes_nothing(repo, monkeypatch):
+  repo.publish('digits', b'model-one')
+  create = storage_lib.FsspecStorage.create
+
+  def always_taken(self, path, data):  # Another publisher wins every targets version.
+    if path.endswith('.targets.json'):
+      raise FileExistsError(path)
+    create(self, path, data)
+
+  monkeypatch.setattr(repository, '_backoff', lambda attempt: None)
+  monkeypatch.setattr(storage_lib.FsspecStorage, 'create', always_taken)
+  with pytest.raises(errors.PublishConflictError) as raised:
+    repo.publish('digits', b'model-two')
+  monkeypatch.undo()
+
+  assert str(raised.value) == (
+      f'OTA repository {repo.repo_dir}: other publishers took the next targets version '
+      f'{repository.MAX_ATTEMPTS} times in a row; nothing of this push was published. Push again.')
+  assert isinstance(raised.value, errors.PublishError)
+  assert [r.version for r in repo.releases('digits')] == [1]
+  assert repo.publish('digits', b'model-two').version == 2  # Once the contention is over.
+
+
 def test_a_timestamp_write_that_lands_after_a_newer_one_is_corrected(repo, keys_dir, tmp_path,
                                                                     monkeypatch):
   a_writes_timestamp, b_done = threading.Event(), threading.Event()
@@ -271,8 +296,8 @@ def test_a_network_error_partway_leaves_the_previous_release_and_a_rerun_complet
 @pytest.mark.parametrize('scheme', ['memory', 'file'])
 def test_cli_on_a_uri(scheme, mem_uri, keys_dir, tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
-  # Tensor specs need a real TFLite model; test_ota.py's CLI test covers them.
-  monkeypatch.setattr(cli, '_tensor_specs', lambda model: {'inputs': [], 'outputs': []})
+  # Tensor specs need a real TFLite model; test_repository_and_client.py's CLI test covers them.
+  monkeypatch.setattr(tflite, 'io_specs', lambda model: {'inputs': [], 'outputs': []})
   uri = mem_uri if scheme == 'memory' else f'file://{tmp_path}/repo'
   model, retrained = tmp_path / 'model.tflite', tmp_path / 'retrained.tflite'
   model.write_bytes(_model_bytes(1))
@@ -304,14 +329,16 @@ def test_cli_on_a_uri(scheme, mem_uri, keys_dir, tmp_path, monkeypatch, capsys):
   assert [r.version for r in repo.releases('tiny')] == [1, 2, 3] and len(status) == 3
   assert 'installed tiny version 3' in fetched
   assert (tmp_path / 'device' / 'tiny.tflite').read_bytes() == model.read_bytes()
-  assert 'already exists' in err
+  assert err == f'error: OTA repository {uri} already exists.\n'
   assert os.path.exists(os.path.join(keys_dir, 'snapshot.pem.old-2'))
   # file:// is the local implementation on that path; memory:// writes nothing locally.
   assert isinstance(repo.storage, storage_lib.LocalStorage) == (scheme == 'file')
   assert os.path.exists(tmp_path / 'repo' / 'metadata' / '2.root.json') == (scheme == 'file')
   assert not [p for p in os.listdir(tmp_path) if p.startswith(('file:', 'memory:'))]
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as raised:
     cli.main(ota + ['rotate-keys', *keys, '--role', 'root'])  # An offline key.
+  assert raised.value.code == 2
+  assert "argument --role: invalid choice: 'root' (choose from" in capsys.readouterr().err
 
 
 class _NoExclusiveCreateFileSystem(fsspec.AbstractFileSystem):
@@ -324,8 +351,8 @@ class _NoExclusiveCreateFileSystem(fsspec.AbstractFileSystem):
 def test_a_backend_without_exclusive_create_is_refused_with_a_clear_error(uri, keys_dir, capsys):
   fsspec.register_implementation('nocas', _NoExclusiveCreateFileSystem, clobber=True)
 
-  # ValueError, not a connection error: the check runs before any backend connects.
-  with pytest.raises(ValueError) as raised:
+  # ConfigError, not a connection error: the check runs before any backend connects.
+  with pytest.raises(errors.ConfigError) as raised:
     repository.OTARepository(uri, keys_dir)
   code = cli.main(['ota', 'init', '--repo', uri, '--keys', keys_dir])
   _, err = capsys.readouterr()
@@ -422,7 +449,9 @@ def test_an_interrupted_rotation_blocks_publishing_until_rerun_then_clients_upda
   with pytest.raises(OSError):
     repo.rotate_keys('timestamp')  # Died after root 2 named the key kept in timestamp.pem.new.
   # Signing with the key root 2 no longer trusts would break every client: refuse instead.
-  with pytest.raises(ValueError, match='run `tfx-edge ota rotate-keys --role timestamp` again'):
+  with pytest.raises(errors.SigningKeyError, match='the timestamp key in .* is not the one root '
+                     'version 2 trusts; if a key rotation was interrupted, run `tfx-edge ota '
+                     'rotate-keys --role timestamp` again'):
     repo.publish('digits', b'model-two')
   monkeypatch.undo()
   second = repo.rotate_keys('timestamp')
@@ -450,7 +479,8 @@ def test_an_init_that_died_is_finished_by_a_rerun_with_the_same_keys(mem_uri, ke
   with pytest.raises(ConnectionError):
     repository.OTARepository(mem_uri, keys_dir).init()
   monkeypatch.undo()
-  with pytest.raises(FileExistsError, match='already has a root with other keys'):
+  with pytest.raises(errors.OTARepositoryError, match=f'OTA repository {mem_uri} already has a '
+                     'root with other keys'):
     repository.OTARepository(mem_uri, str(tmp_path / 'other-keys')).init()
   repo = repository.OTARepository(mem_uri, keys_dir)
   repo.init()
@@ -458,5 +488,6 @@ def test_an_init_that_died_is_finished_by_a_rerun_with_the_same_keys(mem_uri, ke
 
   with _serve(repo) as url:
     assert _fetch(repo, url, tmp_path / 'device').version == 1
-  with pytest.raises(FileExistsError, match='already exists'):
+  with pytest.raises(errors.OTARepositoryError, match=f'OTA repository {mem_uri} already '
+                     'exists'):
     repo.init()

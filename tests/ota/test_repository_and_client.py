@@ -3,7 +3,6 @@ import concurrent.futures
 import datetime
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,10 +12,12 @@ import pytest
 from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import Metadata
 
+from components import errors
 from components.ota import client
-from components.ota import signing_keys
 from components.ota import repository
+from components.ota import signing_keys
 from tests.conftest import REPO_ROOT
+from tests.helpers import http_server
 
 
 @pytest.fixture
@@ -29,14 +30,8 @@ def repo(tmp_path):
 @pytest.fixture
 def server(repo):
   """`python -m http.server` serving the repository on a free loopback port."""
-  proc = subprocess.Popen(
-      [sys.executable, '-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory',
-       repo.repo_dir], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-  line = proc.stdout.readline()
-  port = int(re.search(r'port (\d+)', line).group(1))
-  yield f'http://127.0.0.1:{port}'
-  proc.terminate()
-  proc.wait(timeout=10)
+  with http_server(repo.repo_dir) as url:
+    yield url
 
 
 def _fetch(repo, url, dest, name='digits', channel='stable'):
@@ -100,7 +95,8 @@ def test_tampered_metadata_is_rejected(repo, server, tmp_path):
   with open(path, 'w') as f:
     f.write(text.replace('"stable"', '"canary"'))
 
-  with pytest.raises(tuf_exceptions.RepositoryError):
+  # The signature no longer matches the signed content.
+  with pytest.raises(tuf_exceptions.UnsignedMetadataError, match='targets'):
     _fetch(repo, server, tmp_path / 'device')
 
   assert not os.path.exists(tmp_path / 'device' / 'digits.tflite')
@@ -188,8 +184,46 @@ def test_concurrent_pushes_get_distinct_versions(repo):
     ('digits', 'a/b', "channel='a/b' is not accepted"),
 ])
 def test_names_and_channels_that_could_escape_are_rejected(repo, name, channel, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     repo.publish(name, b'model', channel)
+
+  assert repo.releases() == []
+
+
+def test_a_repository_is_created_once_and_must_exist_before_a_publish(repo, tmp_path):
+  with pytest.raises(errors.OTARepositoryError, match=f'OTA repository {repo.repo_dir} already '
+                     'exists'):
+    repo.init()
+  missing = repository.OTARepository(str(tmp_path / 'none'), str(tmp_path / 'keys'))
+  with pytest.raises(errors.OTARepositoryError, match='no targets metadata; run `tfx-edge ota '
+                     'init` first'):
+    missing.publish('digits', b'model')
+  with pytest.raises(errors.OTARepositoryError, match='no timestamp.json; run `tfx-edge ota init` '
+                     'first'):
+    missing.releases()
+
+
+def test_rolling_back_to_a_version_never_published_names_the_versions_there_are(repo):
+  repo.publish('digits', b'model-one')
+  repo.publish('digits', b'model-two')
+
+  with pytest.raises(errors.NotPublishedError, match=r"'digits' has no version 7; published "
+                     r'versions: \[1, 2\]'):
+    repo.rollback('digits', 7)
+
+  rolled = repo.rollback('digits', 1)
+  assert (rolled.version, repo.read_target(rolled)) == (3, b'model-one')
+  assert rolled.custom['rolled_back_from'] == 1
+
+
+def test_a_device_asking_for_a_model_never_published_is_told_so(repo, server, tmp_path):
+  repo.publish('digits', b'model-one')
+
+  with pytest.raises(errors.NotPublishedError, match="no model 'digits' is published on channel "
+                     "'canary'"):
+    _fetch(repo, server, tmp_path / 'device', channel='canary')
+
+  assert not os.path.exists(tmp_path / 'device' / 'digits.tflite')
 
 
 def test_cli_init_publish_rollback_status_fetch(tmp_path, tiny_model):
@@ -297,70 +331,6 @@ def test_a_tampered_patch_is_rejected_and_the_full_file_installed(repo, server, 
   assert not result.via_patch and result.version == 2
   assert 'failed verification' in caplog.text
   assert _installed(device) == v1[:-10] + b'0123456789'
-
-
-def _pusher_channels():
-  from tfx import types  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  return dict(model=types.Channel(type=standard_artifacts.Model),
-              model_blessing=types.Channel(type=standard_artifacts.ModelBlessing))
-
-
-@pytest.mark.parametrize('kwargs,message', [
-    (dict(channel='Beta'), "channel='Beta' is not accepted"),
-    (dict(model_name='a/b'), "model_name='a/b' is not accepted"),
-    (dict(repository_dir='ftp://host/ota'), "location 'ftp://host/ota' is not accepted"),
-    (dict(repository_dir='simplecache::gs://b/ota'), 'is not accepted; use a local path'),
-    (dict(keys_dir='gs://bucket/keys'), "keys_dir='gs://bucket/keys' must be a local"),
-    (dict(keys_dir='/srv/ota/keys'), 'lies inside repository_dir, which is served to devices'),
-    (dict(allowed_modes=['int7']), "allowed_modes contains 'int7'"),
-    (dict(delta_policy=repository.DeltaPolicy(last_k=2, max_ratio=0.3)), None),
-])
-def test_ota_pusher_checks_its_parameters_when_the_pipeline_is_built(kwargs, message):
-  from components import OTAPusher  # pylint: disable=g-import-not-at-top
-  args = dict(_pusher_channels(), repository_dir='/srv/ota', keys_dir='/var/run/keys',
-              model_name='digits')
-  args.update(kwargs)
-
-  if message is None:
-    assert OTAPusher(**args).exec_properties['delta_max_ratio'] == 0.3
-    assert OTAPusher(**dict(args, repository_dir='gs://bucket/ota')).exec_properties[
-        'repository'] == 'gs://bucket/ota'  # Object stores are accepted (checked at run time).
-  else:
-    with pytest.raises(ValueError, match=message):
-      OTAPusher(**args)
-
-
-def test_ota_pusher_publishes_a_blessed_model_with_its_custom_info(repo, tmp_path, tiny_model):
-  from components import spec_keys  # pylint: disable=g-import-not-at-top
-  from components import OTAPusher  # pylint: disable=g-import-not-at-top
-  from components.ota import executor as ota_executor  # pylint: disable=g-import-not-at-top
-  from components.ptq_converter import calibration, conversion  # pylint: disable=g-import-not-at-top
-  from tests.conftest import random_pixels  # pylint: disable=g-import-not-at-top
-  from tests.test_pusher import _blessing, _model  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  tflite_model = conversion.convert(
-      tiny_model, 'int8', calibration.representative_dataset({'pixels': random_pixels()}))
-  model = _model(tmp_path, payload=tflite_model)
-  pushed = standard_artifacts.PushedModel()
-  pushed.uri = str(tmp_path / 'pushed')
-  component = OTAPusher(**_pusher_channels(), repository_dir=repo.repo_dir,
-                        keys_dir=repo._keys_dir, model_name='digits', channel='canary')  # pylint: disable=protected-access
-
-  ota_executor.Executor().Do(
-      {spec_keys.MODEL_KEY: [model],
-       spec_keys.MODEL_BLESSING_KEY: [_blessing(tmp_path, model, True)]},
-      {spec_keys.PUSHED_MODEL_KEY: [pushed]}, dict(component.exec_properties))
-
-  [release] = repo.releases('digits')
-  assert pushed.get_int_custom_property('pushed') == 1
-  assert pushed.get_int_custom_property('pushed_version') == 1
-  assert pushed.get_string_custom_property('pushed_destination') == release.path
-  assert release.channel == 'canary'
-  assert release.custom['mode'] == 'int8'
-  assert release.custom['tensors']['inputs'][0]['dtype'] == 'int8'
-  assert release.custom['min_runtime_version'].startswith('ai-edge-litert')
-  assert repo.read_target(release) == tflite_model
 
 
 _KILLED_PUSH = '''

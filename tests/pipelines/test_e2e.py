@@ -13,13 +13,15 @@ from ml_metadata.metadata_store import metadata_store
 import pytest
 from tfx.orchestration import metadata
 
+from components import errors
+from components.common import tflite
 from components.ota import client
-from components.ota import signing_keys
 from components.ota import repository
+from components.ota import signing_keys
 from pipelines import pipeline as pipeline_lib
 from pipelines import summary
-from components.common import tflite
 from tests.conftest import REPO_ROOT
+from tests.helpers import http_server
 
 pytestmark = pytest.mark.e2e
 PIPELINE = 'tfx_edge_digits'
@@ -94,17 +96,9 @@ def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run,
   output_dir, _ = local_run
   ota = repository.OTARepository(pipeline_lib.demo_paths(str(output_dir))['ota_repository'])
   [release] = ota.releases('digits')
-  server = subprocess.Popen(
-      [sys.executable, '-u', '-m', 'http.server', '0', '--bind', '127.0.0.1', '--directory',
-       ota.repo_dir], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-  try:
-    port = int(re.search(r'port (\d+)', server.stdout.readline()).group(1))
-    result = client.fetch(f'http://127.0.0.1:{port}',
-                          os.path.join(ota.metadata_dir, '1.root.json'), 'digits',
+  with http_server(ota.repo_dir) as url:
+    result = client.fetch(url, os.path.join(ota.metadata_dir, '1.root.json'), 'digits',
                           str(tmp_path / 'device'))
-  finally:
-    server.terminate()
-    server.wait(timeout=10)
 
   assert (result.version, result.updated) == (1, True)
   with open(result.path, 'rb') as f:
@@ -219,7 +213,7 @@ def test_signing_keys_appear_in_no_metadata_log_spec_artifact_or_error(local_run
   shutil.copytree(paths['ota_keys_dir'], broken_keys)
   pem = (broken_keys / 'targets.pem').read_bytes()
   (broken_keys / 'targets.pem').write_bytes(pem[:-40])
-  with pytest.raises(ValueError) as raised:
+  with pytest.raises(errors.SigningKeyError) as raised:
     signing_keys.load(str(broken_keys))
   places['the error of a corrupt key'] = ''.join(
       traceback.format_exception(raised.type, raised.value, raised.tb)).encode()

@@ -4,11 +4,13 @@ import os
 import tempfile
 
 import apache_beam as beam
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from components import errors
+from components.common import examples_io
 from components.ptq_converter import calibration
 
 
@@ -20,10 +22,10 @@ def _labels(records):
 
 def _sample(records, n, label_key='label', seed=0):
   out_dir = tempfile.mkdtemp()
-  with TestPipeline() as p:
+  with test_pipeline.TestPipeline() as p:
     _ = (p | beam.Create(records) | calibration.SampleExamples(n, label_key=label_key, seed=seed)
          | beam.io.WriteToTFRecord(os.path.join(out_dir, 'sample'), num_shards=1))
-  return calibration.read_records(os.path.join(out_dir, 'sample*'))
+  return examples_io.read_records(os.path.join(out_dir, 'sample*'))
 
 
 @pytest.mark.parametrize('counts,n,expected', [
@@ -68,11 +70,19 @@ def test_sample_keeps_everything_when_fewer_records_than_requested(digits_record
 
 
 def test_unstratified_sample_has_the_requested_size(digits_records):
-  assert len(_sample(digits_records, 50, label_key=None)) == 50
+  sample = _sample(digits_records, 50, label_key=None)
+
+  assert len(sample) == 50
+  assert len(set(sample)) == 50 and set(sample) <= set(digits_records)
+  # Deterministic without labels too: the same seed picks the same records.
+  assert calibration.fingerprint(sample) == calibration.fingerprint(
+      _sample(list(reversed(digits_records)), 50, label_key=None))
 
 
 def test_sample_names_a_missing_label_feature(digits_records):
-  with pytest.raises(Exception, match="no feature 'species' \\(label_key\\)"):
+  # The DirectRunner re-raises the transform's own error, with the step appended.
+  with pytest.raises(errors.DataError, match=r"calibration: an example has no feature 'species' "
+                     r"\(label_key\); features present: \['label', 'pixels'\]"):
     _sample(digits_records[:10], 5, label_key='species')
 
 
@@ -84,12 +94,26 @@ def test_fingerprint_ignores_order_and_counts_records():
   assert digest != calibration.fingerprint([b'a', b'b', b'd'])[1]
 
 
-def test_to_input_arrays_parses_by_model_input(tiny_model, digits_records):
+def test_to_input_arrays_parses_by_model_input(tiny_model, digits_records, digits_arrays):
   arrays = calibration.to_input_arrays(digits_records[:8], tiny_model, source='test')
 
   assert set(arrays) == {'pixels'}
   assert arrays['pixels'].shape == (8, 64)
   assert arrays['pixels'].dtype == np.float32
+  np.testing.assert_array_equal(arrays['pixels'], digits_arrays[0][:8])
+
+
+def test_representative_dataset_yields_each_sample_by_input_name_with_a_batch_of_one():
+  arrays = {'a': np.arange(6, dtype=np.float32).reshape(3, 2),
+            'b': np.arange(3, dtype=np.float32).reshape(3, 1)}
+
+  samples = list(calibration.representative_dataset(arrays)())
+
+  assert len(samples) == 3
+  for i, sample in enumerate(samples):
+    assert set(sample) == {'a', 'b'}
+    np.testing.assert_array_equal(sample['a'], arrays['a'][i:i + 1])
+    np.testing.assert_array_equal(sample['b'], arrays['b'][i:i + 1])
 
 
 def _example(**features):
@@ -108,5 +132,5 @@ def _example(**features):
     (_example(pixels=[float('nan')] + [0.0] * 63), "feature 'pixels' holds 1 NaN or Inf"),
 ])
 def test_to_input_arrays_names_the_bad_data(tiny_model, record, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(errors.DataError, match=message):
     calibration.to_input_arrays([record], tiny_model, source='examples/7')

@@ -5,16 +5,18 @@ import os
 import threading
 
 import pytest
-import tensorflow_model_analysis as tfma
-from tfx import types
 from tfx.types import standard_artifacts
 
 from components import TFLitePusher
+from components import errors
 from components import spec_keys
-from components.gate import accuracy_gate_config
 from components.pusher import executor as pusher_executor
 from components.pusher import publisher as publisher_lib
-from tensorflow_model_analysis.proto import validation_result_pb2
+from tests.helpers import blessing_artifact
+from tests.helpers import channel
+from tests.helpers import evaluation_with_failure
+from tests.helpers import read_json
+from tests.helpers import tflite_model_artifact
 
 
 def test_versions_go_up_and_each_holds_model_and_metadata(tmp_path):
@@ -66,30 +68,33 @@ def test_a_crashed_publish_leaves_only_a_staging_dir_that_is_ignored(tmp_path):
   pub = publisher_lib.VersionedDirectoryPublisher(str(tmp_path))
   pub.publish('digits', b'model-1', {})
   # What a publish killed before its rename leaves behind.
-  os.makedirs(tmp_path / 'digits' / '.staging-dead' )
+  os.makedirs(tmp_path / 'digits' / '.staging-dead')
   (tmp_path / 'digits' / '.staging-dead' / 'model.tflite').write_bytes(b'half')
 
   result = pub.publish('digits', b'model-2', {})
 
-  assert result.version == 2
+  assert (result.version, result.created) == (2, True)
   assert sorted(pub.versions('digits')) == [1, 2]
+  assert (tmp_path / 'digits' / '00000002' / 'model.tflite').read_bytes() == b'model-2'
 
 
 @pytest.mark.parametrize('name', ['../escape', 'a/b', '', '.hidden', 'x' * 129, '..'])
 def test_model_names_that_could_escape_the_destination_are_rejected(tmp_path, name):
-  with pytest.raises(ValueError, match='model_name=.* is not accepted'):
+  with pytest.raises(errors.ConfigError, match='model_name=.* is not accepted'):
     publisher_lib.VersionedDirectoryPublisher(str(tmp_path)).publish(name, b'm', {})
+
+  assert os.listdir(tmp_path) == []
 
 
 def _channels():
-  return dict(model=types.Channel(type=standard_artifacts.Model),
-              model_blessing=types.Channel(type=standard_artifacts.ModelBlessing))
+  return dict(model=channel(), model_blessing=channel(standard_artifacts.ModelBlessing))
 
 
 @pytest.mark.parametrize('kwargs,message', [
     (dict(model_name='../x'), "model_name='../x' is not accepted"),
-    (dict(push_destination='gs://bucket/models'), 'writes to a local path'),
-    (dict(push_destination=''), "push_destination='' must be a directory"),
+    (dict(push_destination='gs://bucket/models'), "push_destination='gs://bucket/models': the "
+     'versioned directory publisher writes to a local path'),
+    (dict(push_destination=''), "push_destination='' is not accepted; it must name a directory"),
     (dict(allowed_modes=['int9']), "allowed_modes contains 'int9', which is not a PTQ mode"),
     (dict(allowed_modes='int8'), "allowed_modes='int8' must be a non-empty list"),
 ])
@@ -97,72 +102,16 @@ def test_pusher_bad_parameters_fail_when_the_pipeline_is_built(tmp_path, kwargs,
   args = dict(_channels(), push_destination=str(tmp_path), model_name='digits')
   args.update(kwargs)
 
-  with pytest.raises(ValueError, match=message.replace('(', r'\(')):
+  with pytest.raises(errors.ConfigError, match=message.replace('(', r'\(')):
     TFLitePusher(**args)
 
 
-@pytest.mark.parametrize('kwargs,message', [
-    (dict(min_accuracy=1.5), r'min_accuracy=1.5 is not accepted: accuracy thresholds lie in '
-     r'\[0.0, 1.0\]'),
-    (dict(min_accuracy=-0.1), 'min_accuracy=-0.1 is not accepted'),
-    (dict(max_accuracy_drop=1.0), r'max_accuracy_drop=1.0 is not accepted.*\[0.0, 1.0\)'),
-    (dict(max_accuracy_drop=float('nan')), 'max_accuracy_drop=nan is not accepted'),
-    (dict(label_key=''), "label_key='' must name the label feature"),
-])
-def test_gate_thresholds_that_could_never_decide_are_rejected(kwargs, message):
-  args = dict(label_key='label')
-  args.update(kwargs)
-
-  with pytest.raises(ValueError, match=message):
-    accuracy_gate_config(**args)
-
-
-def test_gate_config_compares_two_tflite_models_with_both_thresholds():
-  config = accuracy_gate_config('label', min_accuracy=0.9, max_accuracy_drop=0.02)
-
-  assert [(m.name, m.model_type, m.is_baseline) for m in config.model_specs] == [
-      ('candidate', 'tf_lite', False), ('baseline', 'tf_lite', True)]
-  threshold = config.metrics_specs[0].metrics[1].threshold
-  assert threshold.value_threshold.lower_bound.value == 0.9
-  assert threshold.change_threshold.absolute.value == -0.02
-
-
 def _model(tmp_path, mode='int8', payload=b'tflite-bytes'):
-  model = standard_artifacts.Model()
-  model.uri = str(tmp_path / f'model_{mode}')
-  os.makedirs(model.uri, exist_ok=True)
-  with open(os.path.join(model.uri, 'model.tflite'), 'wb') as f:
-    f.write(payload)
-  model.set_string_custom_property(spec_keys.PROP_MODE, mode)
-  model.set_string_custom_property(spec_keys.PROP_INPUT_DTYPES, '{"in": "int8"}')
-  model.set_string_custom_property(spec_keys.PROP_OUTPUT_DTYPES, '{"out": "int8"}')
-  return model
+  return tflite_model_artifact(tmp_path / f'model_{mode}', payload, mode)
 
 
 def _blessing(tmp_path, model, blessed):
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path / 'blessing')
-  blessing.set_int_custom_property('blessed', int(blessed))
-  blessing.set_string_custom_property('current_model', model.uri)
-  return blessing
-
-
-def _evaluation_with_failure(tmp_path):
-  """A real TFMA validations file recording a failed value threshold."""
-  evaluation = standard_artifacts.ModelEvaluation()
-  evaluation.uri = str(tmp_path / 'evaluation')
-  os.makedirs(evaluation.uri)
-  result = validation_result_pb2.ValidationResult(validation_ok=False)
-  failure = result.metric_validations_per_slice.add().failures.add()
-  failure.metric_key.name = 'sparse_categorical_accuracy'
-  failure.metric_key.model_name = 'candidate'
-  failure.metric_threshold.value_threshold.lower_bound.value = 0.99
-  failure.metric_value.double_value.value = 0.9
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with tf.io.TFRecordWriter(os.path.join(evaluation.uri, 'validations.tfrecord')) as writer:
-    writer.write(result.SerializeToString())
-  assert not tfma.load_validation_result(evaluation.uri).validation_ok
-  return evaluation
+  return blessing_artifact(tmp_path / 'blessing', model, blessed)
 
 
 def _push(tmp_path, model, blessing, evaluation=None, allowed_modes=('int8',)):
@@ -186,10 +135,30 @@ def test_blessed_int8_model_is_pushed_with_version_and_destination(tmp_path):
   pushed = _push(tmp_path, model, _blessing(tmp_path, model, True))
 
   assert pushed.get_int_custom_property('pushed') == 1
-  assert pushed.get_int_custom_property('pushed_version') == 1
+  # A string, as the standard TFX Pusher writes it.
+  assert pushed.get_string_custom_property('pushed_version') == '1'
+  assert pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == 'pushed'
   destination = pushed.get_string_custom_property('pushed_destination')
+  assert destination == str(tmp_path / 'dest' / 'digits' / '00000001')
   with open(os.path.join(destination, 'model.tflite'), 'rb') as f:
     assert f.read() == b'tflite-bytes'
+  metadata = read_json(os.path.join(destination, 'metadata.json'))
+  assert (metadata['mode'], metadata['source_model_uri'], metadata['version']) == (
+      'int8', model.uri, 1)
+  assert metadata['input_dtypes'] == {'pixels': 'int8'}
+
+
+def test_pushing_the_same_model_again_records_the_existing_version(tmp_path):
+  model = _model(tmp_path)
+  _push(tmp_path, model, _blessing(tmp_path, model, True))
+
+  again = _push(tmp_path, model, _blessing(tmp_path, model, True))
+
+  assert again.get_int_custom_property('pushed') == 1
+  assert again.get_string_custom_property('pushed_version') == '1'
+  assert again.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
+      'same model already latest')
+  assert os.listdir(tmp_path / 'dest' / 'digits') == ['00000001']
 
 
 def test_not_blessed_model_is_not_pushed_and_the_failed_threshold_is_logged(tmp_path, caplog):
@@ -197,13 +166,13 @@ def test_not_blessed_model_is_not_pushed_and_the_failed_threshold_is_logged(tmp_
 
   with caplog.at_level('WARNING'):
     pushed = _push(tmp_path, model, _blessing(tmp_path, model, False),
-                   _evaluation_with_failure(tmp_path))
+                   evaluation_with_failure(tmp_path / 'evaluation'))
 
   assert pushed.get_int_custom_property('pushed') == 0
   reason = pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON)
-  assert 'NOT_BLESSED' in reason
-  assert 'sparse_categorical_accuracy value = +0.9000 fails the bound >= 0.9900' in reason
-  assert reason in caplog.text
+  assert reason == ('model is NOT_BLESSED by the Evaluator: sparse_categorical_accuracy value = '
+                    '+0.9000 fails the bound >= 0.9900 (model candidate)')
+  assert f'TFLitePusher: NOT pushing {model.uri}: {reason}' in caplog.text
   assert not os.path.exists(tmp_path / 'dest' / 'digits')
 
 
@@ -213,15 +182,20 @@ def test_blessed_model_of_a_mode_not_allowed_is_not_pushed(tmp_path):
   pushed = _push(tmp_path, model, _blessing(tmp_path, model, True))
 
   assert pushed.get_int_custom_property('pushed') == 0
-  assert "mode 'float32' is not in allowed_modes ['int8']" in pushed.get_string_custom_property(
-      spec_keys.PROP_PUSH_REASON)
+  assert pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
+      "model mode 'float32' is not in allowed_modes ['int8']")
+  assert not os.path.exists(tmp_path / 'dest' / 'digits')
 
 
 def test_a_blessing_for_another_model_does_not_push(tmp_path):
   model = _model(tmp_path)
   other = _model(tmp_path, mode='dynamic_range')
+  blessing = _blessing(tmp_path, other, True)
 
-  pushed = _push(tmp_path, model, _blessing(tmp_path, other, True))
+  pushed = _push(tmp_path, model, blessing)
 
   assert pushed.get_int_custom_property('pushed') == 0
-  assert 'the blessing' in pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON)
+  assert pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
+      f'the blessing {blessing.uri} is for model {other.uri}, not for {model.uri}; wire the '
+      'Evaluator that evaluated this model.')
+  assert not os.path.exists(tmp_path / 'dest' / 'digits')

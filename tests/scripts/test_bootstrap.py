@@ -27,7 +27,11 @@ def test_a_python_of_another_version_is_not_accepted(tmp_path):
   env = {'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path), 'PYENV_ROOT': str(tmp_path / 'none'),
          'PYTHON': other if os.path.exists(other) else '/bin/false'}
 
-  assert _find(env).returncode == 1
+  proc = _find(env)
+
+  assert proc.returncode == 1
+  assert proc.stdout == ''  # No interpreter printed: the other version was not taken.
+  assert 'no Python 3.10 interpreter found' in proc.stderr
 
 
 def test_python310_is_found_among_pyenv_versions_without_activation(tmp_path):

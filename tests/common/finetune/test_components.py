@@ -1,81 +1,75 @@
-"""Pruner, Clusterer, QATTrainer: construction checks and executors chained on real artifacts."""
+"""Pruner, Clusterer, QATTrainer share one component and one executor (components.common.finetune):
+construction checks, and the three executors chained on real artifacts.
+"""
 import json
 import os
 
 import pytest
 import tensorflow as tf
-from tfx import types
 from tfx.types import standard_artifacts
 import tf_keras
 
 from components import Clusterer
-from components import PTQConverter
 from components import Pruner
 from components import QATTrainer
+from components import errors
 from components import spec_keys
-from components.common import model_io
-from components.clusterer import executor as clusterer_executor
 from components.clusterer.clustering import ClusteringConfig
+from components.common import model_io
 from components.common import tflite as tflite_lib
-from components.common.finetune.config import FineTuneConfig
-from components.ptq_converter import executor as ptq_executor
-from components.pruner import executor as pruner_executor
 from components.pruner.pruning import PruningConfig
-from components.qat_trainer import executor as qat_executor
 from components.qat_trainer.qat import QATConfig
-
-INPUT_FN = 'pipelines.digits_module.input_fn'
-TINY = FineTuneConfig(epochs=1, steps_per_epoch=12, eval_steps=2)
+from tests.helpers import INPUT_FN
+from tests.helpers import TINY
+from tests.helpers import channel
+from tests.helpers import run_optimizer
+from tests.helpers import run_ptq
 
 
 def _channels():
-  return dict(model=types.Channel(type=standard_artifacts.Model),
-              examples=types.Channel(type=standard_artifacts.Examples))
+  return dict(model=channel(), examples=channel(standard_artifacts.Examples))
 
 
 @pytest.mark.parametrize('factory,kwargs,message', [
     (Pruner, dict(input_fn=None), 'give exactly one of input_fn=None'),
-    (Pruner, dict(module_file='m.py'), 'give exactly one of input_fn='),
+    (Pruner, dict(module_file='m.py'), "give exactly one of input_fn='pipelines.digits_module"),
     (Pruner, dict(input_fn='input_fn'), "input_fn='input_fn' is not an import path"),
     (Pruner, dict(pruning=PruningConfig(begin=200, end=300)),
      'pruning begins at step 200 but fine-tuning has only 150 steps'),
-    (Pruner, dict(fine_tuning={'epochs': 1}), 'must be a FineTuneConfig'),
+    (Pruner, dict(fine_tuning={'epochs': 1}),
+     r"fine_tuning=\{'epochs': 1\} is not accepted; it must be a FineTuneConfig\."),
+    (Pruner, dict(pruning=ClusteringConfig()),
+     r'pruning=ClusteringConfig\(.*\) is not accepted; it must be a PruningConfig\.'),
     (Clusterer, dict(input_fn=None, module_file=None), 'give exactly one of'),
+    (Clusterer, dict(clustering=QATConfig()), 'it must be a ClusteringConfig'),
     (QATTrainer, dict(input_fn='a b.c'), "input_fn='a b.c' is not an import path"),
+    (QATTrainer, dict(qat={'scheme': 'default'}), 'it must be a QATConfig'),
 ])
 def test_bad_optimizer_arguments_fail_when_the_pipeline_is_built(factory, kwargs, message):
   args = dict(_channels(), input_fn=INPUT_FN)
   args.update(kwargs)
 
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     factory(**args)
 
 
-def _run(executor_cls, component, source, examples, tmp_path, name):
-  out = standard_artifacts.Model()
-  out.uri = str(tmp_path / name / 'model')
-  run = standard_artifacts.ModelRun()
-  run.uri = str(tmp_path / name / 'run')
-  executor_cls().Do({spec_keys.MODEL_KEY: [source], spec_keys.EXAMPLES_KEY: [examples]},
-                    {spec_keys.OPTIMIZED_MODEL_KEY: [out], spec_keys.MODEL_RUN_KEY: [run]},
-                    dict(component.exec_properties))
-  return out, run
+@pytest.mark.parametrize('factory,argument,config', [
+    (Pruner, 'pruning', PruningConfig(target_sparsity=0.8)),
+    (Clusterer, 'clustering', ClusteringConfig(number_of_clusters=4)),
+    (QATTrainer, 'qat', QATConfig(scheme='default')),
+])
+def test_each_optimizer_passes_its_config_and_the_fine_tuning_to_its_executor(factory, argument,
+                                                                              config):
+  component = factory(**_channels(), input_fn=INPUT_FN, fine_tuning=TINY, **{argument: config})
 
-
-def _int8(source, examples, tmp_path, name='int8'):
-  component = PTQConverter(model=types.Channel(type=standard_artifacts.Model),
-                           examples=types.Channel(type=standard_artifacts.Examples),
-                           mode='int8', label_key='label', calibration_samples=100)
-  tflite = standard_artifacts.Model()
-  tflite.uri = str(tmp_path / name / 'tflite')
-  calib = standard_artifacts.Examples()
-  calib.uri = str(tmp_path / name / 'calibration')
-  ptq_executor.Executor().Do(
-      {spec_keys.MODEL_KEY: [source], spec_keys.EXAMPLES_KEY: [examples]},
-      {spec_keys.TFLITE_MODEL_KEY: [tflite], spec_keys.CALIBRATION_KEY: [calib]},
-      dict(component.exec_properties))
-  with open(os.path.join(tflite.uri, 'model.tflite'), 'rb') as f:
-    return tflite, f.read()
+  executor_class = component.EXECUTOR_SPEC.executor_class
+  props = component.exec_properties
+  assert executor_class.CONFIG_CLASS.from_json(props[spec_keys.OPTIMIZATION_KEY]) == config
+  assert type(TINY).from_json(props[spec_keys.FINE_TUNING_KEY]) == TINY
+  assert set(component.outputs) == {spec_keys.OPTIMIZED_MODEL_KEY, spec_keys.MODEL_RUN_KEY}
+  # The default config when none is given.
+  default = factory(**_channels(), input_fn=INPUT_FN)
+  assert default.exec_properties[spec_keys.OPTIMIZATION_KEY] == type(config)().to_json()
 
 
 def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
@@ -87,29 +81,32 @@ def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
                         clustering=ClusteringConfig(number_of_clusters=8))
   qat_trainer = QATTrainer(**ch, input_fn=INPUT_FN, fine_tuning=TINY)
 
-  pruned, run = _run(pruner_executor.Executor, pruner, trained_model_artifact, digits_examples,
-                     tmp_path, 'pruned')
-  clustered, _ = _run(clusterer_executor.Executor, clusterer, pruned, digits_examples, tmp_path,
-                      'clustered')
-  trained, _ = _run(qat_executor.Executor, qat_trainer, clustered, digits_examples, tmp_path,
-                    'qat')
-  tflite, tflite_model = _int8(trained, digits_examples, tmp_path)
+  pruned, run = run_optimizer(pruner, trained_model_artifact, digits_examples,
+                              tmp_path / 'pruned')
+  clustered, _ = run_optimizer(clusterer, pruned, digits_examples, tmp_path / 'clustered')
+  trained, _ = run_optimizer(qat_trainer, clustered, digits_examples, tmp_path / 'qat')
+  tflite, _ = run_ptq(trained, digits_examples, tmp_path / 'int8')
+  tflite_model = model_io.read_tflite(tflite.uri, 'test')
 
   assert pruned.get_float_custom_property(spec_keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
   assert set(json.loads(pruned.get_string_custom_property(spec_keys.PROP_SPARSITY_PER_LAYER))) == {
       'conv_1', 'conv_2', 'dense', 'classifier'}
+  assert 0 < pruned.get_float_custom_property(spec_keys.PROP_FINETUNE_VAL_ACCURACY) <= 1
   assert tf.io.gfile.glob(os.path.join(run.uri, '**', '*tfevents*')) or tf.io.gfile.glob(
       os.path.join(run.uri, '*', '*tfevents*'))
   unique = json.loads(clustered.get_string_custom_property(spec_keys.PROP_UNIQUE_WEIGHTS))
+  assert set(unique) == {'conv_1', 'conv_2', 'dense', 'classifier'}
   assert all(count <= 8 for count in unique.values()), unique
   # Sparsity is preserved automatically after a Pruner.
   assert clustered.get_int_custom_property(spec_keys.PROP_CLUSTER_PRESERVE_SPARSITY) == 1
   assert trained.get_string_custom_property(spec_keys.PROP_QAT_SCHEME) == 'prune_cluster_preserve'
+  assert json.loads(trained.get_string_custom_property(spec_keys.PROP_FLOAT_LAYERS)) == []
   history = ['prune', 'cluster', 'qat']
   assert json.loads(trained.get_string_custom_property(spec_keys.PROP_HISTORY)) == history
   # What earlier steps recorded travels to the TFLite model.
   assert json.loads(tflite.get_string_custom_property(spec_keys.PROP_HISTORY)) == history
   assert tflite.get_float_custom_property(spec_keys.PROP_SPARSITY) == pytest.approx(0.7, abs=0.02)
+  assert tflite.get_int_custom_property(spec_keys.PROP_CLUSTERS) == 8
   assert set(tflite_lib.tensor_dtypes(tflite_model).values()) <= {'int8', 'int32'}
   # The optimized model reloads as Keras and serves tf.Examples.
   reloaded = model_io.load_keras_model(trained.uri)
@@ -117,20 +114,6 @@ def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
   serve = tf.saved_model.load(model_io.serving_model_dir(trained.uri)).signatures[
       'serving_default']
   assert serve.structured_input_signature[1]['examples'].dtype == tf.string
-
-
-def test_two_four_pruner_output_is_verified_again_in_the_tflite(trained_model_artifact,
-                                                                digits_examples, tmp_path):
-  pruner = Pruner(**_channels(), input_fn=INPUT_FN, fine_tuning=TINY,
-                  pruning=PruningConfig(structure='2:4', schedule='constant', end=-1))
-
-  pruned, _ = _run(pruner_executor.Executor, pruner, trained_model_artifact, digits_examples,
-                   tmp_path, 'pruned24')
-  tflite, _ = _int8(pruned, digits_examples, tmp_path, 'int8_24')
-
-  assert pruned.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) == '2:4'
-  verified = json.loads(tflite.get_string_custom_property(spec_keys.PROP_2BY4_VERIFIED))
-  assert len(verified) == 3  # conv_2, dense, classifier; conv_1 has one input channel.
 
 
 def _keras3_model(path):
@@ -166,23 +149,7 @@ def test_models_tfmot_cannot_handle_fail_before_training(digits_examples, tmp_pa
   save(os.path.join(source.uri, 'Format-Serving'))
   pruner = Pruner(**_channels(), input_fn=INPUT_FN, fine_tuning=TINY)
 
-  with pytest.raises(model_io.ModelLoadError, match=message):
-    _run(pruner_executor.Executor, pruner, source, digits_examples, tmp_path, 'bad')
+  with pytest.raises(errors.ModelLoadError, match=f'Model artifact {source.uri}: .*{message}'):
+    run_optimizer(pruner, source, digits_examples, tmp_path / 'bad')
 
-  assert not os.path.exists(tmp_path / 'bad' / 'run')  # No training started.
-
-
-def test_unsupported_layer_names_the_layer_before_training(digits_examples, tmp_path):
-  inputs = tf_keras.Input((64,), name='pixels')
-  x = tf_keras.layers.LayerNormalization(name='norm')(tf_keras.layers.Dense(16)(inputs))
-  model = tf_keras.Model(inputs, tf_keras.layers.Dense(10, activation='softmax')(x))
-  source = standard_artifacts.Model()
-  source.uri = str(tmp_path / 'source')
-  model_io.save_keras_model(model, os.path.join(source.uri, 'Format-Serving'))
-  qat_trainer = QATTrainer(**_channels(), input_fn=INPUT_FN, fine_tuning=TINY,
-                           qat=QATConfig(scheme='default'))
-
-  with pytest.raises(ValueError, match="layer 'norm' of type LayerNormalization cannot be"):
-    _run(qat_executor.Executor, qat_trainer, source, digits_examples, tmp_path, 'qat')
-
-  assert not os.path.exists(tmp_path / 'qat' / 'run')
+  assert not os.path.exists(tmp_path / 'bad')  # No training started, nothing written.
