@@ -67,6 +67,7 @@ PROP_CLUSTERS = 'tfx_edge_number_of_clusters'
 PROP_UNIQUE_WEIGHTS = 'tfx_edge_unique_weights_per_layer'  # JSON {layer: count}
 PROP_2BY4_VERIFIED = 'tfx_edge_2by4_verified_tensors'  # JSON list, set by PTQConverter
 PROP_CLUSTER_PRESERVE_SPARSITY = 'tfx_edge_cluster_preserve_sparsity'
+PROP_UNCLUSTERED_LAYERS = 'tfx_edge_unclustered_layers'  # JSON {layer: why it has too few weights}
 # Keras accuracy on the eval split after fine-tuning.
 PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'
 PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'

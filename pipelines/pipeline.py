@@ -22,9 +22,11 @@ from components.benchmarker import targets
 from components.common import modes
 from components.common import validation
 from components.errors import ConfigError
+from components.common import tasks
 from components.gate import DEFAULT_MAX_ACCURACY_DROP
+from components.gate import DEFAULT_MAX_ERROR_INCREASE
 from components.gate import DEFAULT_MIN_ACCURACY
-from components.gate import accuracy_gate_config
+from components.gate import gate_config
 from components.ota.repository import DEFAULT_CHANNEL
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
 from components.selector import selection
@@ -95,10 +97,13 @@ def create_pipeline(
     train_steps: int = DEFAULT_TRAIN_STEPS,
     eval_steps: int = DEFAULT_EVAL_STEPS,
     label_key: str = data.LABEL_KEY,
+    task: str = tasks.MULTICLASS,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     int8_io: str = modes.IO_NATIVE,
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    max_error_increase: float = DEFAULT_MAX_ERROR_INCREASE,
+    max_error: Optional[float] = None,
     fine_tuning: Optional[FineTuneConfig] = None,
     pruning: Optional[PruningConfig] = None,
     clustering: Optional[ClusteringConfig] = None,
@@ -133,11 +138,17 @@ def create_pipeline(
     input_fn: import path of the module's input_fn, used by the fine-tuning components.
     train_steps: Trainer training steps.
     eval_steps: Trainer evaluation steps.
-    label_key: label feature (stratifies calibration and feeds the accuracy metric).
+    label_key: label feature (stratifies calibration and feeds the gate's metric).
+    task: what the model predicts, which decides the gate's metric: `multiclass` (2+ output
+      units), `binary` (one sigmoid unit) or `regression`. A task that does not fit the model's
+      output makes the benchmarker and the pusher refuse every variant, with the reason.
     calibration_samples: calibration examples sampled by Beam for int8.
     int8_io: input/output type of the int8 models: `native` (int8) or `float32`.
     min_accuracy: the gates' value threshold on int8 accuracy.
     max_accuracy_drop: the gates' change threshold: largest absolute accuracy drop vs float32.
+    max_error_increase: regression gates: largest relative increase of the mean absolute error
+      vs float32.
+    max_error: regression gates: largest accepted mean absolute error, or None.
     fine_tuning: fine-tuning of every optimizer (default FineTuneConfig()).
     pruning: the Pruner's configuration (default DEFAULT_PRUNING: 80% sparsity, reached at 60%
       of fine-tuning).
@@ -184,7 +195,9 @@ def create_pipeline(
   # TFMA cannot mix TFLite and SavedModel models in one evaluation: the baseline is float32 TFLite.
   ptq_float32 = PTQConverter(model=trained, mode=modes.FLOAT32).with_id(PTQ_FLOAT32)
   components.append(ptq_float32)
-  gate = accuracy_gate_config(label_key, min_accuracy, max_accuracy_drop)
+  gate = gate_config(label_key, task, min_accuracy=min_accuracy,
+                     max_accuracy_drop=max_accuracy_drop, max_error_increase=max_error_increase,
+                     max_error=max_error)
 
   optimizer_args = dict(examples=examples, fine_tuning=fine_tuning, **user_code)
   pruner = None

@@ -34,7 +34,9 @@ from tfx import v1 as tfx  # noqa: E402  pylint: disable=g-import-not-at-top
 from components import FineTuneConfig  # noqa: E402
 from components.common import modes  # noqa: E402
 from components.errors import ConfigError  # noqa: E402
+from components.common import tasks  # noqa: E402
 from components.gate import DEFAULT_MAX_ACCURACY_DROP  # noqa: E402
+from components.gate import DEFAULT_MAX_ERROR_INCREASE  # noqa: E402
 from components.gate import DEFAULT_MIN_ACCURACY  # noqa: E402
 from components.ota import repository  # noqa: E402
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES  # noqa: E402
@@ -73,10 +75,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--int8-io', choices=(modes.IO_NATIVE, modes.IO_FLOAT32),
                       default=modes.IO_NATIVE,
                       help='int8 model I/O: native (int8 tensors) or float32.')
+  parser.add_argument('--task', choices=tasks.TASKS, default=tasks.MULTICLASS,
+                      help='what the model predicts; decides the gate\'s metric (accuracy, '
+                      'binary accuracy, mean absolute error).')
   parser.add_argument('--min-accuracy', type=float, default=DEFAULT_MIN_ACCURACY,
                       help='gate: lowest accepted int8 accuracy.')
   parser.add_argument('--max-accuracy-drop', type=float, default=DEFAULT_MAX_ACCURACY_DROP,
                       help='gate: largest accepted absolute drop vs the float32 baseline.')
+  parser.add_argument('--max-error-increase', type=float, default=DEFAULT_MAX_ERROR_INCREASE,
+                      help='regression gate: largest relative increase of the mean absolute '
+                      'error vs the float32 baseline.')
+  parser.add_argument('--max-error', type=float, default=None,
+                      help='regression gate: largest accepted mean absolute error (default: no '
+                      'bound).')
   parser.add_argument('--enable-cache', action='store_true',
                       help='reuse outputs of unchanged steps from earlier runs.')
   parser.add_argument('--beam-arg', action='append', default=None, dest='beam_args',
@@ -110,8 +121,11 @@ def main(argv: Optional[List[str]] = None) -> int:
       train_steps=args.train_steps,
       calibration_samples=args.calibration_samples,
       int8_io=args.int8_io,
+      task=args.task,
       min_accuracy=args.min_accuracy,
       max_accuracy_drop=args.max_accuracy_drop,
+      max_error_increase=args.max_error_increase,
+      max_error=args.max_error,
       beam_pipeline_args=args.beam_args or DEFAULT_BEAM_ARGS,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           paths['metadata_path']),

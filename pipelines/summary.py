@@ -156,7 +156,8 @@ def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
     evaluator = latest_artifacts(store, pipeline_name, pipeline_lib.evaluator_node(variant))
     accuracy, blessed = {}, 'n/a'
     if 'evaluation' in evaluator:
-      accuracy = evaluation.metric_values(evaluator['evaluation'].uri, evaluation.ACCURACY_METRIC)
+      uri = evaluator['evaluation'].uri
+      accuracy = evaluation.metric_values(uri, evaluation.gate_metric(uri))
       baseline_accuracy = accuracy.get(evaluation.BASELINE, baseline_accuracy)
     if 'blessing' in evaluator:
       blessing = _props(evaluator['blessing'])

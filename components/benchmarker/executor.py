@@ -16,24 +16,40 @@ from components.benchmarker import report
 from components.benchmarker import targets
 from components.common import evaluation as evaluation_lib
 from components.common import model_io
+from components.common import tasks
 from components.common import tflite
 from components.errors import DataError
 
 
-def accuracy_of(model: types.Artifact, blessing: Optional[types.Artifact],
+def accuracy_of(model: types.Artifact, tflite_model: bytes, blessing: Optional[types.Artifact],
                 evaluation: Optional[types.Artifact]) -> Dict[str, Any]:
-  """The TFMA verdict and accuracy for `model`, from its Evaluator's outputs (when wired)."""
-  out: Dict[str, Any] = {'metric': evaluation_lib.ACCURACY_METRIC}
+  """The TFMA verdict and the gate metric for `model`, from its Evaluator's outputs (when wired).
+
+  A blessing counts only when the gate's metric can measure the model's output: one whose
+  metric cannot (for example accuracy over the argmax of one sigmoid unit) is refused here.
+  """
+  out: Dict[str, Any] = {'metric': evaluation_lib.ACCURACY_METRIC, 'higher_is_better': True}
   if evaluation is not None:
-    values = evaluation_lib.metric_values(evaluation.uri, evaluation_lib.ACCURACY_METRIC)
-    out['value'] = values.get(evaluation_lib.CANDIDATE)
-    out['baseline'] = values.get(evaluation_lib.BASELINE)
+    metric = evaluation_lib.gate_metric(evaluation.uri)
+    values = evaluation_lib.metric_values(evaluation.uri, metric)
+    out.update(metric=metric, higher_is_better=metric not in tasks.LOWER_IS_BETTER,
+               value=values.get(evaluation_lib.CANDIDATE),
+               baseline=values.get(evaluation_lib.BASELINE))
   if blessing is not None:
     reason = evaluation_lib.blessing_refusal(model, blessing,
                                              evaluation.uri if evaluation is not None else '')
+    if not reason and evaluation is not None:
+      reason = _misfit(evaluation.uri, tflite_model)
     out['blessed'] = not reason
     out['reason'] = reason or 'BLESSED by the Evaluator'
   return out
+
+
+def _misfit(evaluation_uri: str, tflite_model: bytes) -> str:
+  try:
+    return evaluation_lib.gate_misfit(evaluation_uri, tflite.output(tflite_model))
+  except DataError as e:  # More than one output: the gate cannot say which one it measured.
+    return f'the gate cannot measure this model: {e}'
 
 
 class Executor(base_executor.BaseExecutor):
@@ -83,7 +99,7 @@ class Executor(base_executor.BaseExecutor):
           'gzip_bytes': gzip_bytes,
           'measurements': measurements,
           # The Evaluator's outputs describe one model: they are used when one model is given.
-          'accuracy': accuracy_of(model, _for_model(model, blessings),
+          'accuracy': accuracy_of(model, data, _for_model(model, blessings),
                                   evaluations[0] if len(models) == len(evaluations) == 1 else
                                   None),
           'within_budget': not violations,

@@ -1,6 +1,7 @@
 """Weight clustering logic on tf_keras models (tensorflow-model-optimization). No TFX needed."""
 import dataclasses
-from typing import Dict, List, Optional
+import logging
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -11,6 +12,7 @@ from components.common.finetune.config import OptimizationConfig
 from components.common.finetune.config import weighted_layers
 from components.errors import ConfigError
 
+_LOG = logging.getLogger(__name__)
 _INIT = tfmot.clustering.keras.CentroidInitialization
 CENTROID_INITS = {
     'kmeans++': _INIT.KMEANS_PLUS_PLUS,
@@ -51,18 +53,52 @@ class ClusteringConfig(OptimizationConfig):
     validation.regex('skip_layers', self.skip_layers)
 
 
-def clusterable_layers(model: tf_keras.Model, config: ClusteringConfig) -> List[str]:
-  """Names of the layers `cluster` will wrap, after skips (logged)."""
-  return [layer.name for layer in
-          weighted_layers(model, config.skip_layers, 'clustering')]
+def _per_channel(layer: tf_keras.layers.Layer, config: ClusteringConfig) -> bool:
+  # tfmot clusters per channel only for Conv2D kernels.
+  return config.per_channel and isinstance(layer, tf_keras.layers.Conv2D)
+
+
+def too_small(layer: tf_keras.layers.Layer, config: ClusteringConfig,
+              preserve_sparsity: bool) -> str:
+  """Why `layer` has too few weights for config.number_of_clusters, or '' when it has enough.
+
+  k-means cannot place more centroids than there are values: tfmot fails with a raw
+  `KmeansPlusPlusInitialization` error for a Dense layer on a few inputs. With preserve_sparsity
+  only the non-zero weights are clustered, so they must number at least as many.
+  """
+  kernel = layer.get_weights()[0]
+  groups = ([kernel[..., c] for c in range(kernel.shape[-1])] if _per_channel(layer, config)
+            else [kernel])
+  counts = [int((g != 0).sum()) if preserve_sparsity else g.size for g in groups]
+  what = 'non-zero weights' if preserve_sparsity else 'weights'
+  where = ' per channel' if len(groups) > 1 else ''
+  if min(counts) < config.number_of_clusters:
+    return (f'{min(counts)} {what}{where}, fewer than number_of_clusters='
+            f'{config.number_of_clusters}')
+  return ''
+
+
+def clusterable_layers(model: tf_keras.Model, config: ClusteringConfig,
+                       preserve_sparsity: bool = False) -> Tuple[List[str], Dict[str, str]]:
+  """(layers `cluster` will wrap, {layer left unclustered: why}), after skips (all logged)."""
+  chosen, small = [], {}
+  for layer in weighted_layers(model, config.skip_layers, 'clustering'):
+    reason = too_small(layer, config, preserve_sparsity)
+    if reason:
+      _LOG.warning('clustering: layer %r left unclustered: %s', layer.name, reason)
+      small[layer.name] = reason
+    else:
+      chosen.append(layer.name)
+  return chosen, small
 
 
 def cluster(model: tf_keras.Model, config: ClusteringConfig,
             preserve_sparsity: bool) -> tf_keras.Model:
   """Wraps the chosen layers with cluster_weights; fine-tune, then strip()."""
-  chosen = set(clusterable_layers(model, config))
+  chosen, _ = clusterable_layers(model, config, preserve_sparsity)
   if not chosen:
-    raise ConfigError(f'clustering: no layer left to cluster (skip_layers={config.skip_layers!r}).')
+    raise ConfigError(f'clustering: no layer left to cluster (skip_layers={config.skip_layers!r}, '
+                      f'number_of_clusters={config.number_of_clusters}).')
 
   def wrap(layer):
     if layer.name not in chosen:
@@ -72,8 +108,7 @@ def cluster(model: tf_keras.Model, config: ClusteringConfig,
         number_of_clusters=config.number_of_clusters,
         cluster_centroids_init=CENTROID_INITS[config.centroid_init],
         preserve_sparsity=preserve_sparsity,
-        # tfmot clusters per channel only for Conv2D kernels.
-        cluster_per_channel=config.per_channel and isinstance(layer, tf_keras.layers.Conv2D))
+        cluster_per_channel=_per_channel(layer, config))
 
   return tf_keras.models.clone_model(model, clone_function=wrap)
 

@@ -18,7 +18,7 @@ class Executor(finetune_executor.OptimizerExecutor):
     preserve = config.preserve_sparsity
     if preserve is None:
       preserve = lineage.PRUNE in history
-    layers = clustering.clusterable_layers(model, config)
+    layers, too_small = clustering.clusterable_layers(model, config, preserve)
     wrapped = clustering.cluster(model, config, preserve)
     metrics = training.fine_tune(wrapped, data, fine_tuning, log_dir, name='Clusterer')
     stripped = clustering.strip(wrapped)
@@ -29,5 +29,6 @@ class Executor(finetune_executor.OptimizerExecutor):
         spec_keys.PROP_CLUSTERS: config.number_of_clusters,
         spec_keys.PROP_UNIQUE_WEIGHTS: unique,
         spec_keys.PROP_CLUSTER_PRESERVE_SPARSITY: preserve,
+        spec_keys.PROP_UNCLUSTERED_LAYERS: too_small,
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
     })

@@ -2,17 +2,50 @@
 from typing import Dict, List
 
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_specs
+from tensorflow_model_analysis.writers import eval_config_writer
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 
 from components import spec_keys
+from components.common import tasks
 
 # The model names of the accuracy gate's EvalConfig (components.gate), under which TFMA
 # reports each model's metrics.
 CANDIDATE = 'candidate'
 BASELINE = 'baseline'
-# The metric the gate thresholds, as TFMA names it in its output.
-ACCURACY_METRIC = 'sparse_categorical_accuracy'
+# The metric the multi-class gate thresholds, as TFMA names it in its output.
+ACCURACY_METRIC = tasks.GATE_METRIC[tasks.MULTICLASS][1]
+
+
+def gated_metrics(evaluation_uri: str) -> List[str]:
+  """The metrics an Evaluator output thresholds, by the names TFMA reports them under.
+
+  Read from the EvalConfig that TFMA stores beside its results, so a user's own EvalConfig is
+  read the same way as the gate's; empty when the output holds none.
+  """
+  config = eval_config_writer.load_eval_run(evaluation_uri)[0]
+  if config is None:
+    return []
+  return [metric_specs.metric_instance(metric).name for spec in config.metrics_specs
+          for metric in spec.metrics if metric.HasField('threshold')]
+
+
+def gate_metric(evaluation_uri: str) -> str:
+  """The first thresholded metric of an Evaluator output (the gate's), or ACCURACY_METRIC."""
+  return next(iter(gated_metrics(evaluation_uri)), ACCURACY_METRIC)
+
+
+def gate_misfit(evaluation_uri: str, output: tasks.Output) -> str:
+  """Why the gate's metrics cannot measure a model with this output, or '' when they can.
+
+  A blessing from such a gate proves nothing (SparseCategoricalAccuracy on one sigmoid unit
+  scores every model alike), so whoever decides on it must refuse the model instead.
+  """
+  reasons = [tasks.misfit(tasks.TASK_OF_METRIC[name], output)
+             for name in gated_metrics(evaluation_uri) if name in tasks.TASK_OF_METRIC]
+  found = [r for r in reasons if r]
+  return ('the gate cannot measure this model: ' + ' '.join(found)) if found else ''
 
 
 def validation_failures(evaluation_uri: str) -> List[str]:

@@ -9,6 +9,9 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from components.common import tasks
+from components.errors import DataError
+
 # Ops that only convert at the edges of int8 parts (and at a float model boundary).
 _CONVERSION_OPS = ('QUANTIZE', 'DEQUANTIZE')
 # Ops whose second input is a weight kernel stored [C_OUT, ..., C_IN].
@@ -89,6 +92,35 @@ def io_details(tflite_model: bytes) -> Dict[str, List[TensorInfo]]:
 def io_specs(tflite_model: bytes) -> Dict[str, List[Dict[str, Any]]]:
   """io_details as plain dicts, for JSON (the OTA target's custom info)."""
   return {k: [dataclasses.asdict(t) for t in v] for k, v in io_details(tflite_model).items()}
+
+
+# Activations a TFLite model computes as a separate op at its output.
+_ACTIVATION_OPS = {'LOGISTIC': 'sigmoid', 'SOFTMAX': 'softmax', 'TANH': 'tanh', 'RELU': 'relu',
+                   'RELU6': 'relu6'}
+
+
+def output(tflite_model: bytes) -> tasks.Output:
+  """The model's single output: its units (last dimension) and the activation producing it.
+
+  Read from the graph, past the QUANTIZE/DEQUANTIZE ops at the model boundary, so it describes
+  every model the same way: Keras 2 or 3, a plain SavedModel, float or int8.
+
+  Raises:
+    DataError: the model has more than one output (the gate measures one).
+  """
+  interp = interpreter(tflite_model)
+  details = interp.get_output_details()
+  if len(details) != 1:
+    raise DataError(f'the model has {len(details)} outputs '
+                    f'({", ".join(d["name"] for d in details)}); the gate measures one output.')
+  producers = {t: op for op in interp._get_ops_details() for t in op['outputs']}  # pylint: disable=protected-access
+  tensor = details[0]['index']
+  op = producers.get(tensor)
+  while op is not None and op['op_name'] in _CONVERSION_OPS:
+    op = producers.get(op['inputs'][0])
+  activation = _ACTIVATION_OPS.get(op['op_name'], 'linear') if op is not None else 'linear'
+  shape = details[0]['shape_signature']
+  return tasks.Output(units=int(shape[-1]) if len(shape) else 1, activation=activation)
 
 
 def tensor_dtypes(tflite_model: bytes) -> Dict[str, str]:

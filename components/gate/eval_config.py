@@ -5,36 +5,67 @@ TFLite conversion of the same model (PTQConverter mode `float32`), not the Train
 """
 import difflib
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_specs
 from tensorflow_model_analysis.metrics import metric_types
 import tf_keras
 
+from components.common import tasks
+from components.common import validation
 from components.common.evaluation import BASELINE
 from components.common.evaluation import CANDIDATE
 from components.errors import ConfigError
 
-# The gate's thresholds unless told otherwise: any model better than a coin on balanced binary
-# data, and at most one accuracy point below the float32 baseline.
+# The gate's thresholds unless told otherwise. Classification: any model better than a coin on
+# balanced binary data, and at most one accuracy point below the float32 baseline. Regression:
+# a mean absolute error at most 5% above the baseline's, and no bound on its value.
 DEFAULT_MIN_ACCURACY = 0.5
 DEFAULT_MAX_ACCURACY_DROP = 0.01
+DEFAULT_MAX_ERROR_INCREASE = 0.05
+# Reported beside the gate metric of a task, without a threshold.
+_REPORTED = {tasks.BINARY: ('AUC',)}
 
 
-def accuracy_gate_config(label_key: str,
-                         min_accuracy: float = DEFAULT_MIN_ACCURACY,
-                         max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
-                         extra_metrics: Sequence[str] = ()) -> tfma.EvalConfig:
-  """An EvalConfig with a value threshold and a change threshold on accuracy.
+def _check_threshold(name, value, what, closed):
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  ok = ok and 0.0 <= value and (value <= 1.0 if closed else value < 1.0)
+  if not ok:
+    interval = '[0.0, 1.0]' if closed else '[0.0, 1.0)'
+    raise ConfigError(f'{name}={value!r} is not accepted: {what} thresholds lie in {interval}; '
+                      'a value outside could never pass or never fail.')
 
-  The candidate is blessed only when its accuracy is at least `min_accuracy` and at most
-  `max_accuracy_drop` (absolute, 0.01 = 1 point) below the baseline's.
+
+def gate_config(label_key: str,
+                task: str = tasks.MULTICLASS,
+                min_accuracy: float = DEFAULT_MIN_ACCURACY,
+                max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+                max_error_increase: float = DEFAULT_MAX_ERROR_INCREASE,
+                max_error: Optional[float] = None,
+                extra_metrics: Sequence[str] = ()) -> tfma.EvalConfig:
+  """The EvalConfig that gates an int8 TFLite candidate against its float32 TFLite baseline.
+
+  The metric follows the task (see components.common.tasks), and every threshold has a value part
+  and a change-against-the-baseline part:
+
+  - `multiclass` (2+ output units): SparseCategoricalAccuracy >= min_accuracy and at most
+    max_accuracy_drop (absolute, 0.01 = 1 point) below the baseline's;
+  - `binary` (one sigmoid unit): BinaryAccuracy at threshold 0.5, same thresholds, plus AUC
+    reported;
+  - `regression` (a linear output): MeanAbsoluteError at most max_error_increase (relative,
+    0.05 = 5%) above the baseline's, and at most max_error when given.
+
+  Whether the task fits the model is checked where the model is known (the benchmarker and the
+  pushers refuse a blessing whose metric cannot measure the model's output).
 
   Args:
-    label_key: the label feature (integer class ids).
-    min_accuracy: lowest accepted accuracy, in [0, 1].
-    max_accuracy_drop: largest accepted absolute drop from the baseline, in [0, 1).
+    label_key: the label feature.
+    task: one of components.common.tasks.TASKS.
+    min_accuracy: classification: lowest accepted accuracy, in [0, 1].
+    max_accuracy_drop: classification: largest accepted absolute drop, in [0, 1).
+    max_error_increase: regression: largest accepted relative increase of the error, in [0, 1).
+    max_error: regression: largest accepted mean absolute error (> 0), or None for no bound.
     extra_metrics: class names of more metrics to compute and report, without a threshold: TFMA
       metrics (for example `MultiClassConfusionMatrixPlot`) or tf_keras.metrics classes.
 
@@ -43,28 +74,31 @@ def accuracy_gate_config(label_key: str,
     float32 TFLite model).
 
   Raises:
-    ConfigError: a threshold that no model could ever pass, a malformed label key, or a metric
-      TFMA does not know.
+    ConfigError: an unknown task, a threshold that no model could ever pass, a malformed label
+      key, or a metric TFMA does not know.
   """
+  tasks.validate_task(task)
   if not isinstance(label_key, str) or not label_key:
     raise ConfigError(f'label_key={label_key!r} must name the label feature.')
-  for name, value, low, high, closed in (('min_accuracy', min_accuracy, 0.0, 1.0, True),
-                                         ('max_accuracy_drop', max_accuracy_drop, 0.0, 1.0,
-                                          False)):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and low <= value and (value <= high if closed else value < high)
-    if not ok:
-      interval = f'[{low}, {high}]' if closed else f'[{low}, {high})'
-      raise ConfigError(f'{name}={value!r} is not accepted: accuracy thresholds lie in {interval}; '
-                       'a value outside could never pass or never fail.')
-
-  threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': float(min_accuracy)}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -float(max_accuracy_drop)}))
   if isinstance(extra_metrics, str):
     raise ConfigError(f'extra_metrics={extra_metrics!r} must be a list of metric class names.')
+  if task == tasks.REGRESSION:
+    _check_threshold('max_error_increase', max_error_increase, 'relative error', closed=False)
+    if max_error is not None:
+      validation.positive_number('max_error', max_error)
+    threshold = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.LOWER_IS_BETTER,
+        relative={'value': float(max_error_increase)}))
+    if max_error is not None:
+      threshold.value_threshold.upper_bound.value = float(max_error)
+  else:
+    _check_threshold('min_accuracy', min_accuracy, 'accuracy', closed=True)
+    _check_threshold('max_accuracy_drop', max_accuracy_drop, 'accuracy', closed=False)
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={'value': float(min_accuracy)}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={'value': -float(max_accuracy_drop)}))
   config = tfma.EvalConfig(
       model_specs=[
           tfma.ModelSpec(name=CANDIDATE, label_key=label_key, model_type=tfma.TF_LITE),
@@ -75,13 +109,26 @@ def accuracy_gate_config(label_key: str,
       metrics_specs=[
           tfma.MetricsSpec(metrics=[
               tfma.MetricConfig(class_name='ExampleCount'),
-              tfma.MetricConfig(
-                  class_name='SparseCategoricalAccuracy', threshold=threshold),
-              *(tfma.MetricConfig(class_name=name) for name in extra_metrics),
+              tfma.MetricConfig(class_name=tasks.GATE_METRIC[task][0], threshold=threshold),
+              *(tfma.MetricConfig(class_name=name)
+                for name in (*_REPORTED.get(task, ()), *extra_metrics)),
           ])
       ])
   validate_eval_config(config)
   return config
+
+
+def accuracy_gate_config(label_key: str,
+                         min_accuracy: float = DEFAULT_MIN_ACCURACY,
+                         max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+                         extra_metrics: Sequence[str] = ()) -> tfma.EvalConfig:
+  """gate_config for a multi-class classifier: accuracy value and change thresholds.
+
+  The candidate is blessed only when its accuracy is at least `min_accuracy` and at most
+  `max_accuracy_drop` (absolute, 0.01 = 1 point) below the baseline's.
+  """
+  return gate_config(label_key, tasks.MULTICLASS, min_accuracy=min_accuracy,
+                     max_accuracy_drop=max_accuracy_drop, extra_metrics=extra_metrics)
 
 
 def validate_eval_config(eval_config: tfma.EvalConfig) -> None:

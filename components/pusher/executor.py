@@ -10,6 +10,7 @@ from tfx.types import artifact_utils
 from components import spec_keys
 from components.common import evaluation
 from components.common import model_io
+from components.common import tflite
 from components.pusher import publisher
 
 # What publish() returns; named here for executors that subclass this one.
@@ -55,13 +56,16 @@ class Executor(base_executor.BaseExecutor):
 
     reason = refusal_reason(model, blessing, allowed_modes,
                             evaluations[0].uri if evaluations else '')
+    tflite_model = b'' if reason else model_io.read_tflite(model.uri, self.NAME)
+    if not reason and evaluations:
+      # A blessing from a metric that cannot measure this model's output proves nothing.
+      reason = evaluation.gate_misfit(evaluations[0].uri, tflite.output(tflite_model))
     if reason:
       logging.warning('%s: NOT pushing %s: %s', self.NAME, model.uri, reason)
       pushed.set_int_custom_property(spec_keys.PROP_PUSHED, 0)
       pushed.set_string_custom_property(spec_keys.PROP_PUSH_REASON, reason)
       return
 
-    tflite_model = model_io.read_tflite(model.uri, self.NAME)
     metadata = {
         'mode': model.get_string_custom_property(spec_keys.PROP_MODE),
         'input_dtypes': json.loads(model.get_string_custom_property(spec_keys.PROP_INPUT_DTYPES)),
@@ -73,8 +77,8 @@ class Executor(base_executor.BaseExecutor):
       metadata['benchmark'] = json.loads(benchmark)
       metadata['tfma_metrics'] = metadata['benchmark'].pop('tfma_metrics', {})
     if evaluations:
-      metadata['tfma_metrics'] = evaluation.metric_values(evaluations[0].uri,
-                                                          evaluation.ACCURACY_METRIC)
+      metadata['tfma_metrics'] = evaluation.metric_values(
+          evaluations[0].uri, evaluation.gate_metric(evaluations[0].uri))
     result = self.publish(name, tflite_model, metadata, exec_properties)
     logging.info('%s: %s %s version %d at %s.', self.NAME,
                  'pushed' if result.created else 'already published as', name, result.version,

@@ -49,6 +49,7 @@ def candidate_of(variant: str, entry: Dict[str, Any]) -> selection_lib.Candidate
   return selection_lib.Candidate(
       name=variant,
       accuracy=acc.get('value'),
+      higher_is_better=acc.get('higher_is_better', True),
       accuracy_blessed=bool(acc.get('blessed', False)),
       accuracy_reason=acc.get('reason', 'no Evaluator blessing was given to the '
                                         'DeviceBenchmarker'),

@@ -16,7 +16,8 @@ class Candidate:
 
   Attributes:
     name: the variant (for example `ptq`, `pcqat`).
-    accuracy: the gate metric; None when no evaluation was wired.
+    accuracy: the gate metric (accuracy, or an error for regression); None when no evaluation was
+      wired.
     accuracy_blessed: the Evaluator blessed this very model.
     accuracy_reason: the Evaluator's verdict in words.
     within_budget: the DeviceBenchmarker budgets hold.
@@ -24,6 +25,8 @@ class Candidate:
     p50_ms: p50 latency at the first measured thread count.
     gzip_bytes: the over-the-air payload.
     size_bytes: the .tflite file.
+    higher_is_better: False when the gate metric is an error (regression), which goes down as
+      the model gets better.
   """
   name: str
   accuracy: Optional[float]
@@ -34,10 +37,18 @@ class Candidate:
   p50_ms: float
   gzip_bytes: int
   size_bytes: int
+  higher_is_better: bool = True
 
   @property
   def eligible(self) -> bool:
     return self.accuracy_blessed and self.within_budget
+
+  @property
+  def quality(self) -> float:
+    """The gate metric oriented so that higher is better; an unknown one counts as worst."""
+    if self.accuracy is None:
+      return float('-inf')
+    return self.accuracy if self.higher_is_better else -self.accuracy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +66,8 @@ def validate_prefer(prefer: str) -> str:
 
 
 def _objectives(c: Candidate) -> Tuple[float, float, float]:
-  """Minimized objectives: -accuracy, latency, payload. An unknown accuracy counts as worst."""
-  return (-(c.accuracy if c.accuracy is not None else float('-inf')), c.p50_ms, c.gzip_bytes)
+  """Minimized objectives: -quality, latency, payload. An unknown accuracy counts as worst."""
+  return (-c.quality, c.p50_ms, c.gzip_bytes)
 
 
 def dominates(a: Candidate, b: Candidate) -> bool:
@@ -71,7 +82,7 @@ def pareto_front(candidates: Sequence[Candidate]) -> List[Candidate]:
 
 
 def _rank_key(c: Candidate, prefer: str) -> Tuple[float, ...]:
-  acc = -(c.accuracy if c.accuracy is not None else float('-inf'))
+  acc = -c.quality
   if prefer == PREFER_SIZE:
     return (c.gzip_bytes, c.p50_ms, acc)
   if prefer == PREFER_LATENCY:

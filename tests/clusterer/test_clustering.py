@@ -14,13 +14,15 @@ from tests.helpers import prune_briefly
 def test_clustering_leaves_at_most_n_unique_values_per_layer(init):
   config = clustering.ClusteringConfig(number_of_clusters=6, centroid_init=init)
   model = fit_briefly(conv_model())
+  layers, too_small = clustering.clusterable_layers(model, config)  # As the executor does.
 
   wrapped = clustering.cluster(model, config, preserve_sparsity=False)
   fit_briefly(wrapped)
   stripped = clustering.strip(wrapped)
 
-  unique = clustering.unique_weights(stripped, clustering.clusterable_layers(model, config))
+  unique = clustering.unique_weights(stripped, layers)
   assert set(unique) == {'conv_a', 'conv_b', 'dense_a', 'head'}
+  assert too_small == {}
   assert all(1 < count <= 6 for count in unique.values()), unique
 
 
@@ -40,13 +42,14 @@ def test_clustering_after_pruning_preserves_the_zeros(tmp_path):
   pruned, layers = prune_briefly(pruning.PruningConfig(target_sparsity=0.7, end=0.5), tmp_path)
   before = pruning.sparsity(pruned, layers)[1]
   config = clustering.ClusteringConfig(number_of_clusters=8, skip_layers='^conv_a$')
+  chosen, too_small = clustering.clusterable_layers(pruned, config, preserve_sparsity=True)
 
   wrapped = clustering.cluster(pruned, config, preserve_sparsity=True)
   fit_briefly(wrapped)
   stripped = clustering.strip(wrapped)
 
   assert pruning.sparsity(stripped, ['conv_b', 'dense_a', 'head'])[1] >= before - 0.02
-  assert 'conv_a' not in clustering.clusterable_layers(pruned, config)
+  assert 'conv_a' not in chosen and 'conv_a' not in too_small
 
 
 @pytest.mark.parametrize('kwargs,message', [
@@ -63,6 +66,6 @@ def test_clustering_config_names_the_bad_value(kwargs, message):
 
 def test_a_model_with_nothing_left_to_cluster_is_refused():
   with pytest.raises(errors.ConfigError, match="clustering: no layer left to cluster "
-                     "\\(skip_layers='.'\\)"):
+                     "\\(skip_layers='.', number_of_clusters=16\\)"):
     clustering.cluster(conv_model(), clustering.ClusteringConfig(skip_layers='.'),
                        preserve_sparsity=False)

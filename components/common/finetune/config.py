@@ -5,10 +5,11 @@ Plain logic: no TFX needed.
 import dataclasses
 import logging
 import re
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import tf_keras
 
+from components.common import tasks
 from components.common import validation
 from components.common.config import JsonConfig
 from components.errors import ConfigError
@@ -16,6 +17,11 @@ from components.errors import ConfigError
 _LOG = logging.getLogger(__name__)
 
 OPTIMIZERS = ('adam', 'sgd', 'rmsprop')
+AUTO_LOSS = 'auto'  # The loss follows the model's output (see FineTuneConfig.loss_for).
+SPARSE_CATEGORICAL = 'sparse_categorical_crossentropy'
+BINARY_CROSSENTROPY = 'binary_crossentropy'
+_LOSS_OF_TASK = {tasks.MULTICLASS: SPARSE_CATEGORICAL, tasks.BINARY: BINARY_CROSSENTROPY,
+                 tasks.REGRESSION: 'mean_squared_error'}
 _IMPORT_PATH_RE = re.compile(r'^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$')
 
 
@@ -29,7 +35,9 @@ class FineTuneConfig(JsonConfig):
     batch_size: examples per batch, passed to the user's input_fn.
     learning_rate: optimizer learning rate.
     optimizer: one of OPTIMIZERS.
-    loss: a Keras loss name, for example `sparse_categorical_crossentropy`.
+    loss: a Keras loss name, or `auto` (the default) for the one the model's output calls for:
+      sparse categorical cross-entropy for 2+ units (from logits when they are linear), binary
+      cross-entropy for one sigmoid unit, mean squared error for a linear regression output.
     train_split: split to fine-tune on.
     eval_split: split to validate on after each epoch.
     eval_steps: validation batches per epoch.
@@ -39,7 +47,7 @@ class FineTuneConfig(JsonConfig):
   batch_size: int = 32
   learning_rate: float = 1e-3
   optimizer: str = 'adam'
-  loss: str = 'sparse_categorical_crossentropy'
+  loss: str = AUTO_LOSS
   train_split: str = 'train'
   eval_split: str = 'eval'
   eval_steps: int = 10
@@ -51,17 +59,28 @@ class FineTuneConfig(JsonConfig):
     if self.optimizer not in OPTIMIZERS:
       raise ConfigError(f'optimizer={self.optimizer!r} is not accepted; accepted: '
                         f'{", ".join(OPTIMIZERS)}.')
-    try:
-      tf_keras.losses.get(self.loss)
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f'loss={self.loss!r} is not a Keras loss name, for example '
-                        '"sparse_categorical_crossentropy".') from e
+    if self.loss != AUTO_LOSS:
+      try:
+        tf_keras.losses.get(self.loss)
+      except (ValueError, TypeError) as e:
+        raise ConfigError(f'loss={self.loss!r} is not a Keras loss name, for example '
+                          f'"{SPARSE_CATEGORICAL}", or {AUTO_LOSS!r}.') from e
     for name in ('train_split', 'eval_split'):
       validation.non_empty_str(name, getattr(self, name), 'a split of the examples')
 
   @property
   def total_steps(self) -> int:
     return self.epochs * self.steps_per_epoch
+
+  def loss_for(self, model: tf_keras.Model) -> Union[str, tf_keras.losses.Loss]:
+    """The loss to compile with: the configured one, or the one the model's output calls for."""
+    if self.loss != AUTO_LOSS:
+      return self.loss
+    output = model_output(model)
+    task = tasks.infer(output)
+    if task == tasks.MULTICLASS and output.activation == 'linear':
+      return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return _LOSS_OF_TASK[task]
 
   def make_optimizer(self) -> tf_keras.optimizers.Optimizer:
     return {
@@ -108,3 +127,24 @@ def weighted_layers(model: tf_keras.Model, skip_layers: Optional[str],
       continue
     chosen.append(layer)
   return chosen
+
+
+def model_output(model: tf_keras.Model) -> tasks.Output:
+  """The single output of a Keras model: units and activation (through tfmot's wrappers).
+
+  Raises:
+    ConfigError: the model has several outputs, for which no loss is picked automatically.
+  """
+  if len(model.outputs) != 1:
+    raise ConfigError(f'the model has {len(model.outputs)} outputs {model.output_names}; set '
+                      'FineTuneConfig(loss=...) to the loss that fits them.')
+  layer = model.get_layer(model.output_names[0])
+  while not hasattr(layer, 'activation') and hasattr(layer, 'layer'):
+    layer = layer.layer  # A tfmot wrapper (pruning, clustering, QAT) around the real layer.
+  activation = getattr(layer, 'activation', None)
+  if isinstance(layer, tf_keras.layers.Softmax):
+    name = 'softmax'
+  else:
+    # QAT wraps the activation too; its real function is `.activation` on the wrapper.
+    name = getattr(getattr(activation, 'activation', activation), '__name__', 'linear')
+  return tasks.Output(units=model.outputs[0].shape[-1], activation=name)

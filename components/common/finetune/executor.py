@@ -23,8 +23,10 @@ from components import spec_keys
 from components.common import examples_io
 from components.common import lineage
 from components.common import model_io
+from components.common.finetune.config import BINARY_CROSSENTROPY
 from components.common.finetune.config import FineTuneConfig
 from components.common.finetune.config import OptimizationConfig
+from components.common.finetune.config import SPARSE_CATEGORICAL
 from components.common.finetune.training import FineTuneData
 from components.errors import DataError
 
@@ -65,7 +67,7 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
     try:
       result = self.optimize(model, data, fine_tuning, config, history, model_run.uri)
     except tf.errors.InvalidArgumentError as e:
-      error = _label_error(e, examples[0].uri, model_io.num_classes(model))
+      error = _label_error(e, examples[0].uri, _label_range(fine_tuning, model))
       if error is None:
         raise
       raise error from None  # The TF error adds only graph node names to the message.
@@ -99,12 +101,11 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
             'train_args': json.dumps({'splits': [fine_tuning.train_split]}),
             'eval_args': json.dumps({'splits': [fine_tuning.eval_split]}),
         })
-    # Sparse categorical losses read labels as class indices; other losses take other labels.
-    classes = model_io.num_classes(model) if fine_tuning.loss in _SPARSE_LOSSES else None
+    labels = _label_range(fine_tuning, model)
 
     def dataset(files, split):
       data = input_fn(files, fn_args.data_accessor, fine_tuning.batch_size)
-      return _check_labels(data, classes, split) if classes else data
+      return _check_labels(data, labels, split) if labels else data
 
     for files, split in ((fn_args.train_files, fine_tuning.train_split),
                          (fn_args.eval_files, fine_tuning.eval_split)):
@@ -114,41 +115,64 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
                         eval=lambda: dataset(fn_args.eval_files, fine_tuning.eval_split))
 
 
-_SPARSE_LOSSES = ('sparse_categorical_crossentropy', 'SparseCategoricalCrossentropy')
-# Marks the assertion a dataset fails with when a label is not a class of the model.
+# Marks the assertion a dataset fails with when a label is outside what the loss accepts.
 _BAD_LABEL = 'tfx_edge: labels outside the model classes'
 
 
-def _check_labels(dataset: tf.data.Dataset, num_classes: int, split: str) -> tf.data.Dataset:
-  """The dataset, failing at the first batch that has a label outside [0, num_classes).
+@dataclasses.dataclass(frozen=True)
+class _LabelRange:
+  """The labels a loss accepts, [0, highest], and what to say about the others."""
+  highest: int
+  explanation: str
+
+
+def _label_range(fine_tuning: FineTuneConfig, model: tf_keras.Model) -> Optional[_LabelRange]:
+  """The labels the fine-tuning loss accepts, when it reads them as classes; else None."""
+  loss = fine_tuning.loss_for(model)
+  name = loss if isinstance(loss, str) else type(loss).__name__
+  classes = model_io.num_classes(model)
+  if name in (SPARSE_CATEGORICAL, 'SparseCategoricalCrossentropy') and classes:
+    return _LabelRange(classes - 1, (
+        f"outside the model's {classes} classes [0, {classes - 1}] (it has {classes} output "
+        'units); fine-tuning stopped at the first batch holding them. Labels must be class '
+        'indices into the model output: renumber them (for example from 1-based to 0-based) or '
+        'give the model an output unit per class.'))
+  if name in (BINARY_CROSSENTROPY, 'BinaryCrossentropy'):
+    return _LabelRange(1, (
+        f'outside [0, 1], which {BINARY_CROSSENTROPY} on the one-unit sigmoid output needs (0 '
+        'for the negative class, 1 for the positive); fine-tuning stopped at the first batch '
+        'holding them. Map the labels to 0/1, or give the model an output unit per class and '
+        f'set FineTuneConfig(loss={SPARSE_CATEGORICAL!r}).'))
+  return None
+
+
+def _check_labels(dataset: tf.data.Dataset, labels: _LabelRange,
+                  split: str) -> tf.data.Dataset:
+  """The dataset, failing at the first batch that has a label outside [0, labels.highest].
 
   Keras would not stop on such a label: on CPU the loss fails with an error that names neither
-  the data nor the model, and on GPU it silently gives NaN. The check runs in the input pipeline
-  so it costs no extra pass over the data.
+  the data nor the model, and on GPU it silently gives NaN (or, for binary cross-entropy, trains
+  on nonsense). The check runs in the input pipeline so it costs no extra pass over the data.
   """
-  def check(features, labels, *rest):
-    bad = tf.boolean_mask(labels, (labels < 0) | (labels >= num_classes))
+  def check(features, label, *rest):
+    bad = tf.boolean_mask(label, (label < 0) | (label > labels.highest))
     assertion = tf.debugging.Assert(tf.size(bad) == 0, [_BAD_LABEL, split, bad], summarize=5)
     with tf.control_dependencies([assertion]):
-      return (features, tf.identity(labels), *rest)
+      return (features, tf.identity(label), *rest)
 
   return dataset.map(check)
 
 
 def _label_error(error: tf.errors.InvalidArgumentError, examples_uri: str,
-                 num_classes: Optional[int]) -> Optional[DataError]:
+                 labels: Optional[_LabelRange]) -> Optional[DataError]:
   """The clear error for a failed _check_labels assertion, or None for any other error."""
   found = re.search(re.escape(_BAD_LABEL) + r'\] \[(.*?)\] \[(.*?)\]', error.message)
-  if not found or not num_classes:
+  if not found or not labels:
     return None
   split, printed = found.groups()
   values = dict.fromkeys(printed.replace('...', ' ').split())  # TF prints `1 2 3...`.
-  return DataError(
-      f'Examples artifact {examples_uri}, split {split!r}: label values {", ".join(values)} are '
-      f"outside the model's {num_classes} classes [0, {num_classes - 1}] (it has {num_classes} "
-      'output units); fine-tuning stopped at the first batch holding them. Labels must be class '
-      'indices into the model output: renumber them (for example from 1-based to 0-based) or '
-      'give the model an output unit per class.')
+  return DataError(f'Examples artifact {examples_uri}, split {split!r}: label values '
+                   f'{", ".join(values)} are {labels.explanation}')
 
 
 def _check_inputs(model: tf_keras.Model, element_spec: Any, where: str) -> None:

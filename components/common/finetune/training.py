@@ -51,8 +51,13 @@ def fine_tune(model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneCo
   Returns:
     The last epoch's metrics, for example `val_accuracy`.
   """
-  model.compile(optimizer=fine_tuning.make_optimizer(), loss=fine_tuning.loss,
-                metrics=['accuracy'], run_eagerly=run_eagerly)
+  loss = fine_tuning.loss_for(model)
+  # Keras picks the accuracy that fits the loss (sparse categorical or binary); a regression
+  # reports its mean absolute error instead.
+  regression = isinstance(loss, str) and loss in ('mean_squared_error', 'mse', 'mae',
+                                                    'mean_absolute_error', 'huber_loss')
+  model.compile(optimizer=fine_tuning.make_optimizer(), loss=loss,
+                metrics=['mae' if regression else 'accuracy'], run_eagerly=run_eagerly)
   callbacks = [*(callbacks or []), ProgressLogger(fine_tuning.total_steps, name=name)]
   if log_dir:
     callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir))
