@@ -79,6 +79,15 @@ def test_local_runner_pushes_a_blessed_int8_model(local_run):
   rows = _assert_blessed_int8_push(output_dir)
 
   assert 'finished with the local runner' in output
+  # A short console: one line per step and the summary; the rest is in run.log.
+  steps = re.findall(r'^\[(\d+)/(\d+)\] (\S+) done in [\d.]+ s$', output, re.M)
+  assert len(steps) == int(steps[0][1]) == 21, steps
+  assert len(output.splitlines()) < 80, output
+  assert 'Traceback' not in output and 'FutureWarning' not in output
+  with open(pipeline_lib.demo_paths(str(output_dir))['run_log']) as f:
+    full_log = f.read()
+  assert len(full_log.splitlines()) > 10 * len(output.splitlines())
+  assert 'Component Trainer is finished.' in full_log
   # The printed summary names the pushed version directory.
   winner = expected_winner(rows)
   assert rows[winner].pushed_to == 'digits/stable/model-v000001.tflite'
@@ -187,7 +196,9 @@ def test_signing_keys_appear_in_no_metadata_log_spec_artifact_or_error(local_run
   secrets = _key_material(paths['ota_keys_dir'])
   assert len(secrets) >= 16  # Four roles at least; the pusher signed with them in this run.
 
-  places = {'the console output of the run (logs)': output.encode()}
+  places = {'the console output of the run': output.encode()}
+  with open(paths['run_log'], 'rb') as f:
+    places['the full log of the run (run.log)'] = f.read()
   with open(paths['metadata_path'], 'rb') as f:
     places['the ML Metadata database file'] = f.read()
   store = metadata_store.MetadataStore(
