@@ -275,3 +275,16 @@ def int8_of(model):
   from components.ptq_converter import conversion  # pylint: disable=g-import-not-at-top
   return conversion.convert(model, 'int8',
                             calibration.representative_dataset({'pixels': random_data(32)[0]}))
+
+
+def breast_cancer_data():
+  """scikit-learn's breast-cancer data (binary, 30 features), standardized and shuffled (seed 0).
+
+  Returns:
+    (x float32 [569, 30], y int [569]): the first 400 rows are the tests' training rows.
+  """
+  from sklearn.datasets import load_breast_cancer  # pylint: disable=g-import-not-at-top
+  x, y = load_breast_cancer(return_X_y=True)
+  x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+  order = np.random.default_rng(0).permutation(len(x))
+  return x[order], y[order]

@@ -116,8 +116,11 @@ class Executor(base_executor.BaseExecutor):
       io_utils.copy_dir(tmp, selection.uri)
 
     if result.winner is None:
-      reason = 'no variant is both blessed by the accuracy gate and within the device budgets'
-      logging.warning('VariantSelector: %s; nothing goes on to the push.', reason)
+      # Each variant's reason (the failed thresholds, the budgets broken) travels to the pusher's
+      # refusal and the log: the one place a user looks when nothing shipped.
+      reason = ('no variant is both blessed by the accuracy gate and within the device budgets: '
+                + '; '.join(f'{c.name}: {result.reasons[c.name]}' for c in candidates))
+      logging.warning('VariantSelector: %s. Nothing goes on to the push.', reason)
     else:
       winner = models[result.winner]
       io_utils.copy_dir(winner.uri, out_model.uri)

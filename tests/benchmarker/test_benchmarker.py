@@ -238,8 +238,9 @@ def test_p50_agrees_with_litert_benchmark_tool_on_mobilenet_v2(mobilenet_v2_file
   path = mobilenet_v2_files[mode]
   ours, reference = [], []
   # Alternate the two tools and keep each one's best p50, so that a burst of load from another
-  # process on a shared CI machine does not land on one tool only.
-  for _ in range(2):
+  # process on a shared CI machine does not land on one tool only. Two rounds were not enough:
+  # under CI's own load one tool read 10% off in both directions within a run.
+  for _ in range(3):
     ours.append(measure.measure_isolated(str(path), threads, warmup_runs=5, min_runs=50,
                                          min_duration_s=1.0))
     reference.append(_reference(path, threads))

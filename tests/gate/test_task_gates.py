@@ -20,6 +20,7 @@ from components.gate import gate_config
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from tests.helpers import blessing_artifact
+from tests.helpers import breast_cancer_data
 from tests.helpers import tflite_model_artifact
 
 FEATURES, LABEL = 'features', 'label'
@@ -28,11 +29,7 @@ FEATURES, LABEL = 'features', 'label'
 @pytest.fixture(scope='module')
 def binary_case(tmp_path_factory):
   """A trained one-sigmoid-unit model, its eval Examples file, and three TFLite conversions."""
-  from sklearn.datasets import load_breast_cancer  # pylint: disable=g-import-not-at-top
-  x, y = load_breast_cancer(return_X_y=True)
-  x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-  order = np.random.default_rng(0).permutation(len(x))
-  x, y = x[order], y[order]
+  x, y = breast_cancer_data()
   train_x, train_y, eval_x, eval_y = x[:400], y[:400], x[400:], y[400:]
   tf_keras.utils.set_random_seed(0)
   inputs = tf_keras.Input((30,), name=FEATURES)

@@ -20,6 +20,7 @@ from components import spec_keys
 from components.clusterer import clustering
 from components.common.finetune import config as config_lib
 from tests.conftest import write_examples
+from tests.helpers import breast_cancer_data
 from tests.helpers import channel
 from tests.helpers import keras_model_artifact
 from tests.helpers import run_optimizer
@@ -53,11 +54,7 @@ def _records(x, y):
 @pytest.fixture(scope='module')
 def breast_cancer(tmp_path_factory):
   """Standardized breast-cancer data (binary), a module file, and a trained sigmoid model."""
-  from sklearn.datasets import load_breast_cancer  # pylint: disable=g-import-not-at-top
-  x, y = load_breast_cancer(return_X_y=True)
-  x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-  order = np.random.default_rng(0).permutation(len(x))
-  x, y = x[order], y[order]
+  x, y = breast_cancer_data()
   root = tmp_path_factory.mktemp('breast_cancer')
   module = root / 'module.py'
   module.write_text(_MODULE)
