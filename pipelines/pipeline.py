@@ -135,7 +135,8 @@ def create_pipeline(
       use `module_file`.
     module_file: path of a module file with run_fn and input_fn, used when run_fn/input_fn are
       None.
-    input_fn: import path of the module's input_fn, used by the fine-tuning components.
+    input_fn: import path of the module's input_fn, used by the fine-tuning components and to
+      read the calibration samples.
     train_steps: Trainer training steps.
     eval_steps: Trainer evaluation steps.
     label_key: label feature (stratifies calibration and feeds the gate's metric).
@@ -228,7 +229,9 @@ def create_pipeline(
         mode=modes.INT8,
         inference_io=int8_io,
         calibration_samples=calibration_samples,
-        label_key=label_key).with_id(int8_node(variant))
+        label_key=label_key,
+        # Calibration reads the sample through the module's input_fn, as training did.
+        **user_code).with_id(int8_node(variant))
     evaluator = tfx.components.Evaluator(
         examples=examples,
         model=int8.outputs['tflite_model'],

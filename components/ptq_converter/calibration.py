@@ -121,6 +121,15 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
     DataError: a feature is missing, has the wrong type or shape, or holds NaN/Inf.
   """
   spec = model_io.input_feature_spec(model)
+  missing = _missing_counts(records, spec)
+  if missing:
+    lacking = ', '.join(f'{name!r} ({n} of {len(records)} examples)'
+                        for name, n in missing.items())
+    raise DataError(
+        f'calibration examples from {source} lack features the model reads by name: {lacking}. '
+        'Real Examples omit a feature wherever its value is missing. Give PTQConverter the '
+        "module's input_fn (input_fn= or module_file=), which fills missing values as in "
+        'training, or give every example each model input.')
   try:
     parsed = tf.io.parse_example(tf.constant(list(records)), spec)
   except tf.errors.InvalidArgumentError as e:
@@ -130,19 +139,84 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
         f'{_first_mismatch(records, spec) or e.message}. Give every example each model input as '
         'a feature of that name, type and size, or calibrate with Examples made for this '
         'model.') from e
-  arrays = {}
+  return _checked({name: parsed[name].numpy() for name in model.input_names}, model, source)
+
+
+def arrays_from_dataset(dataset: tf.data.Dataset, model: tf.keras.Model, count: int,
+                        source: str) -> Dict[str, np.ndarray]:
+  """{input name: array} of the first `count` examples of the user's input_fn dataset.
+
+  The dataset yields (features, labels) batches as the Trainer reads them, so the model is
+  calibrated on inputs prepared by the user's own code: missing values filled, casts and feature
+  crosses applied. It may repeat forever (a Trainer's input_fn does): reading stops at `count`.
+
+  Args:
+    dataset: input_fn's dataset over the sampled examples.
+    model: the Keras model whose inputs the arrays feed.
+    count: how many examples to take (the sample's size).
+    source: what the examples are, for error messages.
+
+  Raises:
+    DataError: input_fn gives no tensor for a model input, gives a sparse one, or NaN/Inf.
+  """
+  features_spec = dataset.element_spec
+  features_spec = features_spec[0] if isinstance(features_spec, tuple) else features_spec
+  single = not isinstance(features_spec, dict)
+  if single and len(model.inputs) != 1:
+    raise DataError(f'{source}: input_fn gives one tensor of features, but the model has '
+                    f'inputs {model.input_names}; give a dict keyed by input name.')
+  names = model.input_names
+  if not single:
+    absent = [n for n in names if n not in features_spec]
+    if absent:
+      raise DataError(f'{source}: input_fn gives no feature for model inputs {absent}; it gives '
+                      f'{sorted(features_spec)}. Model inputs are named after the features '
+                      'input_fn returns.')
+    dense = [n for n in names if not isinstance(features_spec[n], tf.TensorSpec)]
+    if dense:
+      raise DataError(f'{source}: input_fn gives model inputs {dense} as sparse or ragged '
+                      'tensors (features with missing values); make input_fn fill the missing '
+                      'values so each is a dense tensor, as the model reads it.')
+  collected, taken = {n: [] for n in names}, 0
+  for batch in dataset:
+    features = batch[0] if isinstance(batch, tuple) else batch
+    for name in names:
+      collected[name].append((features if single else features[name]).numpy())
+    taken += len(collected[names[0]][-1])
+    if taken >= count:
+      break
+  return _checked({n: np.concatenate(v)[:count] for n, v in collected.items()}, model, source)
+
+
+def _checked(arrays: Mapping[str, np.ndarray], model: tf.keras.Model,
+             source: str) -> Dict[str, np.ndarray]:
+  """The arrays cast to the model's input dtypes; DataError for NaN or Inf."""
+  out = {}
   for name, tensor in zip(model.input_names, model.inputs):
-    value = parsed[name].numpy().astype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
+    value = np.asarray(arrays[name]).astype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
     if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
       bad = int(np.sum(~np.isfinite(value)))
       raise DataError(f'calibration examples from {source}: feature {name!r} holds {bad} NaN '
-                       'or Inf values; they would make the quantization ranges meaningless.')
-    arrays[name] = value
-  return arrays
+                      'or Inf values; they would make the quantization ranges meaningless.')
+    out[name] = value
+  return out
 
 
 # The tf.Example value list that holds each parsing dtype.
 _KIND_OF_DTYPE = {tf.float32: 'float_list', tf.int64: 'int64_list', tf.string: 'bytes_list'}
+
+
+def _missing_counts(records: Sequence[bytes],
+                    spec: Mapping[str, tf.io.FixedLenFeature]) -> Dict[str, int]:
+  """{feature: how many records lack it (absent or empty)}, for the features some records lack."""
+  counts = collections.Counter()
+  for record in records:
+    features = tf.train.Example.FromString(record).features.feature
+    for name in spec:
+      kind = features[name].WhichOneof('kind') if name in features else None
+      if kind is None or not getattr(features[name], kind).value:
+        counts[name] += 1
+  return dict(counts)
 
 
 def _first_mismatch(records: Sequence[bytes], spec: Mapping[str, tf.io.FixedLenFeature]) -> str:

@@ -10,6 +10,7 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components import spec_keys
 from components.common import modes
+from components.common import user_code
 from components.common import validation
 from components.errors import ConfigError
 from components.ptq_converter import executor
@@ -25,6 +26,8 @@ class PTQConverterSpec(types.ComponentSpec):
       spec_keys.CALIBRATION_SAMPLES_KEY: ExecutionParameter(type=int),
       spec_keys.LABEL_KEY: ExecutionParameter(type=str, optional=True),
       spec_keys.SEED_KEY: ExecutionParameter(type=int),
+      spec_keys.INPUT_FN_KEY: ExecutionParameter(type=str, optional=True),
+      spec_keys.MODULE_FILE_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -41,8 +44,11 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
 
   For the calibrated modes (`int8`, `int8_float_fallback`, `int16x8`) a Beam pipeline samples
   `calibration_samples` examples from one split of `examples` (stratified by `label_key` when
-  given), stores them as the `calibration` Examples artifact (split `calibration`) and feeds them
-  to the converter as the representative dataset, keyed by model input name.
+  given) and stores them as the `calibration` Examples artifact (split `calibration`). The
+  converter reads them through the module's `input_fn` when one is given (`input_fn=` or
+  `module_file=`, as for the Trainer), so it sees the inputs the model saw in training: missing
+  values filled, casts and crosses applied. Without one, each example is parsed by model input
+  name. The arrays are the representative dataset, keyed by model input name.
 
   Outputs:
     tflite_model: a Model artifact holding `Format-Serving/tflite` (where TFMA and the TFX
@@ -67,7 +73,9 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
                calibration_split: str = 'train',
                calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                label_key: Optional[str] = None,
-               seed: int = 0):
+               seed: int = 0,
+               input_fn: Optional[str] = None,
+               module_file: Optional[str] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -81,6 +89,10 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
       calibration_samples: number of calibration examples (positive).
       label_key: feature to stratify the sample by (the label), or None for a plain sample.
       seed: changes which examples are sampled; the sample is deterministic for a given seed.
+      input_fn: import path of the module's input_fn, which reads the calibration sample (the
+        same function the Trainer and the optimizers use); recommended whenever the examples
+        can lack a feature or the model's inputs are not the raw features.
+      module_file: path of a module file with `input_fn`, instead of input_fn.
     """
     modes.validate_mode(mode, inference_io)
     validation.positive_int('calibration_samples', calibration_samples)
@@ -88,6 +100,7 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
                              'a split of examples, for example "train"')
     if label_key is not None:
       validation.non_empty_str('label_key', label_key, 'a feature (or be None)')
+    user_code.validate_input_fn_source(input_fn, module_file, required=False)
     if mode in modes.CALIBRATED_MODES and examples is None:
       raise ConfigError(f'mode={mode!r} calibrates activation ranges and needs examples=; pass '
                        'the Examples channel (for example ExampleGen\'s).')
@@ -100,6 +113,8 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
         calibration_samples=calibration_samples,
         label_key=label_key,
         seed=seed,
+        input_fn=input_fn,
+        module_file=module_file,
         tflite_model=types.Channel(type=standard_artifacts.Model),
         calibration=types.Channel(type=standard_artifacts.Examples))
     super().__init__(spec=spec)

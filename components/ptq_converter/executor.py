@@ -19,10 +19,15 @@ from components.common import lineage
 from components.common import model_io
 from components.common import modes
 from components.common import tflite
+from components.common import user_code
 from components.errors import ConversionError
 from components.errors import DataError
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
+
+
+# Batch size asked of the user's input_fn when it reads the calibration sample.
+_INPUT_FN_BATCH = 32
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -56,7 +61,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             records, label_key, classes, source=f'Examples artifact {examples.uri}, split '
             f'{exec_properties[spec_keys.CALIBRATION_SPLIT_KEY]!r}')
       count, digest = calibration.fingerprint(records)
-      arrays = calibration.to_input_arrays(records, model, source=examples.uri)
+      bound = user_code.bind_input_fn(exec_properties, [calibration_artifact],
+                                      [spec_keys.CALIBRATION_SPLIT_NAME])
+      if bound is None:  # No module code: parse the examples by model input name.
+        arrays = calibration.to_input_arrays(records, model, source=examples.uri)
+      else:
+        logging.info('PTQConverter: reading the %d calibration examples through input_fn.', count)
+        arrays = calibration.arrays_from_dataset(
+            bound.dataset(spec_keys.CALIBRATION_SPLIT_NAME, _INPUT_FN_BATCH), model, count,
+            source=f'the calibration sample of {examples.uri} read by input_fn')
       representative_data = calibration.representative_dataset(arrays)
     for artifact in (calibration_artifact, tflite_artifact):
       artifact.set_int_custom_property(spec_keys.PROP_CALIBRATION_COUNT, count)

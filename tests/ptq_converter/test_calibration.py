@@ -127,7 +127,8 @@ def _example(**features):
 
 
 @pytest.mark.parametrize('record,message', [
-    (_example(label=[1]), r"do not match the model inputs \{'pixels': 'float32\[64\]'\}"),
+    (_example(label=[1]), r"lack features the model reads by name: 'pixels' \(1 of 1 examples\)"
+     r".*Give PTQConverter the module's input_fn"),
     (_example(pixels=[0.5] * 10), r"do not match the model inputs .*pixels"),
     (_example(pixels=[float('nan')] + [0.0] * 63), "feature 'pixels' holds 1 NaN or Inf"),
 ])

@@ -16,7 +16,7 @@ from components.common import validation
 from components.common.finetune.config import FineTuneConfig
 from components.common.finetune.config import OptimizationConfig
 from components.common.finetune.config import fine_tuning_or_default
-from components.common.finetune.config import validate_input_fn_source
+from components.common.user_code import validate_input_fn_source
 
 
 class OptimizerSpec(types.ComponentSpec):

@@ -4,7 +4,6 @@ Plain logic: no TFX needed.
 """
 import dataclasses
 import logging
-import re
 from typing import List, Optional, Union
 
 import tf_keras
@@ -22,7 +21,6 @@ SPARSE_CATEGORICAL = 'sparse_categorical_crossentropy'
 BINARY_CROSSENTROPY = 'binary_crossentropy'
 _LOSS_OF_TASK = {tasks.MULTICLASS: SPARSE_CATEGORICAL, tasks.BINARY: BINARY_CROSSENTROPY,
                  tasks.REGRESSION: 'mean_squared_error'}
-_IMPORT_PATH_RE = re.compile(r'^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,16 +100,6 @@ def fine_tuning_or_default(value: Optional[FineTuneConfig]) -> FineTuneConfig:
   if value is None:
     return FineTuneConfig()
   return validation.instance_of('fine_tuning', value, FineTuneConfig)
-
-
-def validate_input_fn_source(input_fn: Optional[str], module_file: Optional[str]) -> None:
-  """Exactly one of an import path (`pkg.module.input_fn`) or a module file must be given."""
-  if (input_fn is None) == (module_file is None):
-    raise ConfigError(f'give exactly one of input_fn={input_fn!r} (an import path such as '
-                      '"pipelines.digits_module.input_fn") and module_file={module_file!r}.')
-  if input_fn is not None and not _IMPORT_PATH_RE.match(input_fn):
-    raise ConfigError(f'input_fn={input_fn!r} is not an import path like '
-                      '"my_package.my_module.input_fn".')
 
 
 def weighted_layers(model: tf_keras.Model, skip_layers: Optional[str],

@@ -14,8 +14,6 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 from tfx import types
-from tfx.components.trainer import fn_args_utils
-from tfx.components.util import udf_utils
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
@@ -23,6 +21,7 @@ from components import spec_keys
 from components.common import examples_io
 from components.common import lineage
 from components.common import model_io
+from components.common import user_code
 from components.common.finetune.config import BINARY_CROSSENTROPY
 from components.common.finetune.config import FineTuneConfig
 from components.common.finetune.config import OptimizationConfig
@@ -92,27 +91,19 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
       split, parameter = getattr(fine_tuning, name), f'fine_tuning.{name}'
       examples_io.split_file_pattern(examples[0], split, parameter)  # Names a missing split.
       examples_io.check_split_not_empty(examples[0], split, parameter)
-    input_fn = udf_utils.get_fn(
-        {k: exec_properties.get(k) for k in (spec_keys.MODULE_FILE_KEY, spec_keys.INPUT_FN_KEY)},
-        spec_keys.INPUT_FN_KEY)
-    # TFX's own helper turns Examples into the file patterns and DataAccessor a Trainer gets.
-    fn_args = fn_args_utils.get_common_fn_args(
-        {spec_keys.EXAMPLES_KEY: examples}, {
-            'train_args': json.dumps({'splits': [fine_tuning.train_split]}),
-            'eval_args': json.dumps({'splits': [fine_tuning.eval_split]}),
-        })
+    bound = user_code.bind_input_fn(exec_properties, examples,
+                                    [fine_tuning.train_split, fine_tuning.eval_split])
     labels = _label_range(fine_tuning, model)
 
-    def dataset(files, split):
-      data = input_fn(files, fn_args.data_accessor, fine_tuning.batch_size)
+    def dataset(split):
+      data = bound.dataset(split, fine_tuning.batch_size)
       return _check_labels(data, labels, split) if labels else data
 
-    for files, split in ((fn_args.train_files, fine_tuning.train_split),
-                         (fn_args.eval_files, fine_tuning.eval_split)):
-      _check_inputs(model, dataset(files, split).element_spec,
+    for split in (fine_tuning.train_split, fine_tuning.eval_split):
+      _check_inputs(model, dataset(split).element_spec,
                     f'Examples artifact {examples[0].uri}, split {split!r}')
-    return FineTuneData(train=lambda: dataset(fn_args.train_files, fine_tuning.train_split),
-                        eval=lambda: dataset(fn_args.eval_files, fine_tuning.eval_split))
+    return FineTuneData(train=lambda: dataset(fine_tuning.train_split),
+                        eval=lambda: dataset(fine_tuning.eval_split))
 
 
 # Marks the assertion a dataset fails with when a label is outside what the loss accepts.

@@ -35,16 +35,6 @@ def test_fine_tune_config_makes_its_optimizer_and_counts_its_steps():
   assert float(optimizer.learning_rate) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize('input_fn,module_file,message', [
-    (None, None, 'give exactly one of input_fn=None'),
-    ('a.b.input_fn', 'm.py', "give exactly one of input_fn='a.b.input_fn'"),
-    ('input_fn', None, "input_fn='input_fn' is not an import path like"),
-])
-def test_exactly_one_input_fn_source_is_accepted(input_fn, module_file, message):
-  with pytest.raises(errors.ConfigError, match=message):
-    config_lib.validate_input_fn_source(input_fn, module_file)
-
-
 def test_weighted_layers_skip_unweighted_and_matching_layers_and_log_the_skips(caplog):
   inputs = tf_keras.Input((8,), name='pixels')
   x = tf_keras.layers.Dense(4, name='dense_a')(inputs)
