@@ -1,5 +1,6 @@
 """The one create_pipeline(...) that every runner (local, Beam, Kubeflow) uses."""
 import argparse
+import dataclasses
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -16,6 +17,7 @@ from components import OTAPusher
 from components import PTQConverter
 from components import Pruner
 from components import PruningConfig
+from components import QATConfig
 from components import QATTrainer
 from components import VariantSelector
 from components.benchmarker import targets
@@ -41,6 +43,8 @@ DEFAULT_EVAL_STEPS = 10
 # recovers accuracy), and 16 clusters.
 DEFAULT_PRUNING = PruningConfig(target_sparsity=0.8, end=0.6)
 DEFAULT_CLUSTERING = ClusteringConfig(number_of_clusters=16)
+# The quantization modes a variant's int8 model can be made with.
+INT8_MODES = (modes.INT8, modes.INT8_FLOAT_FALLBACK)
 # The demo's device: a small phone-class budget the digits variants fit, measured at 1 and 2
 # threads for half a second each. create_pipeline's own defaults are no budgets at all.
 DEMO_BUDGETS = Budgets(max_p90_ms=5.0, max_gzip_bytes=64 * 1024, max_peak_memory_mb=32.0)
@@ -100,6 +104,8 @@ def create_pipeline(
     task: str = tasks.MULTICLASS,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     int8_io: str = modes.IO_NATIVE,
+    int8_mode: str = modes.INT8,
+    allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES,
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     max_error_increase: float = DEFAULT_MAX_ERROR_INCREASE,
@@ -107,6 +113,7 @@ def create_pipeline(
     fine_tuning: Optional[FineTuneConfig] = None,
     pruning: Optional[PruningConfig] = None,
     clustering: Optional[ClusteringConfig] = None,
+    qat: Optional[QATConfig] = None,
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config=None,
     enable_cache: bool = False,
@@ -145,6 +152,10 @@ def create_pipeline(
       output makes the benchmarker and the pusher refuse every variant, with the reason.
     calibration_samples: calibration examples sampled by Beam for int8.
     int8_io: input/output type of the int8 models: `native` (int8) or `float32`.
+    int8_mode: how every variant is quantized: `int8` (integer-only, what int8-only devices run)
+      or `int8_float_fallback` (ops without an int8 kernel stay float).
+    allowed_modes: the modes OTAPusher may publish; int8_mode must be one of them (default:
+      int8 only).
     min_accuracy: the gates' value threshold on int8 accuracy.
     max_accuracy_drop: the gates' change threshold: largest absolute accuracy drop vs float32.
     max_error_increase: regression gates: largest relative increase of the mean absolute error
@@ -154,6 +165,7 @@ def create_pipeline(
     pruning: the Pruner's configuration (default DEFAULT_PRUNING: 80% sparsity, reached at 60%
       of fine-tuning).
     clustering: the Clusterers' configuration (default DEFAULT_CLUSTERING: 16 clusters).
+    qat: the QATTrainer's configuration (default QATConfig(): the scheme from the history).
     beam_pipeline_args: arguments for every Beam-powered component (ExampleGen, PTQConverter,
       Evaluator), for example a distributed runner's flags.
     metadata_connection_config: ML Metadata connection; the runner supplies it.
@@ -170,6 +182,16 @@ def create_pipeline(
   if unknown or not variants or len(set(variants)) != len(variants):
     raise ConfigError(f'variants={list(variants)!r} is not accepted: give distinct names from '
                       f'{", ".join(VARIANTS)}.')
+  if int8_mode not in INT8_MODES:
+    raise ConfigError(f'int8_mode={int8_mode!r} is not accepted; accepted: '
+                      f'{", ".join(INT8_MODES)}.')
+  modes.validate_mode(int8_mode, int8_io)
+  modes.validate_allowed_modes(allowed_modes)
+  if int8_mode not in allowed_modes:
+    raise ConfigError(
+        f'int8_mode={int8_mode!r} is not in allowed_modes={list(allowed_modes)!r}: the pusher '
+        f'would refuse every variant. Add {int8_mode!r} to allowed_modes if your devices run '
+        f'float ops, or quantize with {modes.INT8!r}.')
   fine_tuning = fine_tuning or FineTuneConfig()
   pruning = pruning or DEFAULT_PRUNING
   clustering = clustering or DEFAULT_CLUSTERING
@@ -216,7 +238,7 @@ def create_pipeline(
     # The Clusterer preserves the Pruner's zeros; QATTrainer picks PCQAT from that history.
     pruned_clusterer = Clusterer(model=pruner.outputs['optimized_model'], clustering=clustering,
                                  **optimizer_args).with_id(PCQAT_CLUSTERER)
-    qat_trainer = QATTrainer(model=pruned_clusterer.outputs['optimized_model'],
+    qat_trainer = QATTrainer(model=pruned_clusterer.outputs['optimized_model'], qat=qat,
                              **optimizer_args).with_id(QAT_TRAINER)
     components += [pruned_clusterer, qat_trainer]
     sources[PCQAT] = qat_trainer.outputs['optimized_model']
@@ -226,7 +248,7 @@ def create_pipeline(
     int8 = PTQConverter(
         model=sources[variant],
         examples=examples,
-        mode=modes.INT8,
+        mode=int8_mode,
         inference_io=int8_io,
         calibration_samples=calibration_samples,
         label_key=label_key,
@@ -255,7 +277,8 @@ def create_pipeline(
       repository_dir=ota_repository,
       keys_dir=ota_keys_dir,
       model_name=model_name,
-      channel=channel).with_id(PUSHER)
+      channel=channel,
+      allowed_modes=allowed_modes).with_id(PUSHER)
   components += [selector, pusher]
 
   return tfx.dsl.Pipeline(
@@ -298,6 +321,41 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
                       help='OTA payload budget (gzip bytes).')
   parser.add_argument('--max-memory-mb', type=float, default=DEMO_BUDGETS.max_peak_memory_mb,
                       help='peak memory budget (MB above the bare runtime).')
+
+
+def add_optimization_arguments(parser: argparse.ArgumentParser) -> None:
+  """The quantization and optimizer flags that run_local and run_kubeflow share.
+
+  They reach what the error messages suggest: a float fallback for ops without an int8 kernel,
+  layers to skip, and QAT that leaves unsupported layers float.
+  """
+  parser.add_argument('--int8-mode', choices=INT8_MODES, default=modes.INT8,
+                      help='how every variant is quantized; int8_float_fallback keeps ops with '
+                      'no int8 kernel in float (add it to --allowed-modes).')
+  parser.add_argument('--allowed-modes', default=','.join(modes.DEFAULT_ALLOWED_MODES),
+                      help='comma-separated modes the pusher may publish.')
+  parser.add_argument('--sparsity', type=float, default=DEFAULT_PRUNING.target_sparsity,
+                      help='the Pruner\'s target sparsity.')
+  parser.add_argument('--clusters', type=int, default=DEFAULT_CLUSTERING.number_of_clusters,
+                      help='the Clusterers\' number of clusters.')
+  parser.add_argument('--skip-layers', default=None,
+                      help='regex: layers whose names match are not pruned, clustered or '
+                      'quantization-aware trained (default: none).')
+  parser.add_argument('--qat-allow-float-layers', action='store_true',
+                      help='QAT leaves layers it cannot quantize in float instead of failing.')
+
+
+def optimization_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+  """create_pipeline keyword arguments from add_optimization_arguments' flags."""
+  return dict(
+      int8_mode=args.int8_mode,
+      allowed_modes=[m for m in args.allowed_modes.split(',') if m],
+      pruning=dataclasses.replace(DEFAULT_PRUNING, target_sparsity=args.sparsity,
+                                  skip_layers=args.skip_layers),
+      clustering=dataclasses.replace(DEFAULT_CLUSTERING, number_of_clusters=args.clusters,
+                                     skip_layers=args.skip_layers),
+      qat=QATConfig(skip_layers=args.skip_layers,
+                    allow_float_layers=args.qat_allow_float_layers))
 
 
 def selection_kwargs(args: argparse.Namespace) -> Dict[str, Any]:

@@ -54,6 +54,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--beam-arg', action='append', default=[], dest='beam_args',
                       help='Beam pipeline argument for every Beam-powered step (repeatable).')
   pipeline_lib.add_selection_arguments(parser)
+  pipeline_lib.add_optimization_arguments(parser)
   parser.add_argument('--submit', action='store_true', help='submit the run with kfp.Client.')
   parser.add_argument('--host', help='Kubeflow Pipelines API endpoint, for --submit.')
   parser.add_argument('--experiment', default='tfx-edge')
@@ -78,7 +79,8 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       ota_keys_dir=args.ota_keys,
       variants=[v for v in args.variants.split(',') if v],
       beam_pipeline_args=args.beam_args,
-      **pipeline_lib.selection_kwargs(args))
+      **pipeline_lib.selection_kwargs(args),
+      **pipeline_lib.optimization_kwargs(args))
   output = os.path.abspath(args.output)
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),

@@ -65,6 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='comma-separated variants to build (default: all of '
                       f'{",".join(pipeline_lib.VARIANTS)}).')
   pipeline_lib.add_selection_arguments(parser)
+  pipeline_lib.add_optimization_arguments(parser)
   parser.add_argument('--train-steps', type=int, default=pipeline_lib.DEFAULT_TRAIN_STEPS)
   parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
   parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
@@ -115,6 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       channel=args.channel,
       variants=[v for v in args.variants.split(',') if v],
       **pipeline_lib.selection_kwargs(args),
+      **pipeline_lib.optimization_kwargs(args),
       fine_tuning=FineTuneConfig(epochs=args.finetune_epochs,
                                  steps_per_epoch=args.finetune_steps,
                                  learning_rate=args.finetune_learning_rate),

@@ -77,7 +77,8 @@ def convert(model: tf.keras.Model,
           f'mode={mode!r}: {len(left_in_float)} op(s) have no int8 kernel and were left in float: '
           f'{", ".join(left_in_float)}. An int8-only model cannot contain them. Use '
           f'mode={modes.INT8_FLOAT_FALLBACK!r} to keep these ops in float (the others stay '
-          'int8), or replace them in the model with ops that have int8 kernels.')
+          'int8; in the pipeline: int8_mode and allowed_modes, or --int8-mode and '
+          '--allowed-modes), or replace them in the model with ops that have int8 kernels.')
   return tflite_model
 
 

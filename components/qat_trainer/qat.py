@@ -99,7 +99,8 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
           f'QAT: layer {layer.name!r} of type {type(layer).__name__} cannot be quantized by '
           'tensorflow-model-optimization (supported: Conv2D, DepthwiseConv2D, Dense, pooling, '
           'activations, BatchNormalization after conv, Reshape/Flatten and similar). Skip it with '
-          'skip_layers, or pass allow_float_layers=True to leave it float.')
+          'skip_layers, or pass allow_float_layers=True to leave it float (the runners: '
+          '--skip-layers, --qat-allow-float-layers).')
   return quantized, floats
 
 
