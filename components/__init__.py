@@ -3,6 +3,7 @@
 Public API::
 
     from components import Pruner, Clusterer, QATTrainer, PTQConverter    # optimize, convert
+    from components import GateExamplesGen                                 # feed the gate
     from components import DeviceBenchmarker, VariantSelector              # measure, choose
     from components import TFLitePusher, OTAPusher                         # publish
     from components import (FineTuneConfig, PruningConfig, ClusteringConfig, QATConfig,
@@ -23,6 +24,7 @@ _PUBLIC = {
     # Components.
     'Clusterer': 'components.clusterer.component',
     'DeviceBenchmarker': 'components.benchmarker.component',
+    'GateExamplesGen': 'components.gate.component',
     'OTAPusher': 'components.ota.component',
     'PTQConverter': 'components.ptq_converter.component',
     'Pruner': 'components.pruner.component',

@@ -30,6 +30,10 @@ PROP_SIZE_BYTES = 'tfx_edge_size_bytes'
 PROP_GZIP_SIZE_BYTES = 'tfx_edge_gzip_size_bytes'
 PROP_INPUT_DTYPES = 'tfx_edge_input_dtypes'
 PROP_OUTPUT_DTYPES = 'tfx_edge_output_dtypes'
+# JSON {input tensor: dtype} of the inputs that take integers as such (int64, int32) in every
+# mode: int8 I/O applies to the float inputs only; an integer input stays integer, cast and
+# quantized inside the model.
+PROP_INTEGER_INPUTS = 'tfx_edge_integer_inputs'
 PROP_CALIBRATION_COUNT = 'tfx_edge_calibration_count'
 PROP_CALIBRATION_SHA256 = 'tfx_edge_calibration_sha256'
 PROP_MODEL_SHA256 = 'tfx_edge_model_sha256'
@@ -109,3 +113,13 @@ SELECTED_BLESSING_KEY = 'blessing'
 SELECTION_JSON_FILE_NAME = 'selection.json'
 PROP_SELECTED_VARIANT = 'tfx_edge_selected_variant'
 PROP_SELECTION_REASON = 'tfx_edge_selection_reason'
+
+# The gate's eval examples and schema (GateExamplesGen): what the Evaluator reads.
+SCHEMA_KEY = 'schema'  # Same name as the TFX Evaluator's input.
+EVAL_SPLIT_KEY = 'eval_split'
+FILL_MISSING_KEY = 'fill_missing'  # JSON {feature: value}
+PROP_EVAL_EXAMPLES = 'tfx_edge_eval_examples'
+PROP_MISSING_VALUES = 'tfx_edge_missing_values'  # JSON {feature: examples that lack it}
+PROP_FILLED_FEATURES = 'tfx_edge_filled_features'  # JSON {feature: the value filled in}
+SCHEMA_FILE_NAME = 'schema.pbtxt'
+GATE_EXAMPLES_KEY = 'gate_examples'

@@ -2,16 +2,20 @@
 import argparse
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from absl import logging
+import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
+from tfx.utils import import_utils
 
 from components import Budgets
 from components import Clusterer
 from components import ClusteringConfig
 from components import DeviceBenchmarker
 from components import FineTuneConfig
+from components import GateExamplesGen
 from components import MeasureSettings
 from components import OTAPusher
 from components import PTQConverter
@@ -21,6 +25,7 @@ from components import QATConfig
 from components import QATTrainer
 from components import VariantSelector
 from components.benchmarker import targets
+from components.common import model_io
 from components.common import modes
 from components.common import validation
 from components.errors import ConfigError
@@ -28,7 +33,9 @@ from components.common import tasks
 from components.gate import DEFAULT_MAX_ACCURACY_DROP
 from components.gate import DEFAULT_MAX_ERROR_INCREASE
 from components.gate import DEFAULT_MIN_ACCURACY
+from components.gate import extractors as gate_extractors
 from components.gate import gate_config
+from components.gate import schema as gate_schema
 from components.ota.repository import DEFAULT_CHANNEL
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
 from components.selector import selection
@@ -57,8 +64,25 @@ CLUSTERED = 'clustered'  # Clusterer -> int8
 PCQAT = 'pcqat'  # Pruner -> Clusterer -> QATTrainer (prune-and-cluster-preserving) -> int8
 VARIANTS = (PTQ, PRUNED, CLUSTERED, PCQAT)
 
+# Formats of the data directory (create_pipeline's data_format): tf.Example TFRecord files
+# (ImportExampleGen) or CSV files with a header row (CsvExampleGen); `auto` looks at the files.
+TFRECORD = 'tfrecord'
+CSV = 'csv'
+AUTO = 'auto'
+DATA_FORMATS = (AUTO, TFRECORD, CSV)
+
+# A module-file attribute: the tf.io feature spec its input_fn parses with. Its FixedLenFeature
+# default values are what input_fn fills missing features with, so the runners take the gate's
+# fill_missing from it.
+FEATURE_SPEC_NAME = 'FEATURE_SPEC'
+
+# What the Trainer saves (create_pipeline's model_format).
+MODEL_FORMATS = (model_io.KERAS, model_io.SAVED_MODEL)
+
 # Node ids, shared with the summary that reads the run back from ML Metadata.
 EXAMPLE_GEN = 'ImportExampleGen'
+CSV_EXAMPLE_GEN = 'CsvExampleGen'
+GATE_EXAMPLES = 'GateExamplesGen'
 TRAINER = 'Trainer'
 PTQ_FLOAT32 = 'ptq_float32'
 PRUNER = 'Pruner'
@@ -88,7 +112,9 @@ def create_pipeline(
     ota_repository: str,
     ota_keys_dir: str,
     *,
-    variants: Sequence[str] = VARIANTS,
+    data_format: str = AUTO,
+    model_format: str = model_io.KERAS,
+    variants: Optional[Sequence[str]] = None,
     prefer: str = selection.PREFER_SIZE,
     budgets: Budgets = Budgets(),
     benchmark_settings: MeasureSettings = MeasureSettings(),
@@ -102,6 +128,7 @@ def create_pipeline(
     eval_steps: int = DEFAULT_EVAL_STEPS,
     label_key: str = data.LABEL_KEY,
     task: str = tasks.MULTICLASS,
+    fill_missing: Optional[Mapping[str, float]] = None,
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     int8_io: str = modes.IO_NATIVE,
     int8_mode: str = modes.INT8,
@@ -128,10 +155,15 @@ def create_pipeline(
   Args:
     pipeline_name: name in ML Metadata.
     pipeline_root: where artifacts are written (local path or URI).
-    data_root: directory of tf.Example TFRecord files (ImportExampleGen's input_base).
+    data_root: directory of the data: tf.Example TFRecord files (ImportExampleGen) or CSV files
+      with a header row (CsvExampleGen; an empty cell is a missing value).
     ota_repository: the TUF repository the blessed int8 model is published to.
     ota_keys_dir: directory of its signing keys (a mounted Secret on Kubernetes).
-    variants: which of VARIANTS to build.
+    data_format: `tfrecord`, `csv`, or `auto` (default): CSV when data_root holds *.csv files.
+    model_format: what the Trainer saves: `tf_keras` (a Functional or Sequential model, every
+      variant) or `saved_model` (a Keras 3 model, a tf.Module, a subclassed model: only PTQ,
+      which converts from the serving signature; tensorflow-model-optimization needs tf_keras).
+    variants: which of VARIANTS to build (default: all for tf_keras, `ptq` for saved_model).
     prefer: how the selector ranks eligible variants: `size` (gzip payload), `latency`, `accuracy`.
     budgets: the device budgets every variant must fit (default: none).
     benchmark_settings: thread counts and run lengths of the DeviceBenchmarkers.
@@ -150,6 +182,9 @@ def create_pipeline(
     task: what the model predicts, which decides the gate's metric: `multiclass` (2+ output
       units), `binary` (one sigmoid unit) or `regression`. A task that does not fit the model's
       output makes the benchmarker and the pusher refuse every variant, with the reason.
+    fill_missing: {feature: value} the gates fill in where an eval example lacks a model
+      input: the values the module's input_fn fills them with. Default none: the GateExamplesGen
+      step refuses data with missing values, naming the features and counts.
     calibration_samples: calibration examples sampled by Beam for int8.
     int8_io: input/output type of the int8 models: `native` (int8) or `float32`.
     int8_mode: how every variant is quantized: `int8` (integer-only, what int8-only devices run)
@@ -178,6 +213,21 @@ def create_pipeline(
     raise ConfigError(f'give exactly one of run_fn={run_fn!r} and module_file={module_file!r}.')
   validation.positive_int('train_steps', train_steps)
   validation.positive_int('eval_steps', eval_steps)
+  if model_format not in MODEL_FORMATS:
+    raise ConfigError(f'model_format={model_format!r} is not accepted; accepted: '
+                      f'{", ".join(MODEL_FORMATS)}.')
+  if model_format == model_io.SAVED_MODEL:
+    optimized = [v for v in variants or () if v != PTQ]
+    if optimized:
+      raise ConfigError(
+          f'variants {optimized} need a tf_keras Functional or Sequential model, but '
+          f'model_format={model_format!r}: tensorflow-model-optimization cannot prune, cluster '
+          f'or quantization-aware train it. {model_io.PTQ_ONLY_ROUTE}')
+    if variants is None:
+      logging.info('create_pipeline: model_format=%r, so only the %r variant is built: the '
+                   'optimizers need a tf_keras Functional or Sequential model.', model_format, PTQ)
+    variants = (PTQ,)
+  variants = VARIANTS if variants is None else variants
   unknown = [v for v in variants if v not in VARIANTS]
   if unknown or not variants or len(set(variants)) != len(variants):
     raise ConfigError(f'variants={list(variants)!r} is not accepted: give distinct names from '
@@ -192,18 +242,13 @@ def create_pipeline(
         f'int8_mode={int8_mode!r} is not in allowed_modes={list(allowed_modes)!r}: the pusher '
         f'would refuse every variant. Add {int8_mode!r} to allowed_modes if your devices run '
         f'float ops, or quantize with {modes.INT8!r}.')
+  fill_missing = gate_schema.validate_fill_missing(fill_missing)
   fine_tuning = fine_tuning or FineTuneConfig()
   pruning = pruning or DEFAULT_PRUNING
   clustering = clustering or DEFAULT_CLUSTERING
   user_code = {'input_fn': input_fn} if input_fn else {'module_file': module_file}
 
-  example_gen = tfx.components.ImportExampleGen(
-      input_base=data_root,
-      output_config=example_gen_pb2.Output(
-          split_config=example_gen_pb2.SplitConfig(splits=[
-              example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=4),
-              example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=1),
-          ]))).with_id(EXAMPLE_GEN)
+  example_gen = _example_gen(data_root, data_format)
   examples = example_gen.outputs['examples']
 
   trainer_source = {'run_fn': run_fn} if run_fn else {'module_file': module_file}
@@ -217,7 +262,12 @@ def create_pipeline(
 
   # TFMA cannot mix TFLite and SavedModel models in one evaluation: the baseline is float32 TFLite.
   ptq_float32 = PTQConverter(model=trained, mode=modes.FLOAT32).with_id(PTQ_FLOAT32)
-  components.append(ptq_float32)
+  # Every variant has the baseline's inputs: one pass makes the eval split the gates can feed
+  # them all, missing values filled as input_fn fills them (or refused, with counts).
+  gate_examples = GateExamplesGen(
+      examples=examples, model=ptq_float32.outputs['tflite_model'], label_key=label_key,
+      fill_missing=fill_missing).with_id(GATE_EXAMPLES)
+  components += [ptq_float32, gate_examples]
   gate = gate_config(label_key, task, min_accuracy=min_accuracy,
                      max_accuracy_drop=max_accuracy_drop, max_error_increase=max_error_increase,
                      max_error=max_error)
@@ -255,10 +305,13 @@ def create_pipeline(
         # Calibration reads the sample through the module's input_fn, as training did.
         **user_code).with_id(int8_node(variant))
     evaluator = tfx.components.Evaluator(
-        examples=examples,
+        examples=gate_examples.outputs['gate_examples'],
         model=int8.outputs['tflite_model'],
         baseline_model=ptq_float32.outputs['tflite_model'],
-        eval_config=gate).with_id(evaluator_node(variant))
+        schema=gate_examples.outputs['schema'],
+        eval_config=gate,
+        # Inputs quantized as the device quantizes them (TFMA alone truncates).
+        module_path=gate_extractors.MODULE_PATH).with_id(evaluator_node(variant))
     benchmarker = DeviceBenchmarker(
         model=int8.outputs['tflite_model'],
         model_blessing=evaluator.outputs['blessing'],
@@ -288,6 +341,41 @@ def create_pipeline(
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [])
+
+
+def data_format_of(data_root: str, data_format: str = AUTO) -> str:
+  """The format of the data directory: data_format, or with `auto` csv when it holds *.csv files.
+
+  Otherwise `auto` means tfrecord, also for a directory that does not exist where the pipeline
+  is built (a bucket, or a path inside the image).
+
+  Raises:
+    ConfigError: an unknown format.
+  """
+  if data_format not in DATA_FORMATS:
+    raise ConfigError(f'data_format={data_format!r} is not accepted; accepted: '
+                      f'{", ".join(DATA_FORMATS)}.')
+  if data_format != AUTO:
+    return data_format
+  try:
+    csv_files = tf.io.gfile.glob(os.path.join(data_root, '*.csv'))
+  except tf.errors.OpError:  # A filesystem this machine cannot reach.
+    csv_files = []
+  return CSV if csv_files else TFRECORD
+
+
+def _example_gen(data_root: str, data_format: str):
+  """ExampleGen for the data directory: train and eval splits hashed 4:1."""
+  output_config = example_gen_pb2.Output(
+      split_config=example_gen_pb2.SplitConfig(splits=[
+          example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=4),
+          example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=1),
+      ]))
+  if data_format_of(data_root, data_format) == CSV:
+    return tfx.components.CsvExampleGen(
+        input_base=data_root, output_config=output_config).with_id(CSV_EXAMPLE_GEN)
+  return tfx.components.ImportExampleGen(
+      input_base=data_root, output_config=output_config).with_id(EXAMPLE_GEN)
 
 
 def demo_paths(output_dir: str) -> dict:
@@ -321,6 +409,81 @@ def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
                       help='OTA payload budget (gzip bytes).')
   parser.add_argument('--max-memory-mb', type=float, default=DEMO_BUDGETS.max_peak_memory_mb,
                       help='peak memory budget (MB above the bare runtime).')
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default_data: Optional[str]) -> None:
+  """The flags that point run_local and run_kubeflow at the user's data and module.
+
+  Args:
+    parser: the runner's parser.
+    default_data: the data directory without --data (None: the demo's digits, exported).
+  """
+  parser.add_argument('--data', '--data-root', default=default_data, dest='data',
+                      help='directory of CSV files with a header row (CsvExampleGen) or of '
+                      'tf.Example TFRecord files (ImportExampleGen); default: the digits demo. '
+                      'Needs --module-file and --label-key.')
+  parser.add_argument('--data-format', choices=DATA_FORMATS, default=AUTO,
+                      help='format of --data; auto: csv when it holds *.csv files.')
+  parser.add_argument('--model-format', choices=MODEL_FORMATS, default=model_io.KERAS,
+                      help='what your run_fn saves: tf_keras (every variant) or saved_model '
+                      '(Keras 3, tf.Module, subclassed: the ptq variant only).')
+  parser.add_argument('--module-file', default=None,
+                      help='your module with run_fn and input_fn (see docs/module_contract.md); '
+                      'default: the digits module.')
+  parser.add_argument('--label-key', default=data.LABEL_KEY,
+                      help=f'the label feature (default {data.LABEL_KEY!r}, the digits\').')
+  parser.add_argument('--task', choices=tasks.TASKS, default=tasks.MULTICLASS,
+                      help='what the model predicts; decides the gate\'s metric (accuracy, '
+                      'binary accuracy, mean absolute error).')
+  parser.add_argument('--fill-missing', default='',
+                      help='NAME=VALUE,...: the values your input_fn fills missing model inputs '
+                      'with, which the gate fills in too (*=VALUE: every input). Default: the '
+                      f'default_values of the module\'s {FEATURE_SPEC_NAME}, if it has one; else '
+                      'missing values are refused.')
+
+
+def data_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+  """create_pipeline keyword arguments from add_data_arguments' flags (except data_root).
+
+  Raises:
+    ConfigError: --data without --module-file, or a malformed --fill-missing.
+  """
+  fill_missing = {}
+  for item in (i.strip() for i in args.fill_missing.split(',')):
+    if not item:
+      continue
+    name, _, value = item.partition('=')
+    try:
+      fill_missing[name.strip()] = float(value)
+    except ValueError:
+      raise ConfigError(f'--fill-missing item {item!r} is not accepted: give NAME=NUMBER pairs '
+                        'separated by commas (*=NUMBER for every input), e.g. age=38,*=0.'
+                        ) from None
+  if not fill_missing and args.module_file and os.path.exists(args.module_file):
+    # The defaults the module's input_fn parses with are the values it fills in: the same for
+    # the gate, from one definition.
+    try:
+      spec = import_utils.import_func_from_source(args.module_file, FEATURE_SPEC_NAME)
+    except AttributeError:
+      spec = None
+    if spec:
+      fill_missing = gate_schema.fill_missing_from_feature_spec(spec)
+  user = {}
+  if args.module_file:
+    user = dict(module_file=args.module_file, run_fn=None, input_fn=None)
+  elif args.data and (args.label_key != data.LABEL_KEY or
+                     data_format_of(args.data, args.data_format) == CSV):
+    # The digits module reads only digits-shaped TFRecords (wherever they are).
+    raise ConfigError(f'--data {args.data!r} needs --module-file: your data needs your module '
+                      '(run_fn and input_fn, see docs/module_contract.md) and --label-key.')
+  return dict(data_format=args.data_format, model_format=args.model_format,
+              label_key=args.label_key, task=args.task,
+              fill_missing=fill_missing, **user)
+
+
+def variants_of(flag: Optional[str]) -> Optional[List[str]]:
+  """create_pipeline's variants from a runner's comma-separated --variants (None: the default)."""
+  return None if flag is None else [v for v in flag.split(',') if v]
 
 
 def add_optimization_arguments(parser: argparse.ArgumentParser) -> None:

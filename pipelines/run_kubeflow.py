@@ -1,7 +1,9 @@
 """Compiles the pipeline for Kubeflow Pipelines (and optionally submits it).
 
     python -m pipelines.run_kubeflow --output pipeline.yaml [--image IMG] [--pipeline-root URI]
-        [--data-root DIR] [--ota-repository DIR] [--ota-keys DIR] [--variants ...]
+        [--data DIR [--data-format csv|tfrecord] --module-file FILE --label-key KEY
+        [--task T] [--fill-missing NAME=VALUE,...]]
+        [--ota-repository DIR] [--ota-keys DIR] [--variants ...]
         [--beam-arg=ARG ...]
         [--submit --host URL [--experiment NAME] [--run-name NAME]]
 
@@ -42,17 +44,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--image', default=DEFAULT_IMAGE, help='container image of every step.')
   parser.add_argument('--pipeline-root', default=DEFAULT_PIPELINE_ROOT,
                       help='artifact root: a path on the mounted volume, or gs://, s3:// ...')
-  parser.add_argument('--data-root', default=DEFAULT_DATA_ROOT,
-                      help='tf.Example TFRecords to import (the image ships the digits here).')
   parser.add_argument('--ota-repository', default=DEFAULT_OTA_REPOSITORY,
                       help='the TUF repository (on the pipeline-root volume).')
   parser.add_argument('--ota-keys', default=OTA_KEYS_MOUNT,
                       help='signing-key directory in the push step (the mounted Secret).')
   parser.add_argument('--pipeline-name', default='tfx-edge-digits',
                       help='KFP pipeline name: lowercase letters, digits and "-".')
-  parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS))
+  parser.add_argument('--variants', default=None,
+                      help='comma-separated variants to build (default: ptq with --model-format '
+                      f'saved_model, else all of {",".join(pipeline_lib.VARIANTS)}).')
   parser.add_argument('--beam-arg', action='append', default=[], dest='beam_args',
                       help='Beam pipeline argument for every Beam-powered step (repeatable).')
+  # In the image: the digits ship at DEFAULT_DATA_ROOT, and --module-file must be a path there.
+  pipeline_lib.add_data_arguments(parser, default_data=DEFAULT_DATA_ROOT)
   pipeline_lib.add_selection_arguments(parser)
   pipeline_lib.add_optimization_arguments(parser)
   parser.add_argument('--submit', action='store_true', help='submit the run with kfp.Client.')
@@ -74,10 +78,11 @@ def compile_pipeline(args: argparse.Namespace) -> str:
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=args.pipeline_root,
-      data_root=args.data_root,
+      data_root=args.data,
+      **pipeline_lib.data_kwargs(args),
       ota_repository=args.ota_repository,
       ota_keys_dir=args.ota_keys,
-      variants=[v for v in args.variants.split(',') if v],
+      variants=pipeline_lib.variants_of(args.variants),
       beam_pipeline_args=args.beam_args,
       **pipeline_lib.selection_kwargs(args),
       **pipeline_lib.optimization_kwargs(args))

@@ -34,7 +34,6 @@ from tfx import v1 as tfx  # noqa: E402  pylint: disable=g-import-not-at-top
 from components import FineTuneConfig  # noqa: E402
 from components.common import modes  # noqa: E402
 from components.errors import ConfigError  # noqa: E402
-from components.common import tasks  # noqa: E402
 from components.gate import DEFAULT_MAX_ACCURACY_DROP  # noqa: E402
 from components.gate import DEFAULT_MAX_ERROR_INCREASE  # noqa: E402
 from components.gate import DEFAULT_MIN_ACCURACY  # noqa: E402
@@ -61,9 +60,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='name the model is pushed under.')
   parser.add_argument('--channel', default=repository.DEFAULT_CHANNEL,
                       help='OTA release channel.')
-  parser.add_argument('--variants', default=','.join(pipeline_lib.VARIANTS),
-                      help='comma-separated variants to build (default: all of '
+  parser.add_argument('--variants', default=None,
+                      help='comma-separated variants to build (default: ptq with --model-format '
+                      'saved_model, else all of '
                       f'{",".join(pipeline_lib.VARIANTS)}).')
+  pipeline_lib.add_data_arguments(parser, default_data=None)
   pipeline_lib.add_selection_arguments(parser)
   pipeline_lib.add_optimization_arguments(parser)
   parser.add_argument('--train-steps', type=int, default=pipeline_lib.DEFAULT_TRAIN_STEPS)
@@ -76,9 +77,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--int8-io', choices=(modes.IO_NATIVE, modes.IO_FLOAT32),
                       default=modes.IO_NATIVE,
                       help='int8 model I/O: native (int8 tensors) or float32.')
-  parser.add_argument('--task', choices=tasks.TASKS, default=tasks.MULTICLASS,
-                      help='what the model predicts; decides the gate\'s metric (accuracy, '
-                      'binary accuracy, mean absolute error).')
   parser.add_argument('--min-accuracy', type=float, default=DEFAULT_MIN_ACCURACY,
                       help='gate: lowest accepted int8 accuracy.')
   parser.add_argument('--max-accuracy-drop', type=float, default=DEFAULT_MAX_ACCURACY_DROP,
@@ -101,7 +99,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   paths = pipeline_lib.demo_paths(args.output_dir)
-  data.export_digits(paths['data_root'])
+  data_kwargs = pipeline_lib.data_kwargs(args)
+  if args.data is None:  # The demo: the digits that scikit-learn ships, as tf.Examples.
+    data.export_digits(paths['data_root'])
+  data_root = os.path.abspath(args.data) if args.data else paths['data_root']
   ota = repository.OTARepository(paths['ota_repository'], paths['ota_keys_dir'])
   if not os.path.exists(os.path.join(ota.metadata_dir, 'timestamp.json')):
     ota.init()  # The demo's own repository and keys; in production, `tfx-edge ota init` once.
@@ -109,12 +110,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   pipeline = pipeline_lib.create_pipeline(
       pipeline_name=args.pipeline_name,
       pipeline_root=paths['pipeline_root'],
-      data_root=paths['data_root'],
+      data_root=data_root,
+      **data_kwargs,
       ota_repository=paths['ota_repository'],
       ota_keys_dir=paths['ota_keys_dir'],
       model_name=args.model_name,
       channel=args.channel,
-      variants=[v for v in args.variants.split(',') if v],
+      variants=pipeline_lib.variants_of(args.variants),
       **pipeline_lib.selection_kwargs(args),
       **pipeline_lib.optimization_kwargs(args),
       fine_tuning=FineTuneConfig(epochs=args.finetune_epochs,
@@ -123,7 +125,6 @@ def main(argv: Optional[List[str]] = None) -> int:
       train_steps=args.train_steps,
       calibration_samples=args.calibration_samples,
       int8_io=args.int8_io,
-      task=args.task,
       min_accuracy=args.min_accuracy,
       max_accuracy_drop=args.max_accuracy_drop,
       max_error_increase=args.max_error_increase,

@@ -44,19 +44,46 @@ def float_ops(tflite_model: bytes) -> List[str]:
   """Ops of a TFLite model that compute in float, as `OP (output tensor name)`.
 
   QUANTIZE and DEQUANTIZE are not counted: they only convert at the edges of int8 parts (and at
-  the model boundary when its inputs and outputs are float).
+  the model boundary when its inputs and outputs are float). Nor is a CAST that reads an integer
+  model input: it is part of that input (see `integer_inputs`).
   """
   interp = interpreter(tflite_model)
   tensors = {d['index']: d for d in interp.get_tensor_details()}
+  integer = {d['index'] for d in interp.get_input_details() if _is_integer_input(d)}
   found = []
   for op in interp._get_ops_details():  # pylint: disable=protected-access
     if op['op_name'] in _CONVERSION_OPS:
+      continue
+    if op['op_name'] == 'CAST' and len(op['inputs']) and set(op['inputs']) <= integer:
+      # An integer input (a count, an id) is a number to the model: it reaches the int8 ops as a
+      # CAST to float and a QUANTIZE, the conversion a float input gets before it is fed as
+      # int8. No int8 op can do it (a CAST to int8 copies values; it does not scale them), so
+      # the CAST belongs to the input, as the QUANTIZE does, and not to the model's math.
       continue
     used = [tensors[i] for i in [*op['inputs'], *op['outputs']] if i in tensors]
     if any(np.issubdtype(np.dtype(t['dtype']), np.floating) for t in used):
       output = tensors.get(op['outputs'][0]) if len(op['outputs']) else None
       found.append(f'{op["op_name"]} ({output["name"]})' if output else op['op_name'])
   return found
+
+
+def _is_integer_input(detail: Dict[str, Any]) -> bool:
+  """True for an input tensor holding integers as such: integer dtype and no quantization scale.
+
+  An int8 input that stands for a float input (int8 I/O) has a scale; an int64 count has none.
+  """
+  return (np.issubdtype(np.dtype(detail['dtype']), np.integer) and
+          not detail['quantization'][0])
+
+
+def integer_inputs(tflite_model: bytes) -> Dict[str, str]:
+  """{input tensor name: dtype} of the model inputs that take integers as such (int64, int32).
+
+  These keep their dtype whatever the inference I/O type: a device feeds them the integers
+  themselves, not quantized values.
+  """
+  return {d['name']: np.dtype(d['dtype']).name
+          for d in interpreter(tflite_model).get_input_details() if _is_integer_input(d)}
 
 
 @dataclasses.dataclass(frozen=True)

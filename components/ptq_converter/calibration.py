@@ -105,13 +105,14 @@ def fingerprint(records: Iterable[bytes]) -> Tuple[int, str]:
   return len(digests), hashlib.sha256(b''.join(digests)).hexdigest()
 
 
-def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
+def to_input_arrays(records: Sequence[bytes], model: model_io.AnyModel,
                     source: str) -> Dict[str, np.ndarray]:
   """Parses records into {input name: array} for the model, with errors that name the data.
 
   Args:
     records: serialized tf.Examples.
-    model: the Keras model whose inputs the arrays feed.
+    model: the model whose inputs the arrays feed: a tf_keras model, a model_io.ModelSource
+      (a SavedModel signature) or its named tf.TensorSpecs (model_io.input_specs).
     source: what the records are (an artifact URI), for error messages.
 
   Returns:
@@ -129,7 +130,7 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
         f'calibration examples from {source} lack features the model reads by name: {lacking}. '
         'Real Examples omit a feature wherever its value is missing. Give PTQConverter the '
         "module's input_fn (input_fn= or module_file=), which fills missing values as in "
-        'training, or give every example each model input.')
+        'training, or give every example each model input.' + _never_present(missing, records))
   try:
     parsed = tf.io.parse_example(tf.constant(list(records)), spec)
   except tf.errors.InvalidArgumentError as e:
@@ -139,10 +140,20 @@ def to_input_arrays(records: Sequence[bytes], model: tf.keras.Model,
         f'{_first_mismatch(records, spec) or e.message}. Give every example each model input as '
         'a feature of that name, type and size, or calibrate with Examples made for this '
         'model.') from e
-  return _checked({name: parsed[name].numpy() for name in model.input_names}, model, source)
+  return _checked({name: parsed[name].numpy() for name in spec}, model, source)
 
 
-def arrays_from_dataset(dataset: tf.data.Dataset, model: tf.keras.Model, count: int,
+def _never_present(missing: Mapping[str, int], records: Sequence[bytes]) -> str:
+  """A hint for inputs no example has: their name, not missing values, is the likelier cause."""
+  never = [name for name, n in missing.items() if n == len(records)]
+  if not never:
+    return ''
+  return (f' No example has {never} at all: each model input must be named after the feature it '
+          "reads (keras.Input(name=...); a SavedModel signature's input keys: tf.TensorSpec(name="
+          '...) or the keys of a dict input).')
+
+
+def arrays_from_dataset(dataset: tf.data.Dataset, model: model_io.AnyModel, count: int,
                         source: str) -> Dict[str, np.ndarray]:
   """{input name: array} of the first `count` examples of the user's input_fn dataset.
 
@@ -152,7 +163,7 @@ def arrays_from_dataset(dataset: tf.data.Dataset, model: tf.keras.Model, count: 
 
   Args:
     dataset: input_fn's dataset over the sampled examples.
-    model: the Keras model whose inputs the arrays feed.
+    model: the model whose inputs the arrays feed (as for to_input_arrays).
     count: how many examples to take (the sample's size).
     source: what the examples are, for error messages.
 
@@ -162,10 +173,10 @@ def arrays_from_dataset(dataset: tf.data.Dataset, model: tf.keras.Model, count: 
   features_spec = dataset.element_spec
   features_spec = features_spec[0] if isinstance(features_spec, tuple) else features_spec
   single = not isinstance(features_spec, dict)
-  if single and len(model.inputs) != 1:
+  names = [spec.name for spec in model_io.input_specs(model)]
+  if single and len(names) != 1:
     raise DataError(f'{source}: input_fn gives one tensor of features, but the model has '
-                    f'inputs {model.input_names}; give a dict keyed by input name.')
-  names = model.input_names
+                    f'inputs {names}; give a dict keyed by input name.')
   if not single:
     absent = [n for n in names if n not in features_spec]
     if absent:
@@ -188,18 +199,44 @@ def arrays_from_dataset(dataset: tf.data.Dataset, model: tf.keras.Model, count: 
   return _checked({n: np.concatenate(v)[:count] for n, v in collected.items()}, model, source)
 
 
-def _checked(arrays: Mapping[str, np.ndarray], model: tf.keras.Model,
+def _checked(arrays: Mapping[str, np.ndarray], model: model_io.AnyModel,
              source: str) -> Dict[str, np.ndarray]:
-  """The arrays cast to the model's input dtypes; DataError for NaN or Inf."""
+  """The arrays cast to the model's input dtypes; DataError for NaN or Inf.
+
+  An integer input keeps its integer dtype (int64, int32): the TFLite model keeps it too, and
+  calibration feeds the interpreter tensors of the model's own dtypes. Values that the dtype
+  cannot hold exactly (fractions, or beyond int32) are refused rather than truncated.
+  """
   out = {}
-  for name, tensor in zip(model.input_names, model.inputs):
-    value = np.asarray(arrays[name]).astype(tf.as_dtype(tensor.dtype).as_numpy_dtype)
+  for tensor in model_io.input_specs(model):
+    name = tensor.name
+    dtype = tf.as_dtype(tensor.dtype)
+    given = np.asarray(arrays[name])
+    if dtype.is_integer and given.dtype != dtype.as_numpy_dtype:
+      _check_integers(name, given, dtype, source)
+    value = given.astype(dtype.as_numpy_dtype)
     if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
       bad = int(np.sum(~np.isfinite(value)))
       raise DataError(f'calibration examples from {source}: feature {name!r} holds {bad} NaN '
                       'or Inf values; they would make the quantization ranges meaningless.')
     out[name] = value
   return out
+
+
+def _check_integers(name: str, given: np.ndarray, dtype: tf.DType, source: str) -> None:
+  """DataError unless every value of `given` is a whole number that `dtype` holds."""
+  if not np.issubdtype(given.dtype, np.number):
+    raise DataError(f'calibration examples from {source}: feature {name!r} is {given.dtype}, but '
+                    f'model input {name!r} takes {dtype.name}; give it as numbers.')
+  as_float = given.astype(np.float64)
+  fractional = int(np.sum(~np.isfinite(as_float) | (np.round(as_float) != as_float)))
+  outside = int(np.sum((as_float < dtype.min) | (as_float > dtype.max)))
+  if fractional or outside:
+    raise DataError(
+        f'calibration examples from {source}: model input {name!r} takes {dtype.name}, but '
+        f'feature {name!r} holds {fractional} values that are not whole numbers and {outside} '
+        f'outside [{dtype.min}, {dtype.max}]. Give the integer feature as integers (an input_fn '
+        'that fills missing values must fill an integer feature with an integer).')
 
 
 # The tf.Example value list that holds each parsing dtype.

@@ -43,7 +43,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     calibration_artifact = artifact_utils.get_single_instance(
         output_dict[spec_keys.CALIBRATION_KEY])
 
-    model = model_io.load_keras_model(model_artifact.uri)
+    # A tf_keras model, or else (Keras 3, a tf.Module, a subclassed model) the SavedModel's
+    # serving signature: PTQ needs no Keras.
+    model = model_io.load_model_source(model_artifact.uri)
+    if model.kind == model_io.SAVED_MODEL:
+      logging.info('PTQConverter: %s: %s; converting from %s (the PTQ-only route).',
+                   model_artifact.uri, model.not_keras, model.describe())
     representative_data = None
     count, digest = 0, ''
     calibration_artifact.split_names = artifact_utils.encode_split_names([])
@@ -77,7 +82,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     logging.info('PTQConverter: converting to TFLite, mode=%s inference_io=%s.', mode,
                  inference_io)
-    tflite_model = conversion.convert(model, mode, representative_data, inference_io)
+    tflite_model = conversion.convert(model.convertible, mode, representative_data, inference_io)
     lineage.carry_properties(model_artifact, tflite_artifact)
     if (model_artifact.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) ==
         spec_keys.TWO_FOUR):
@@ -106,6 +111,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                           (spec_keys.PROP_OUTPUT_DTYPES, details['outputs'])):
       tflite_artifact.set_string_custom_property(
           prop, json.dumps({t.name: t.dtype for t in tensors}, sort_keys=True))
+    # The choice made for integer inputs: int8 I/O applies to the float inputs; an integer input
+    # keeps its dtype and is cast and quantized inside the model. A device reads here which
+    # inputs take the integers themselves.
+    integer_inputs = tflite.integer_inputs(tflite_model)
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_INTEGER_INPUTS,
+                                               json.dumps(integer_inputs, sort_keys=True))
+    if integer_inputs:
+      logging.info('PTQConverter: integer inputs kept as such: %s.', integer_inputs)
     logging.info('PTQConverter: wrote %d bytes (%s) to %s.', len(tflite_model), mode,
                  tflite_artifact.uri)
 

@@ -3,6 +3,7 @@ import dataclasses
 import logging
 from typing import List, Optional, Sequence, Tuple
 
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 # The registry that decides which layers default 8-bit QAT supports; not re-exported by tfmot.
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
@@ -85,6 +86,12 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
   for layer in model.layers:
     if isinstance(layer, tf_keras.layers.InputLayer):
       continue
+    if casts_integer_input(model, layer):
+      # Part of the input, as the int8 converter treats it: the TFLite model keeps the integer
+      # input, casts it and quantizes the result; there is nothing to train here.
+      _LOG.info('QAT: layer %r casts integer model inputs to float; left as part of the input',
+                layer.name)
+      continue
     if skip and skip.search(layer.name):
       _LOG.info('QAT: layer %r stays float (matches skip_layers)', layer.name)
       floats.append(layer.name)
@@ -104,6 +111,24 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
   return quantized, floats
 
 
+def casts_integer_input(model: tf_keras.Model, layer: tf_keras.layers.Layer) -> bool:
+  """True for a layer without weights that turns integer model inputs into floats (a cast).
+
+  tfmot has no quantize config for such a layer (a `tf.cast` op layer or a Lambda), and needs
+  none: its inputs are integers, and the layers after it quantize its float output.
+  """
+  if layer.weights:
+    return False
+  model_inputs = {id(t) for t in model.inputs}
+  # Only the nodes of this model: a layer that a clone reuses has nodes in the clone too.
+  nodes = [node for node in layer.inbound_nodes
+           if node.keras_inputs and all(id(t) in model_inputs for t in node.keras_inputs)]
+  return bool(nodes) and all(
+      all(tf.as_dtype(t.dtype).is_integer for t in node.keras_inputs) and
+      all(tf.as_dtype(t.dtype).is_floating for t in tf.nest.flatten(node.outputs))
+      for node in nodes)
+
+
 def quantize(model: tf_keras.Model, config: QATConfig, scheme: str,
              quantized_layers: Sequence[str]) -> tf_keras.Model:
   """Annotates the chosen layers and applies the scheme; fine-tune the result (no strip needed)."""
@@ -115,5 +140,17 @@ def quantize(model: tf_keras.Model, config: QATConfig, scheme: str,
     return layer
 
   annotated = tf_keras.models.clone_model(model, clone_function=annotate)
-  with tfmot.quantization.keras.quantize_scope():
-    return tfmot.quantization.keras.quantize_apply(annotated, _scheme_object(scheme))
+  try:
+    with tfmot.quantization.keras.quantize_scope():
+      return tfmot.quantization.keras.quantize_apply(annotated, _scheme_object(scheme))
+  except ValueError as e:
+    lambdas = [layer.name for layer in model.layers if isinstance(layer, tf_keras.layers.Lambda)]
+    if not lambdas or 'Lambda' not in str(e):
+      raise
+    # tfmot rebuilds the whole model from its config, and tf_keras refuses to rebuild a Python
+    # lambda from a config (safe mode), even the user's own.
+    raise ConfigError(
+        f'QAT: tensorflow-model-optimization cannot rebuild the Lambda layers {lambdas} (it '
+        'rebuilds the model from its config, and tf_keras refuses a Python lambda there). Write '
+        'them as TensorFlow ops in the functional model (for a cast: '
+        'tf.cast(inputs, tf.float32)) or as a layer class, or leave QAT out.') from e

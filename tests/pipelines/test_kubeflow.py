@@ -45,7 +45,7 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
   executors = full_spec['deploymentSpec']['executors']
 
   expected = {
-      'ImportExampleGen', 'Trainer', 'ptq_float32', 'Pruner', 'Clusterer',
+      'ImportExampleGen', 'Trainer', 'ptq_float32', 'GateExamplesGen', 'Pruner', 'Clusterer',
       'Clusterer_after_Pruner', 'QATTrainer', 'VariantSelector', 'OTAPusher',
       *(f(v) for v in pipeline_lib.VARIANTS
         for f in (pipeline_lib.int8_node, pipeline_lib.evaluator_node,
@@ -54,8 +54,9 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
   assert set(tasks) == expected
   assert _upstream(tasks, 'QATTrainer') == {'Clusterer_after_Pruner', 'ImportExampleGen'}
   assert _upstream(tasks, 'pcqat_int8') == {'QATTrainer', 'ImportExampleGen'}
+  assert _upstream(tasks, 'GateExamplesGen') == {'ptq_float32', 'ImportExampleGen'}
   assert _upstream(tasks, 'pruned_evaluator') == {'pruned_int8', 'ptq_float32',
-                                                  'ImportExampleGen'}
+                                                  'GateExamplesGen'}
   assert _upstream(tasks, 'ptq_benchmark') == {'ptq_int8', 'ptq_evaluator'}
   # Every variant reaches the selector; only the selector's choice reaches the pusher.
   assert _upstream(tasks, 'VariantSelector') == {

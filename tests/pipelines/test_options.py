@@ -70,3 +70,87 @@ def test_the_runners_defaults_are_the_pipelines(tmp_path):
   assert kwargs['pruning'] == pipeline_lib.DEFAULT_PRUNING
   assert kwargs['clustering'] == pipeline_lib.DEFAULT_CLUSTERING
   assert not kwargs['qat'].allow_float_layers and kwargs['qat'].skip_layers is None
+
+
+BREAST_CANCER_MODULE = 'tests/pipelines/breast_cancer_module.py'
+
+
+def test_the_users_data_and_module_reach_the_pipeline_with_the_fill_of_its_feature_spec(
+    tmp_path):
+  (tmp_path / 'csv').mkdir()
+  (tmp_path / 'csv' / 'data.csv').write_text('f00,diagnosis\n1.0,1\n')
+  args = run_local.parse_args(['--data', str(tmp_path / 'csv'), '--module-file',
+                               BREAST_CANCER_MODULE, '--label-key', 'diagnosis',
+                               '--task', 'binary'])
+  kwargs = pipeline_lib.data_kwargs(args)
+
+  assert kwargs['fill_missing'] == {f'f{i:02d}': 0.0 for i in range(30)}  # From FEATURE_SPEC.
+  components = _by_id(pipeline_lib.create_pipeline(
+      'p', str(tmp_path / 'root'), args.data, str(tmp_path / 'ota'), str(tmp_path / 'keys'),
+      **kwargs))
+  assert pipeline_lib.CSV_EXAMPLE_GEN in components
+  assert pipeline_lib.EXAMPLE_GEN not in components
+  trainer = components[pipeline_lib.TRAINER].exec_properties
+  assert trainer['module_file'] == BREAST_CANCER_MODULE
+  gate = components[pipeline_lib.GATE_EXAMPLES].exec_properties
+  assert json.loads(gate['fill_missing'])['f07'] == 0.0 and gate['label_key'] == 'diagnosis'
+  assert components[pipeline_lib.int8_node('ptq')].exec_properties['module_file'] == (
+      BREAST_CANCER_MODULE)
+
+
+@pytest.mark.parametrize('flag,expected', [
+    ('age=38, income=0', {'age': 38.0, 'income': 0.0}),
+    ('*=0,age=38', {'*': 0.0, 'age': 38.0}),
+])
+def test_fill_missing_flag_overrides_the_feature_spec(flag, expected):
+  args = run_local.parse_args(['--data', 'd', '--module-file', BREAST_CANCER_MODULE,
+                               '--label-key', 'y', '--fill-missing', flag])
+  assert pipeline_lib.data_kwargs(args)['fill_missing'] == expected
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--data', 'd', '--label-key', 'y'], "--data 'd' needs --module-file"),
+    (['--data', 'd', '--data-format', 'csv'], "--data 'd' needs --module-file"),
+    (['--data', 'd', '--module-file', 'm.py', '--fill-missing', 'age'],
+     "--fill-missing item 'age' is not accepted: give NAME=NUMBER pairs"),
+])
+def test_bad_data_flags_are_refused_with_the_way_out(argv, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    pipeline_lib.data_kwargs(run_local.parse_args(argv))
+
+
+def test_the_data_format_is_read_from_the_files(tmp_path):
+  (tmp_path / 'csv').mkdir()
+  (tmp_path / 'csv' / 'a.csv').write_text('x\n1\n')
+  (tmp_path / 'records').mkdir()
+  (tmp_path / 'records' / 'data_tfrecord-00000.gz').write_bytes(b'')
+  (tmp_path / 'other').mkdir()
+  (tmp_path / 'other' / 'notes.txt').write_text('')
+
+  assert pipeline_lib.data_format_of(str(tmp_path / 'csv')) == pipeline_lib.CSV
+  assert pipeline_lib.data_format_of(str(tmp_path / 'records')) == pipeline_lib.TFRECORD
+  assert pipeline_lib.data_format_of(str(tmp_path / 'other'), 'csv') == pipeline_lib.CSV
+  assert pipeline_lib.data_format_of(str(tmp_path / 'absent')) == pipeline_lib.TFRECORD
+  with pytest.raises(errors.ConfigError, match="data_format='parquet' is not accepted"):
+    pipeline_lib.data_format_of(str(tmp_path / 'csv'), 'parquet')
+
+
+def test_a_bad_fill_value_fails_when_the_pipeline_is_built(tmp_path):
+  with pytest.raises(errors.ConfigError, match=r"fill_missing\['age'\]=nan is not accepted"):
+    _build(tmp_path, fill_missing={'age': float('nan')})
+
+
+def test_a_saved_model_builds_only_the_ptq_variant_and_refuses_optimizers(tmp_path):
+  components = _by_id(_build(tmp_path, model_format='saved_model'))
+  assert not {pipeline_lib.PRUNER, pipeline_lib.CLUSTERER, pipeline_lib.QAT_TRAINER} & set(
+      components)
+  assert pipeline_lib.int8_node('ptq') in components
+
+  with pytest.raises(errors.ConfigError, match=r"variants \['pruned'\] need a tf_keras "
+                     r"Functional or Sequential model.*--variants ptq"):
+    _build(tmp_path, model_format='saved_model', variants=['ptq', 'pruned'])
+  with pytest.raises(errors.ConfigError, match="model_format='onnx' is not accepted"):
+    _build(tmp_path, model_format='onnx')
+  args = run_local.parse_args(['--model-format', 'saved_model'])
+  assert pipeline_lib.data_kwargs(args)['model_format'] == 'saved_model'
+  assert pipeline_lib.variants_of(args.variants) is None
