@@ -26,6 +26,7 @@ from components import QATTrainer
 from components import VariantSelector
 from components.benchmarker import targets
 from components.common import model_io
+from components.common.finetune import config as finetune_config
 from components.common import modes
 from components.common import validation
 from components.errors import ConfigError
@@ -180,8 +181,10 @@ def create_pipeline(
     eval_steps: Trainer evaluation steps.
     label_key: label feature (stratifies calibration and feeds the gate's metric).
     task: what the model predicts, which decides the gate's metric: `multiclass` (2+ output
-      units), `binary` (one sigmoid unit) or `regression`. A task that does not fit the model's
-      output makes the benchmarker and the pusher refuse every variant, with the reason.
+      units), `binary` (one sigmoid unit), `binary_logits` (one linear unit, a logit; the
+      optimizers then fine-tune with binary cross-entropy from logits) or `regression`. A task
+      that does not fit the model's output makes the benchmarker and the pusher refuse every
+      variant, with the reason.
     fill_missing: {feature: value} the gates fill in where an eval example lacks a model
       input: the values the module's input_fn fills them with. Default none: the GateExamplesGen
       step refuses data with missing values, naming the features and counts.
@@ -244,6 +247,10 @@ def create_pipeline(
         f'float ops, or quantize with {modes.INT8!r}.')
   fill_missing = gate_schema.validate_fill_missing(fill_missing)
   fine_tuning = fine_tuning or FineTuneConfig()
+  if task == tasks.BINARY_LOGITS and fine_tuning.loss == finetune_config.AUTO_LOSS:
+    # One linear unit looks like a regression output: only the task says it is a logit.
+    fine_tuning = dataclasses.replace(
+        fine_tuning, loss=finetune_config.BINARY_CROSSENTROPY_FROM_LOGITS)
   pruning = pruning or DEFAULT_PRUNING
   clustering = clustering or DEFAULT_CLUSTERING
   user_code = {'input_fn': input_fn} if input_fn else {'module_file': module_file}

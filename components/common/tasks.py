@@ -12,15 +12,20 @@ from components.errors import ConfigError
 
 MULTICLASS = 'multiclass'  # N >= 2 output units (softmax or logits); labels are class indices.
 BINARY = 'binary'  # One sigmoid unit: the probability of class 1; labels are 0/1.
+BINARY_LOGITS = 'binary_logits'  # One linear unit: the logit of class 1; labels are 0/1.
 REGRESSION = 'regression'  # Linear output; labels are real values.
-TASKS = (MULTICLASS, BINARY, REGRESSION)
+TASKS = (MULTICLASS, BINARY, BINARY_LOGITS, REGRESSION)
 
 # The metric each task's gate thresholds: (TFMA class name, the name TFMA reports it under).
 GATE_METRIC = {
     MULTICLASS: ('SparseCategoricalAccuracy', 'sparse_categorical_accuracy'),
     BINARY: ('BinaryAccuracy', 'binary_accuracy'),
+    # BinaryAccuracy with the decision at logit 0 (probability 0.5), under a name of its own.
+    BINARY_LOGITS: ('BinaryAccuracy', 'binary_accuracy_of_logits'),
     REGRESSION: ('MeanAbsoluteError', 'mean_absolute_error'),
 }
+# What each gate metric's TFMA class is constructed with besides its name.
+GATE_METRIC_CONFIG = {BINARY_LOGITS: {'threshold': 0.0}}
 # The task each gate metric measures, by the name TFMA reports it under.
 TASK_OF_METRIC = {name: task for task, (_, name) in GATE_METRIC.items()}
 # Gate metrics whose value goes down when the model gets better.
@@ -49,7 +54,8 @@ def validate_task(task: str) -> str:
 def infer(output: Output) -> str:
   """The task an output implies; raises ConfigError when none fits.
 
-  One linear unit is taken for a regression; a binary classifier ends in a sigmoid unit.
+  One linear unit is taken for a regression (a binary classifier's logit cannot be told from
+  it: say task='binary_logits'); a binary classifier usually ends in a sigmoid unit.
   """
   if (output.units or 0) >= 2 and output.activation in ('softmax', 'linear'):
     return MULTICLASS
@@ -71,9 +77,14 @@ def misfit(task: str, output: Output) -> str:
             f'class-0 labels for every model. Use task={BINARY!r} (one sigmoid unit) or '
             f'{REGRESSION!r} (a linear output).')
   if task == BINARY and (output.units != 1 or output.activation != 'sigmoid'):
+    logits = (f' or task={BINARY_LOGITS!r} for one linear unit (a logit)'
+              if output.units == 1 and output.activation == 'linear' else '')
     return (f'task={BINARY!r} thresholds one probability at 0.5, but {what}. Use '
-            f'task={MULTICLASS!r} for 2+ units, or end a binary classifier with one sigmoid '
-            'unit.')
+            f'task={MULTICLASS!r} for 2+ units{logits}, or end a binary classifier with one '
+            'sigmoid unit.')
+  if task == BINARY_LOGITS and (output.units != 1 or output.activation in _PROBABILITIES):
+    return (f'task={BINARY_LOGITS!r} thresholds one logit at 0, but {what}. Use '
+            f'task={BINARY!r} for one sigmoid unit, {MULTICLASS!r} for 2+ units.')
   if task == REGRESSION and output.activation in _PROBABILITIES:
     return (f'task={REGRESSION!r} compares the output with real-valued labels, but {what}, '
             f'which are probabilities. Use task={BINARY!r} or {MULTICLASS!r}.')

@@ -4,6 +4,7 @@ TFMA cannot mix TFLite and SavedModel models in one evaluation, so the baseline 
 TFLite conversion of the same model (PTQConverter mode `float32`), not the Trainer's SavedModel.
 """
 import difflib
+import json
 import math
 from typing import Optional, Sequence
 
@@ -53,6 +54,8 @@ def gate_config(label_key: str,
     max_accuracy_drop (absolute, 0.01 = 1 point) below the baseline's;
   - `binary` (one sigmoid unit): BinaryAccuracy at threshold 0.5, same thresholds, plus AUC
     reported;
+  - `binary_logits` (one linear unit, a logit): BinaryAccuracy at logit 0 (probability 0.5),
+    reported as `binary_accuracy_of_logits`, same thresholds;
   - `regression` (a linear output): MeanAbsoluteError at most max_error_increase (relative,
     0.05 = 5%) above the baseline's, and at most max_error when given.
 
@@ -109,13 +112,23 @@ def gate_config(label_key: str,
       metrics_specs=[
           tfma.MetricsSpec(metrics=[
               tfma.MetricConfig(class_name='ExampleCount'),
-              tfma.MetricConfig(class_name=tasks.GATE_METRIC[task][0], threshold=threshold),
+              _gate_metric(task, threshold),
               *(tfma.MetricConfig(class_name=name)
                 for name in (*_REPORTED.get(task, ()), *extra_metrics)),
           ])
       ])
   validate_eval_config(config)
   return config
+
+
+def _gate_metric(task: str, threshold: tfma.MetricThreshold) -> tfma.MetricConfig:
+  """The MetricConfig of the task's gated metric, under the name tasks.GATE_METRIC gives it."""
+  class_name, name = tasks.GATE_METRIC[task]
+  config = tasks.GATE_METRIC_CONFIG.get(task)
+  if config is None:
+    return tfma.MetricConfig(class_name=class_name, threshold=threshold)
+  return tfma.MetricConfig(class_name=class_name, threshold=threshold,
+                           config=json.dumps(dict(config, name=name)))
 
 
 def accuracy_gate_config(label_key: str,

@@ -58,7 +58,7 @@ def binary_case(tmp_path_factory):
   return dict(root=root, data=data, x=eval_x, y=eval_y, models=models)
 
 
-def _litert_accuracy(tflite_model, x, y, as_tfma=False):
+def _litert_accuracy(tflite_model, x, y, as_tfma=False, threshold=0.5):
   """Accuracy at threshold 0.5, one example at a time, with LiteRT.
 
   A device rounds a float input to the nearest int8 step. TFMA's TFLite extractor truncates
@@ -81,7 +81,7 @@ def _litert_accuracy(tflite_model, x, y, as_tfma=False):
     if out['dtype'] == np.int8:
       scale, zero = out['quantization']
       score = (score - zero) * scale
-    correct += int((score > 0.5) == bool(label))
+    correct += int((score > threshold) == bool(label))
   return correct / len(y)
 
 
@@ -200,7 +200,7 @@ def test_regression_gate_thresholds_the_relative_error_increase():
 
 @pytest.mark.parametrize('kwargs,message', [
     (dict(task='ranking'), "task='ranking' is not accepted; accepted: multiclass, binary, "
-     'regression'),
+     'binary_logits, regression'),
     (dict(task=tasks.REGRESSION, max_error_increase=1.5), 'max_error_increase=1.5 is not '
      'accepted'),
     (dict(task=tasks.REGRESSION, max_error=0), 'max_error=0 is not accepted'),
@@ -219,3 +219,41 @@ def test_the_pipeline_builds_the_gate_for_its_task(tmp_path):
   config = evaluator.exec_properties['eval_config']
   assert '"BinaryAccuracy"' in config and 'SparseCategoricalAccuracy' not in config
   assert os.path.basename(str(tmp_path)) in built.pipeline_info.pipeline_root
+
+
+@pytest.fixture(scope='module')
+def logits_case(binary_case, tmp_path_factory):
+  """The binary task with a logit output (one linear unit), trained on the same rows."""
+  x, y = breast_cancer_data()
+  tf_keras.utils.set_random_seed(0)
+  inputs = tf_keras.Input((30,), name=FEATURES)
+  hidden = tf_keras.layers.Dense(16, activation='relu')(inputs)
+  model = tf_keras.Model(inputs, tf_keras.layers.Dense(1)(hidden))
+  model.compile('adam', tf_keras.losses.BinaryCrossentropy(from_logits=True))
+  model.fit(x[:400], y[:400], epochs=30, verbose=0)
+  models = {'float32': conversion.convert(model, 'float32'),
+            'int8': conversion.convert(model, 'int8', calibration.representative_dataset(
+                {FEATURES: x[:300]}))}
+  return dict(binary_case, root=tmp_path_factory.mktemp('logits'), models=models)
+
+
+def test_binary_logits_gate_thresholds_the_logit_at_zero(logits_case):
+  config = gate_config(LABEL, tasks.BINARY_LOGITS)
+
+  output = _evaluate(logits_case, 'int8', config, 'logits_int8')
+
+  name = tasks.GATE_METRIC[tasks.BINARY_LOGITS][1]
+  values = evaluation.metric_values(output, name)
+  x, y = logits_case['x'], logits_case['y']
+  assert values[evaluation.BASELINE] == pytest.approx(
+      _litert_accuracy(logits_case['models']['float32'], x, y, threshold=0.0), abs=1e-9)
+  assert values[evaluation.CANDIDATE] == pytest.approx(
+      _litert_accuracy(logits_case['models']['int8'], x, y, as_tfma=True, threshold=0.0),
+      abs=1e-9)
+  assert values[evaluation.BASELINE] > 0.9
+  assert evaluation.gated_metrics(output) == [name]
+  assert evaluation.gate_misfit(output, tflite.output(logits_case['models']['int8'])) == ''
+  # The probability gate on the same logits would threshold them at 0.5: refused by name.
+  reason = tasks.misfit(tasks.BINARY, tflite.output(logits_case['models']['int8']))
+  assert "task='binary_logits' for one linear unit (a logit)" in reason
+  assert tasks.misfit(tasks.BINARY_LOGITS, tasks.Output(1, 'sigmoid')) != ''

@@ -154,3 +154,10 @@ def test_a_saved_model_builds_only_the_ptq_variant_and_refuses_optimizers(tmp_pa
   args = run_local.parse_args(['--model-format', 'saved_model'])
   assert pipeline_lib.data_kwargs(args)['model_format'] == 'saved_model'
   assert pipeline_lib.variants_of(args.variants) is None
+
+
+def test_a_logit_task_fine_tunes_with_cross_entropy_from_logits(tmp_path):
+  components = _by_id(_build(tmp_path, task='binary_logits'))
+  for node in (pipeline_lib.PRUNER, pipeline_lib.CLUSTERER, pipeline_lib.QAT_TRAINER):
+    fine_tuning = json.loads(components[node].exec_properties['fine_tuning'])
+    assert fine_tuning['loss'] == 'binary_crossentropy_from_logits', node

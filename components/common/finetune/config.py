@@ -19,6 +19,9 @@ OPTIMIZERS = ('adam', 'sgd', 'rmsprop')
 AUTO_LOSS = 'auto'  # The loss follows the model's output (see FineTuneConfig.loss_for).
 SPARSE_CATEGORICAL = 'sparse_categorical_crossentropy'
 BINARY_CROSSENTROPY = 'binary_crossentropy'
+# Not a Keras loss name: binary cross-entropy on a logit (from_logits=True), for task
+# binary_logits, whose output cannot be told from a regression's.
+BINARY_CROSSENTROPY_FROM_LOGITS = 'binary_crossentropy_from_logits'
 _LOSS_OF_TASK = {tasks.MULTICLASS: SPARSE_CATEGORICAL, tasks.BINARY: BINARY_CROSSENTROPY,
                  tasks.REGRESSION: 'mean_squared_error'}
 
@@ -35,7 +38,9 @@ class FineTuneConfig(JsonConfig):
     optimizer: one of OPTIMIZERS.
     loss: a Keras loss name, or `auto` (the default) for the one the model's output calls for:
       sparse categorical cross-entropy for 2+ units (from logits when they are linear), binary
-      cross-entropy for one sigmoid unit, mean squared error for a linear regression output.
+      cross-entropy for one sigmoid unit, mean squared error for a linear regression output; or
+      `binary_crossentropy_from_logits` for one linear unit that is a binary logit (what
+      create_pipeline sets for task='binary_logits').
     train_split: split to fine-tune on.
     eval_split: split to validate on after each epoch.
     eval_steps: validation batches per epoch.
@@ -57,12 +62,13 @@ class FineTuneConfig(JsonConfig):
     if self.optimizer not in OPTIMIZERS:
       raise ConfigError(f'optimizer={self.optimizer!r} is not accepted; accepted: '
                         f'{", ".join(OPTIMIZERS)}.')
-    if self.loss != AUTO_LOSS:
+    if self.loss not in (AUTO_LOSS, BINARY_CROSSENTROPY_FROM_LOGITS):
       try:
         tf_keras.losses.get(self.loss)
       except (ValueError, TypeError) as e:
         raise ConfigError(f'loss={self.loss!r} is not a Keras loss name, for example '
-                          f'"{SPARSE_CATEGORICAL}", or {AUTO_LOSS!r}.') from e
+                          f'"{SPARSE_CATEGORICAL}", nor {AUTO_LOSS!r} or '
+                          f'{BINARY_CROSSENTROPY_FROM_LOGITS!r}.') from e
     for name in ('train_split', 'eval_split'):
       validation.non_empty_str(name, getattr(self, name), 'a split of the examples')
 
@@ -72,6 +78,8 @@ class FineTuneConfig(JsonConfig):
 
   def loss_for(self, model: tf_keras.Model) -> Union[str, tf_keras.losses.Loss]:
     """The loss to compile with: the configured one, or the one the model's output calls for."""
+    if self.loss == BINARY_CROSSENTROPY_FROM_LOGITS:
+      return tf_keras.losses.BinaryCrossentropy(from_logits=True)
     if self.loss != AUTO_LOSS:
       return self.loss
     output = model_output(model)
