@@ -26,6 +26,7 @@ from components.common import evaluation
 from components.common import model_io
 from components.common import tasks
 from components.common import tflite
+from components.gate import extractors
 from components.gate import gate_config
 from components.ota import repository
 from pipelines import data
@@ -327,25 +328,33 @@ BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
 
 
 @pytest.mark.e2e
-def test_a_keras3_model_is_gated_by_tfma_and_pushed_over_the_air(keras3_case, tmp_path):
+@pytest.mark.parametrize('case_name,task,label_key,train', [
+    ('keras3_case', tasks.BINARY, LABEL, TRAIN),
+    ('module_case', tasks.MULTICLASS, data.LABEL_KEY, 1437),
+])
+def test_a_keras3_model_and_a_tf_module_are_gated_by_tfma_and_pushed_over_the_air(
+    request, case_name, task, label_key, train, tmp_path):
+  case = request.getfixturevalue(case_name)
   root = str(tmp_path)
   repository.OTARepository(os.path.join(root, 'ota_repository'),
                            os.path.join(root, 'ota_keys')).init()
   examples = tfx.dsl.Importer(
-      source_uri=keras3_case['examples'].uri, artifact_type=standard_artifacts.Examples,
+      source_uri=case['examples'].uri, artifact_type=standard_artifacts.Examples,
       properties={'split_names': json.dumps(['train', 'eval'])}).with_id('examples')
-  trained = tfx.dsl.Importer(source_uri=keras3_case['model'].uri,
+  trained = tfx.dsl.Importer(source_uri=case['model'].uri,
                              artifact_type=standard_artifacts.Model).with_id('keras3_model')
   # What create_pipeline(variants=['ptq']) builds after the Trainer.
   ptq_float32 = PTQConverter(model=trained.outputs['result'], mode='float32').with_id(
       'ptq_float32')
   int8 = PTQConverter(model=trained.outputs['result'], examples=examples.outputs['result'],
-                      mode='int8', calibration_samples=200, label_key=LABEL).with_id('ptq_int8')
+                      mode='int8', calibration_samples=200, label_key=label_key,
+                      **case['ptq']).with_id('ptq_int8')
   evaluator = tfx.components.Evaluator(
       examples=examples.outputs['result'], model=int8.outputs['tflite_model'],
       baseline_model=ptq_float32.outputs['tflite_model'],
       # At most MAX_INT8_LOSS below the baseline, as the test above allows.
-      eval_config=gate_config(LABEL, tasks.BINARY, max_accuracy_drop=MAX_INT8_LOSS))
+      eval_config=gate_config(label_key, task, max_accuracy_drop=MAX_INT8_LOSS),
+      module_path=extractors.MODULE_PATH)  # As the pipeline's Evaluators.
   pusher = OTAPusher(
       model=int8.outputs['tflite_model'], model_blessing=evaluator.outputs['blessing'],
       evaluation=evaluator.outputs['evaluation'],
@@ -363,15 +372,16 @@ def test_a_keras3_model_is_gated_by_tfma_and_pushed_over_the_air(keras3_case, tm
   int8_model = model_io.read_tflite(outputs['ptq_int8']['tflite_model'].uri, 'test')
   float_model = model_io.read_tflite(outputs['ptq_float32']['tflite_model'].uri, 'test')
   evaluation_uri = outputs['Evaluator']['evaluation'].uri
-  gate = evaluation.metric_values(evaluation_uri, tasks.GATE_METRIC[tasks.BINARY][1])
-  eval_x, eval_y = keras3_case['x'][TRAIN:], keras3_case['y'][TRAIN:]
-  print(f'\nkeras3 gate: binary_accuracy {gate}')
+  gate = evaluation.metric_values(evaluation_uri, tasks.GATE_METRIC[task][1])
+  eval_x, eval_y = case['x'][train:], case['y'][train:]
+  print(f'\n{case_name} gate: {tasks.GATE_METRIC[task][1]} {gate}')
 
   # TFMA fed the signature's input by feature name: its accuracies are the models' own.
   assert gate[evaluation.BASELINE] == pytest.approx(
       _accuracy(litert_scores(float_model, eval_x), eval_y), abs=1e-6)
+  # The gate's extractors quantize inputs as a device does: exactly the device's accuracy.
   assert gate[evaluation.CANDIDATE] == pytest.approx(
-      _accuracy(litert_scores(int8_model, eval_x), eval_y), abs=2 / len(eval_y))
+      _accuracy(litert_scores(int8_model, eval_x), eval_y), abs=1e-6)
   assert outputs['Evaluator']['blessing'].custom_properties['blessed'].int_value == 1
   assert outputs['OTAPusher']['pushed_model'].custom_properties['pushed'].int_value == 1
   ota = repository.OTARepository(os.path.join(root, 'ota_repository'))
