@@ -1,5 +1,6 @@
 """Shared fixtures: real digits data as a TFX Examples artifact and a real trained SavedModel."""
 import os
+import sys
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -95,3 +96,10 @@ def tflite_models(tiny_model):
       'fp32': conversion.convert(tiny_model, modes.FLOAT32),
       'int8': conversion.convert(tiny_model, modes.INT8, representative),
   }
+
+
+@pytest.fixture(autouse=True)
+def _argv_without_pytest_options(monkeypatch):
+  """sys.argv as a plain program's: TFX's Beam executors parse it with absl (flags.FLAGS(sys.argv
+  + beam args)), which reads pytest's `-v --durations=15` as `--verbosity=--durations=15`."""
+  monkeypatch.setattr(sys, 'argv', sys.argv[:1])
