@@ -4,6 +4,7 @@ Public API::
 
     from components import Pruner, Clusterer, QATTrainer, PTQConverter    # optimize, convert
     from components import GateExamplesGen                                 # feed the gate
+    from components import RegressionGate                  # no worse than what devices run
     from components import DeviceBenchmarker, VariantSelector              # measure, choose
     from components import TFLitePusher, OTAPusher                         # publish
     from components import (FineTuneConfig, PruningConfig, ClusteringConfig, QATConfig,
@@ -29,6 +30,7 @@ _PUBLIC = {
     'PTQConverter': 'components.ptq_converter.component',
     'Pruner': 'components.pruner.component',
     'QATTrainer': 'components.qat_trainer.component',
+    'RegressionGate': 'components.regression_gate.component',
     'TFLitePusher': 'components.pusher.component',
     'VariantSelector': 'components.selector.component',
     # Their configuration classes.

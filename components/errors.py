@@ -55,3 +55,8 @@ class SigningKeyError(TfxEdgeError, ValueError):
 
 class NotPublishedError(TfxEdgeError, LookupError):
   """The OTA repository has no release of the model on the channel asked for."""
+
+
+class ReleaseStateError(TfxEdgeError):
+  """An OTA release is not in the state a change needs (approving a release that is not pending,
+  shrinking a rollout, promoting a halted release); nothing was changed."""

@@ -123,3 +123,23 @@ PROP_MISSING_VALUES = 'tfx_edge_missing_values'  # JSON {feature: examples that 
 PROP_FILLED_FEATURES = 'tfx_edge_filled_features'  # JSON {feature: the value filled in}
 SCHEMA_FILE_NAME = 'schema.pbtxt'
 GATE_EXAMPLES_KEY = 'gate_examples'
+
+# RegressionGate: the candidate against the model released on the channel.
+RELEASED_MODEL_KEY = 'released_model'
+BLESSING_KEY = 'blessing'  # Same name as the TFX Evaluator's output.
+EVAL_CONFIG_KEY = 'eval_config'  # Same name as the TFX Evaluator's parameter.
+MODULE_PATH_KEY = 'module_path'  # Same name as the TFX Evaluator's parameter.
+OTA_TRUSTED_ROOT_KEY = 'trusted_root'
+MAX_REGRESSION_KEY = 'max_regression'
+MAX_SLICE_REGRESSION_KEY = 'max_slice_regression'
+# first_release, passed, regressed, signature_mismatch or not_evaluated (regression_gate.executor)
+PROP_REGRESSION_STATUS = 'tfx_edge_regression_status'
+PROP_REASON = 'tfx_edge_reason'  # Why a blessing blesses or not, in words.
+PROP_RELEASED_VERSION = 'tfx_edge_released_version'  # 'none' before the first release.
+
+# Staged rollout and approval (OTAPusher), and the regression blessing both pushers may require.
+OTA_ROLLOUT_PERCENT_KEY = 'rollout_percent'
+OTA_REQUIRE_APPROVAL_KEY = 'require_approval'  # 1 or 0
+REGRESSION_BLESSING_KEY = 'regression_blessing'
+PROP_RELEASE_STATE = 'tfx_edge_release_state'  # 'live' or 'pending' (awaiting approval)
+PROP_ROLLOUT_PERCENT = 'tfx_edge_rollout_percent'

@@ -23,8 +23,10 @@ from components import Pruner
 from components import PruningConfig
 from components import QATConfig
 from components import QATTrainer
+from components import RegressionGate
 from components import VariantSelector
 from components.benchmarker import targets
+from components.common import device_extractors
 from components.common import model_io
 from components.common.finetune import config as finetune_config
 from components.common import modes
@@ -34,11 +36,11 @@ from components.common import tasks
 from components.gate import DEFAULT_MAX_ACCURACY_DROP
 from components.gate import DEFAULT_MAX_ERROR_INCREASE
 from components.gate import DEFAULT_MIN_ACCURACY
-from components.gate import extractors as gate_extractors
 from components.gate import gate_config
 from components.gate import schema as gate_schema
 from components.ota.repository import DEFAULT_CHANNEL
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
+from components.regression_gate import regression
 from components.selector import selection
 from pipelines import data
 
@@ -83,6 +85,7 @@ MODEL_FORMATS = (model_io.KERAS, model_io.SAVED_MODEL)
 # Node ids, shared with the summary that reads the run back from ML Metadata.
 EXAMPLE_GEN = 'ImportExampleGen'
 CSV_EXAMPLE_GEN = 'CsvExampleGen'
+REGRESSION_GATE = 'RegressionGate'
 GATE_EXAMPLES = 'GateExamplesGen'
 TRAINER = 'Trainer'
 PTQ_FLOAT32 = 'ptq_float32'
@@ -142,6 +145,13 @@ def create_pipeline(
     pruning: Optional[PruningConfig] = None,
     clustering: Optional[ClusteringConfig] = None,
     qat: Optional[QATConfig] = None,
+    regression_gate: bool = True,
+    max_regression: float = regression.DEFAULT_MAX_REGRESSION,
+    max_slice_regression: float = regression.DEFAULT_MAX_SLICE_REGRESSION,
+    slicing_features: Sequence[str] = (),
+    released_trusted_root: Optional[str] = None,
+    require_approval: bool = False,
+    rollout_percent: int = 100,
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config=None,
     enable_cache: bool = False,
@@ -150,8 +160,9 @@ def create_pipeline(
 
   Every variant's int8 model is gated by its own Evaluator against one float32 TFLite baseline
   of the trained model and measured by its own DeviceBenchmarker against the budgets. The
-  VariantSelector picks, among the variants that pass both, the best by `prefer`; only that model
-  goes on to OTAPusher.
+  VariantSelector picks, among the variants that pass both, the best by `prefer`; the
+  RegressionGate then compares that model with the one released on the channel (fetched from
+  the OTA repository through TUF), and only a model that passes both gates goes to OTAPusher.
 
   Args:
     pipeline_name: name in ML Metadata.
@@ -182,7 +193,9 @@ def create_pipeline(
     label_key: label feature (stratifies calibration and feeds the gate's metric).
     task: what the model predicts, which decides the gate's metric: `multiclass` (2+ output
       units), `binary` (one sigmoid unit), `binary_logits` (one linear unit, a logit; the
-      optimizers then fine-tune with binary cross-entropy from logits) or `regression`. A task
+      optimizers then fine-tune with binary cross-entropy from logits), `multilabel` (a sigmoid
+      unit per label, multi-hot labels), `multilabel_logits` (a logit per label) or
+      `regression`. A task
       that does not fit the model's output makes the benchmarker and the pusher refuse every
       variant, with the reason.
     fill_missing: {feature: value} the gates fill in where an eval example lacks a model
@@ -204,6 +217,17 @@ def create_pipeline(
       of fine-tuning).
     clustering: the Clusterers' configuration (default DEFAULT_CLUSTERING: 16 clusters).
     qat: the QATTrainer's configuration (default QATConfig(): the scheme from the history).
+    regression_gate: compare the selected model with the released one before pushing (default
+      on; the first release of a name passes with the reason recorded).
+    max_regression: regression gate: largest overall drop accepted against the released model
+      (accuracy as a fraction, 0.0 = none; a relative error increase for `regression`).
+    max_slice_regression: regression gate: the same per slice (default 0.02 = 2 points).
+    slicing_features: regression gate: features to slice by, besides the label classes.
+    released_trusted_root: regression gate: the root.json devices trust (default: the
+      repository's metadata/1.root.json).
+    require_approval: publish as a pending release that devices install only after
+      `tfx-edge ota approve`.
+    rollout_percent: share of devices (1-100) the release goes to at first.
     beam_pipeline_args: arguments for every Beam-powered component (ExampleGen, PTQConverter,
       Evaluator), for example a distributed runner's flags.
     metadata_connection_config: ML Metadata connection; the runner supplies it.
@@ -247,8 +271,9 @@ def create_pipeline(
         f'float ops, or quantize with {modes.INT8!r}.')
   fill_missing = gate_schema.validate_fill_missing(fill_missing)
   fine_tuning = fine_tuning or FineTuneConfig()
-  if task == tasks.BINARY_LOGITS and fine_tuning.loss == finetune_config.AUTO_LOSS:
-    # One linear unit looks like a regression output: only the task says it is a logit.
+  if task in tasks.LOGIT_TASKS and fine_tuning.loss == finetune_config.AUTO_LOSS:
+    # Linear units look like a regression's or multi-class logits: only the task says they are
+    # binary logits.
     fine_tuning = dataclasses.replace(
         fine_tuning, loss=finetune_config.BINARY_CROSSENTROPY_FROM_LOGITS)
   pruning = pruning or DEFAULT_PRUNING
@@ -318,7 +343,7 @@ def create_pipeline(
         schema=gate_examples.outputs['schema'],
         eval_config=gate,
         # Inputs quantized as the device quantizes them (TFMA alone truncates).
-        module_path=gate_extractors.MODULE_PATH).with_id(evaluator_node(variant))
+        module_path=device_extractors.MODULE_PATH).with_id(evaluator_node(variant))
     benchmarker = DeviceBenchmarker(
         model=int8.outputs['tflite_model'],
         model_blessing=evaluator.outputs['blessing'],
@@ -331,6 +356,25 @@ def create_pipeline(
     candidates[variant] = (int8.outputs['tflite_model'], benchmarker.outputs['benchmark'])
 
   selector = VariantSelector(candidates=candidates, prefer=prefer).with_id(SELECTOR)
+  components.append(selector)
+  release_gate = {}
+  if regression_gate:
+    released_gate = RegressionGate(
+        model=selector.outputs['model'],
+        model_blessing=selector.outputs['blessing'],
+        examples=gate_examples.outputs['gate_examples'],
+        schema=gate_examples.outputs['schema'],
+        repository_dir=ota_repository,
+        trusted_root=released_trusted_root,
+        model_name=model_name,
+        channel=channel,
+        label_key=label_key,
+        task=task,
+        max_regression=max_regression,
+        max_slice_regression=max_slice_regression,
+        slicing_features=slicing_features).with_id(REGRESSION_GATE)
+    components.append(released_gate)
+    release_gate = {'regression_blessing': released_gate.outputs['blessing']}
   pusher = OTAPusher(
       model=selector.outputs['model'],
       model_blessing=selector.outputs['blessing'],
@@ -338,8 +382,11 @@ def create_pipeline(
       keys_dir=ota_keys_dir,
       model_name=model_name,
       channel=channel,
-      allowed_modes=allowed_modes).with_id(PUSHER)
-  components += [selector, pusher]
+      allowed_modes=allowed_modes,
+      require_approval=require_approval,
+      rollout_percent=rollout_percent,
+      **release_gate).with_id(PUSHER)
+  components.append(pusher)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
@@ -486,6 +533,37 @@ def data_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
   return dict(data_format=args.data_format, model_format=args.model_format,
               label_key=args.label_key, task=args.task,
               fill_missing=fill_missing, **user)
+
+
+def add_release_arguments(parser: argparse.ArgumentParser) -> None:
+  """The regression-gate and release flags that run_local and run_kubeflow share."""
+  parser.add_argument('--max-regression', type=float, default=regression.DEFAULT_MAX_REGRESSION,
+                      help='largest overall accuracy drop (fraction) accepted against the model '
+                      'released on the channel (for --task regression: relative error increase).')
+  parser.add_argument('--max-slice-regression', type=float,
+                      default=regression.DEFAULT_MAX_SLICE_REGRESSION,
+                      help='the same per slice (one slice per label class, and --slice-by).')
+  parser.add_argument('--slice-by', default='',
+                      help='comma-separated features the regression gate also slices by.')
+  parser.add_argument('--released-trusted-root', default=None,
+                      help='root.json devices trust, to verify the released model with '
+                      '(default: the repository\'s metadata/1.root.json).')
+  parser.add_argument('--no-regression-gate', action='store_true',
+                      help='push without comparing with the released model.')
+  parser.add_argument('--require-approval', action='store_true',
+                      help='publish as a pending release: devices install it only after '
+                      '`tfx-edge ota approve`.')
+  parser.add_argument('--rollout-percent', type=int, default=100,
+                      help='share of devices (1-100) the new release goes to at first.')
+
+
+def release_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+  """create_pipeline keyword arguments from add_release_arguments' flags."""
+  return dict(regression_gate=not args.no_regression_gate, max_regression=args.max_regression,
+              max_slice_regression=args.max_slice_regression,
+              slicing_features=[f.strip() for f in args.slice_by.split(',') if f.strip()],
+              released_trusted_root=args.released_trusted_root,
+              require_approval=args.require_approval, rollout_percent=args.rollout_percent)
 
 
 def variants_of(flag: Optional[str]) -> Optional[List[str]]:

@@ -3,7 +3,7 @@
 TFX, Beam, TFMA and TensorFlow log every proto and option at INFO; a demo run wrote about 18,000
 lines. `quiet(total_steps)` routes all Python logging through one handler that prints
 
-    [8/22] ptq_int8 done in 4.2 s
+    [8/23] ptq_int8 done in 4.2 s
 
 when the runner reports a component finished, plus every WARNING or worse that this project's
 own code logs and every ERROR from anywhere. Everything else still goes to a log file:

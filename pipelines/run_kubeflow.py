@@ -59,6 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   pipeline_lib.add_data_arguments(parser, default_data=DEFAULT_DATA_ROOT)
   pipeline_lib.add_selection_arguments(parser)
   pipeline_lib.add_optimization_arguments(parser)
+  pipeline_lib.add_release_arguments(parser)
   parser.add_argument('--submit', action='store_true', help='submit the run with kfp.Client.')
   parser.add_argument('--host', help='Kubeflow Pipelines API endpoint, for --submit.')
   parser.add_argument('--experiment', default='tfx-edge')
@@ -85,7 +86,8 @@ def compile_pipeline(args: argparse.Namespace) -> str:
       variants=pipeline_lib.variants_of(args.variants),
       beam_pipeline_args=args.beam_args,
       **pipeline_lib.selection_kwargs(args),
-      **pipeline_lib.optimization_kwargs(args))
+      **pipeline_lib.optimization_kwargs(args),
+      **pipeline_lib.release_kwargs(args))
   output = os.path.abspath(args.output)
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=args.image),

@@ -67,6 +67,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   pipeline_lib.add_data_arguments(parser, default_data=None)
   pipeline_lib.add_selection_arguments(parser)
   pipeline_lib.add_optimization_arguments(parser)
+  pipeline_lib.add_release_arguments(parser)
   parser.add_argument('--train-steps', type=int, default=pipeline_lib.DEFAULT_TRAIN_STEPS)
   parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
   parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
@@ -119,6 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       variants=pipeline_lib.variants_of(args.variants),
       **pipeline_lib.selection_kwargs(args),
       **pipeline_lib.optimization_kwargs(args),
+      **pipeline_lib.release_kwargs(args),
       fine_tuning=FineTuneConfig(epochs=args.finetune_epochs,
                                  steps_per_epoch=args.finetune_steps,
                                  learning_rate=args.finetune_learning_rate),
@@ -163,7 +165,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   print(f'\nPipeline {args.pipeline_name!r} finished with the {args.runner} runner in '
         f'{elapsed:.0f}s.\n')
   print(summary.format_table(rows))
-  print(f'\nOTAPusher: {summary.push_outcome(paths["metadata_path"], args.pipeline_name)}')
+  print()
+  regression = summary.regression_outcome(paths['metadata_path'], args.pipeline_name)
+  if regression:
+    print(f'RegressionGate: {regression}')
+  print(f'OTAPusher: {summary.push_outcome(paths["metadata_path"], args.pipeline_name)}')
   print(summary.format_gate_share(summary.node_seconds(paths['metadata_path'],
                                                        args.pipeline_name)))
   report = summary.selection_report(paths['metadata_path'], args.pipeline_name)

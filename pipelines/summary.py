@@ -8,6 +8,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import spec_keys
 from components.common import evaluation
+from components.regression_gate import executor as regression_executor
 from pipelines import pipeline as pipeline_lib
 
 
@@ -175,7 +176,37 @@ def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
       spec_keys.TFLITE_MODEL_KEY)
   if baseline is not None:
     rows.insert(0, _row('baseline', baseline, baseline_accuracy, 'baseline', '-'))
+  released = _released_row(store, pipeline_name)
+  if released is not None:
+    rows.append(released)
   return rows
+
+
+def _released_row(store: metadata_store.MetadataStore, pipeline_name: str) -> Optional[VariantRow]:
+  """The model devices ran before this run, as the RegressionGate measured it, if there was one."""
+  gate = latest_artifacts(store, pipeline_name, pipeline_lib.REGRESSION_GATE)
+  model = gate.get(spec_keys.RELEASED_MODEL_KEY)
+  version = _props(model).get(spec_keys.PROP_RELEASED_VERSION) if model is not None else None
+  if version in (None, 'none'):
+    return None
+  accuracy = None
+  status = _props(gate[spec_keys.BLESSING_KEY]).get(spec_keys.PROP_REGRESSION_STATUS)
+  if status in (regression_executor.PASSED, regression_executor.REGRESSED):  # TFMA ran.
+    uri = gate[spec_keys.EVALUATION_KEY].uri
+    accuracy = evaluation.metric_values(uri, evaluation.gate_metric(uri)).get(
+        evaluation.BASELINE)
+  return _row(f'released v{version}', model, accuracy, 'released', '-')
+
+
+def regression_outcome(metadata_path: str, pipeline_name: str) -> str:
+  """The RegressionGate's verdict in the latest run, with its reason ('' when it did not run)."""
+  blessing = latest_artifacts(_store(metadata_path), pipeline_name,
+                              pipeline_lib.REGRESSION_GATE).get(spec_keys.BLESSING_KEY)
+  if blessing is None:
+    return ''
+  props = _props(blessing)
+  return (f'{props.get(spec_keys.PROP_REGRESSION_STATUS, "?")}: '
+          f'{props.get(spec_keys.PROP_REASON, "")}')
 
 
 def format_table(rows: List[VariantRow]) -> str:

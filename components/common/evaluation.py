@@ -16,6 +16,7 @@ CANDIDATE = 'candidate'
 BASELINE = 'baseline'
 # The metric the multi-class gate thresholds, as TFMA names it in its output.
 ACCURACY_METRIC = tasks.GATE_METRIC[tasks.MULTICLASS][1]
+OVERALL = 'overall'  # The overall slice, as slice_text names it.
 
 
 def gated_metrics(evaluation_uri: str) -> List[str]:
@@ -87,15 +88,32 @@ def _threshold_text(threshold: tfma.MetricThreshold, is_diff: bool) -> str:
 
 def metric_values(evaluation_uri: str, metric_name: str) -> Dict[str, float]:
   """{model name: value} of one metric on the overall slice (diffs left out)."""
+  return slice_metric_values(evaluation_uri, metric_name).get(OVERALL, {})
+
+
+
+def slice_text(slice_key) -> str:
+  """A slice as people read it: `overall`, or `feature=value[, feature=value]`.
+
+  Args:
+    slice_key: a TFMA SliceKey proto (from metrics or validation results).
+  """
+  parts = []
+  for single in slice_key.single_slice_keys:
+    value = getattr(single, single.WhichOneof('kind')) if single.WhichOneof('kind') else ''
+    parts.append(f'{single.column}={value.decode() if isinstance(value, bytes) else value}')
+  return ', '.join(parts) or OVERALL
+
+
+def slice_metric_values(evaluation_uri: str, metric_name: str) -> Dict[str, Dict[str, float]]:
+  """{slice (slice_text): {model name: value}} of one metric on every slice (diffs left out)."""
   values = {}
   for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-    if metrics_for_slice.slice_key.single_slice_keys:
-      continue
     for kv in metrics_for_slice.metric_keys_and_values:
       if kv.key.name == metric_name and not kv.key.is_diff and kv.value.HasField('double_value'):
-        values[kv.key.model_name] = kv.value.double_value.value
+        values.setdefault(slice_text(metrics_for_slice.slice_key), {})[kv.key.model_name] = (
+            kv.value.double_value.value)
   return values
-
 
 
 def blessing_refusal(model: types.Artifact, blessing: types.Artifact,

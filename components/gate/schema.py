@@ -28,7 +28,7 @@ BYTES = 'bytes_list'
 _SCHEMA_TYPES = {FLOAT: schema_pb2.FLOAT, INT64: schema_pb2.INT, BYTES: schema_pb2.BYTES}
 # The tf.Example kind that can feed a TFLite input of each dtype through TFMA, which passes the
 # parsed values on unconverted (and quantizes float values itself for int8 inputs).
-# The gate's extractors (components/gate/extractors.py) cast int64 values for an int32 input.
+# The gate's extractors (components/common/device_extractors.py) cast int64 values for int32.
 _KIND_FOR_DTYPE = {'float32': FLOAT, 'int8': FLOAT, 'uint8': FLOAT, 'int16': FLOAT,
                    'int64': INT64, 'int32': INT64}
 _TFMA_PREFIX = 'serving_default_'
@@ -273,6 +273,12 @@ def gate_schema(summary: SplitSummary, inputs: Mapping[str, Tuple[str, int]], la
   elif label_missing:
     problems.append(f'label {label_key!r} is missing in {label_missing} of {summary.examples} '
                     'examples; drop unlabelled examples from the data')
+  else:
+    seen = summary.features[label_key]
+    if seen.min_length != seen.max_length:
+      problems.append(f'label {label_key!r} holds {seen.min_length} to {seen.max_length} values '
+                      'per example; the gate reads one value per example, or a fixed number of '
+                      '0/1 values (one per output unit) for a multi-label model')
   if problems:
     raise DataError(f'The gate cannot evaluate {source}: ' + '; '.join(problems) + '.')
 
@@ -293,7 +299,8 @@ def gate_schema(summary: SplitSummary, inputs: Mapping[str, Tuple[str, int]], la
         dense.default_value.float_value = fill_missing[name]
   label = group[label_key].dense_tensor
   label.column_name = label_key
-  label.shape.dim.add(size=1)
+  # One value (a class, 0/1 or a real value), or one 0/1 value per output unit (multi-label).
+  label.shape.dim.add(size=summary.features[label_key].max_length)
   return schema
 
 

@@ -2,10 +2,18 @@
 
     tfx-edge ota init        --repo REPO --keys DIR
     tfx-edge ota publish     --repo REPO --keys DIR --model FILE --name NAME [--channel C]
+                             [--rollout-percent P] [--require-approval] [--by WHO]
+    tfx-edge ota approve     --repo REPO --keys DIR --name NAME --version V --by WHO
+                             [--note TEXT]
+    tfx-edge ota reject      --repo REPO --keys DIR --name NAME --version V [--by WHO]
+    tfx-edge ota promote     --repo REPO --keys DIR --name NAME --version V
+                             (--percent P | --to-channel C)
+    tfx-edge ota halt        --repo REPO --keys DIR --name NAME --version V
     tfx-edge ota rollback    --repo REPO --keys DIR --name NAME --to-version V [--channel C]
     tfx-edge ota rotate-keys --repo REPO --keys DIR --role {snapshot,timestamp}
-    tfx-edge ota status      --repo REPO
+    tfx-edge ota status      --repo REPO [--channels]
     tfx-edge ota fetch       --url URL --trusted-root FILE --name NAME --dest DIR [--channel C]
+                             [--device-id ID]
 
 REPO is a directory or an fsspec URI (gs://bucket/ota, s3://bucket/ota, file:///srv/ota);
 DIR, the signing keys, is always a local directory.
@@ -26,7 +34,9 @@ from components.errors import TfxEdgeError
 from components.ota import client
 from components.ota import repository
 
-COMMANDS = ('init', 'publish', 'rollback', 'rotate-keys', 'status', 'fetch')
+COMMANDS = ('init', 'publish', 'approve', 'reject', 'promote', 'halt', 'rollback',
+            'rotate-keys', 'status', 'fetch')
+STATE_CHANGES = ('approve', 'reject', 'promote', 'halt')
 
 
 def _version() -> str:
@@ -62,19 +72,53 @@ def _parser() -> argparse.ArgumentParser:
 
   init = command('init', 'create the repository and its signing keys')
   publish = command('publish', 'publish a TFLite model as the next version of a name')
+  approve = command('approve', 'make a pending release live (recording who approved it)')
+  reject = command('reject', 'discard a pending release: no device ever installs it')
+  promote = command('promote', 'raise a live release\'s rollout, or copy it to another channel')
+  halt = command('halt', 'stop a rollout: devices that took the release go back to the previous '
+                 'one')
   rollback = command('rollback', 're-publish the bytes of an earlier version as a new version')
   rotate = command('rotate-keys', 'replace the key of an online role (writes a new root)')
   status = command('status', 'list the published releases, one JSON object per line')
-  fetch = command('fetch', 'device side: verify, download and install the latest release')
-  for sub in (init, publish, rollback, rotate, status):
+  fetch = command('fetch', 'device side: verify, download and install the release for this '
+                  'device')
+  changes = (approve, reject, promote, halt)
+  for sub in (init, publish, rollback, rotate, status, *changes):
     sub.add_argument('--repo', required=True, help='repository directory or fsspec URI')
-  for sub in (init, publish, rollback, rotate):
+  for sub in (init, publish, rollback, rotate, *changes):
     sub.add_argument('--keys', required=True, help='local directory of <role>.pem signing keys')
-  for sub in (publish, rollback, fetch):
+  for sub in (publish, rollback, fetch, *changes):
     sub.add_argument('--name', required=True, help='model name (letters, digits, "_-.")')
+  for sub in changes:
+    sub.add_argument('--version', type=int, required=True, help='the release\'s version')
+  approve.add_argument('--by', required=True,
+                       help='who approves (a person or a team), recorded in the signed metadata')
+  for sub in (reject, promote, halt):
+    sub.add_argument('--by', default=None, help='who does this, recorded in the audit record')
+  for sub in changes:
+    sub.add_argument('--note', default=None, help='why (for example the evidence looked at), '
+                     'recorded in the audit record')
+  percent_or_channel = promote.add_mutually_exclusive_group(required=True)
+  percent_or_channel.add_argument('--percent', type=int, default=None,
+                                  help='raise the rollout to this percentage of devices')
+  percent_or_channel.add_argument('--to-channel', default=None,
+                                  help='publish the same release, live at 100%%, on this channel')
+  for sub in (promote, halt):
+    sub.add_argument('--channel', default=None,
+                     help='the channel of the release, when its version is on several '
+                     '(halt: default all of them)')
   publish.add_argument('--model', required=True, help='the .tflite file to publish')
   publish.add_argument('--channel', default=repository.DEFAULT_CHANNEL,
                        help='release channel')
+  publish.add_argument('--rollout-percent', type=int, default=repository.FULL_ROLLOUT,
+                       help='percentage of the channel\'s devices that install it (1-100)')
+  publish.add_argument('--require-approval', action='store_true',
+                       help='publish it pending: no device installs it until `tfx-edge ota '
+                       'approve`')
+  publish.add_argument('--by', default=None, help='who publishes, recorded in the audit record')
+  status.add_argument('--channels', action='store_true',
+                      help='one line per name and channel instead: the released version, its '
+                      'rollout and approval, and the halted, pending and rejected versions')
   publish.add_argument('--delta-last-k', type=int, default=repository.DeltaPolicy.last_k,
                        help='publish bsdiff4 patches from the last K versions (0: none)')
   publish.add_argument('--delta-max-ratio', type=float, default=repository.DeltaPolicy.max_ratio,
@@ -92,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
   fetch.add_argument('--dest', required=True, help='the device\'s model directory')
   fetch.add_argument('--channel', default=repository.DEFAULT_CHANNEL,
                      help='release channel to follow')
+  fetch.add_argument('--device-id', default=None,
+                     help='this device\'s id, which decides the rollouts that include it '
+                     '(default: generated once and kept in DIR/device_id)')
   return parser
 
 
@@ -113,7 +160,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
 def _run(args: argparse.Namespace) -> None:
   """Runs one parsed command; raises TfxEdgeError (and OSError) for what went wrong."""
   if args.command == 'fetch':
-    result = client.fetch(args.url, args.trusted_root, args.name, args.dest, args.channel)
+    result = client.fetch(args.url, args.trusted_root, args.name, args.dest, args.channel,
+                          args.device_id)
     how = f' ({result.downloaded_bytes} bytes, {"patch" if result.via_patch else "full"})'
     print(f'{"installed" if result.updated else "up to date:"} {result.name} version '
           f'{result.version} at {result.path}' + (how if result.updated else ''))
@@ -122,7 +170,11 @@ def _run(args: argparse.Namespace) -> None:
   if args.command == 'publish':
     policy = repository.DeltaPolicy(args.delta_last_k, args.delta_max_ratio)
     repository.validate_channel(args.channel)
+    repository.validate_rollout_percent(args.rollout_percent, '--rollout-percent')
   repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy)
+  if args.command in STATE_CHANGES:
+    _change_state(repo, args)
+    return
   if args.command == 'init':
     repo.init()
     print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')
@@ -134,9 +186,11 @@ def _run(args: argparse.Namespace) -> None:
       tensors = tflite.io_specs(model)
     except ValueError as e:  # LiteRT's own message for a file that is not a model.
       raise TfxEdgeError(f'--model {args.model} is not a TFLite model: {e}') from None
-    release = repo.publish(args.name, model, args.channel, {'tensors': tensors})
+    release = repo.publish(args.name, model, args.channel, {'tensors': tensors},
+                           rollout_percent=args.rollout_percent,
+                           require_approval=args.require_approval, by=args.by)
     print(f'published {release.name} version {release.version} on {release.channel}: '
-          f'{release.path}')
+          f'{release.path}' + _how_shipped(release))
   elif args.command == 'rotate-keys':
     root_version = repo.rotate_keys(args.role)
     print(f'rotated the {args.role} key: root version {root_version} names the new key; the '
@@ -145,10 +199,56 @@ def _run(args: argparse.Namespace) -> None:
     release = repo.rollback(args.name, args.to_version, args.channel)
     print(f'rolled {release.name} back to the bytes of version {args.to_version} as version '
           f'{release.version} on {release.channel}')
+  elif args.channels:
+    for line in repo.channel_status():
+      print(json.dumps(line))
   else:
-    for r in repo.releases():
+    releases = repo.releases()
+    released = {(s['name'], s['channel']): s['released_version'] for s in repo.channel_status()}
+    for r in releases:
+      evidence = {k: r.custom[k] for k in _EVIDENCE if k in r.custom}
       print(json.dumps({'name': r.name, 'version': r.version, 'channel': r.channel,
-                        'path': r.path, 'sha256': r.sha256, 'bytes': r.length}))
+                        'path': r.path, 'sha256': r.sha256, 'bytes': r.length,
+                        'state': r.state, 'rollout_percent': r.rollout_percent,
+                        'released': released[(r.name, r.channel)] == r.version,
+                        'approval': r.approval, 'audit': r.audit, 'evidence': evidence}))
+
+
+# Custom info that says why a release was shipped, shown by `status`.
+_EVIDENCE = ('tfma_metrics', 'benchmark', 'regression_gate', 'source_model_uri',
+             'promoted_from', 'rolled_back_from')
+
+
+def _how_shipped(release: repository.Release) -> str:
+  if release.state == repository.PENDING:
+    return (f' (pending: no device installs it until `tfx-edge ota approve --name '
+            f'{release.name} --version {release.version} --by WHO`)')
+  if release.state == repository.LIVE and release.rollout_percent < repository.FULL_ROLLOUT:
+    return f' (rolling out to {release.rollout_percent}% of devices)'
+  if release.state != repository.LIVE:
+    return f' (already there, {release.state}: nothing was published)'
+  return ''
+
+
+def _change_state(repo: repository.OTARepository, args: argparse.Namespace) -> None:
+  if args.command == 'approve':
+    r = repo.approve(args.name, args.version, args.by, args.note or '')
+    print(f'approved {r.name} version {r.version} on {r.channel}: live for '
+          f'{r.rollout_percent}% of devices (approved by {r.approval["by"]} at '
+          f'{r.approval["at"]})')
+  elif args.command == 'reject':
+    r = repo.reject(args.name, args.version, args.by, args.note or '')
+    print(f'rejected {r.name} version {r.version} on {r.channel}: no device will install it')
+  elif args.command == 'promote':
+    r = repo.promote(args.name, args.version, percent=args.percent, to_channel=args.to_channel,
+                     channel=args.channel, by=args.by, note=args.note or '')
+    where = f'promoted to {r.channel}' if args.to_channel else 'rolling out'
+    print(f'{r.name} version {r.version} {where}: live for {r.rollout_percent}% of devices on '
+          f'{r.channel}')
+  else:
+    for r in repo.halt(args.name, args.version, args.channel, args.by, args.note or ''):
+      print(f'halted {r.name} version {r.version} on {r.channel}: devices that took it go back '
+            'to the previous live release on their next fetch')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -35,6 +35,8 @@ class OTAPusherSpec(types.ComponentSpec):
       spec_keys.OTA_DELTA_LAST_K_KEY: ExecutionParameter(type=int),
       spec_keys.OTA_DELTA_MAX_RATIO_KEY: ExecutionParameter(type=float),
       spec_keys.OTA_MIN_RUNTIME_KEY: ExecutionParameter(type=str),
+      spec_keys.OTA_ROLLOUT_PERCENT_KEY: ExecutionParameter(type=int, optional=True),
+      spec_keys.OTA_REQUIRE_APPROVAL_KEY: ExecutionParameter(type=int, optional=True),  # 1/0
   }
   # The same channels as TFLitePusher's, whose gating the executor inherits.
   INPUTS = {
@@ -42,6 +44,8 @@ class OTAPusherSpec(types.ComponentSpec):
       spec_keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
       spec_keys.EVALUATION_KEY: ChannelParameter(
           type=standard_artifacts.ModelEvaluation, optional=True),
+      spec_keys.REGRESSION_BLESSING_KEY: ChannelParameter(
+          type=standard_artifacts.ModelBlessing, optional=True),
   }
   OUTPUTS = {
       spec_keys.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
@@ -55,7 +59,13 @@ class OTAPusher(base_component.BaseComponent):
   `allowed_modes` (int8). The target's custom info holds the model name, its monotonic version,
   channel, quantization mode, input/output tensor specs, the TFMA accuracy, the minimum runtime
   version, and the bsdiff4 patches from recent versions. The `pushed_model` artifact records
-  `pushed`, `pushed_version` and `pushed_destination` (the TUF target path).
+  `pushed`, `pushed_version`, `pushed_destination` (the TUF target path),
+  `tfx_edge_release_state` (`live`, or `pending` when approval is required) and
+  `tfx_edge_rollout_percent`.
+
+  With `regression_blessing=` wired, the regression gate (against the released model) must
+  bless the model too. With `require_approval=True` the model is published pending: no device
+  installs it until `tfx-edge ota approve`. `rollout_percent` starts a staged rollout.
 
   Signing keys are read from `keys_dir` (a directory or a mounted Kubernetes Secret) when the
   push runs; only the path is a parameter, so keys never reach ML Metadata or logs.
@@ -74,7 +84,10 @@ class OTAPusher(base_component.BaseComponent):
                evaluation: Optional[types.BaseChannel] = None,
                allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES,
                delta_policy: repository.DeltaPolicy = repository.DeltaPolicy(),
-               min_runtime_version: str = DEFAULT_MIN_RUNTIME_VERSION):
+               min_runtime_version: str = DEFAULT_MIN_RUNTIME_VERSION,
+               regression_blessing: Optional[types.BaseChannel] = None,
+               require_approval: bool = False,
+               rollout_percent: int = repository.FULL_ROLLOUT):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -89,6 +102,10 @@ class OTAPusher(base_component.BaseComponent):
       allowed_modes: PTQ modes that may be published (default: int8 only).
       delta_policy: which bsdiff4 patches to publish.
       min_runtime_version: recorded for devices to check before installing.
+      regression_blessing: optional ModelBlessing of the regression gate (the model against
+        the released one): the model is published only when its `blessed` is 1.
+      require_approval: publish the model pending, for `tfx-edge ota approve` to make live.
+      rollout_percent: the percentage (1-100) of the channel's devices that install it.
     """
     validation.model_name(model_name)
     repository.validate_channel(channel)
@@ -101,10 +118,15 @@ class OTAPusher(base_component.BaseComponent):
       raise ConfigError(f'keys_dir={keys_dir!r} lies inside repository_dir, which is served to '
                        'devices: keep signing keys out of it.')
     validation.instance_of('delta_policy', delta_policy, repository.DeltaPolicy)
+    rollout_percent = repository.validate_rollout_percent(rollout_percent)
+    if not isinstance(require_approval, bool):
+      raise ConfigError(f'require_approval={require_approval!r} is not accepted; it must be True '
+                        'or False.')
     spec = OTAPusherSpec(
         model=model,
         model_blessing=model_blessing,
         evaluation=evaluation,
+        regression_blessing=regression_blessing,
         repository=repository_dir,
         keys_dir=keys_dir,
         model_name=model_name,
@@ -113,5 +135,7 @@ class OTAPusher(base_component.BaseComponent):
         delta_last_k=delta_policy.last_k,
         delta_max_ratio=float(delta_policy.max_ratio),
         min_runtime_version=min_runtime_version,
+        rollout_percent=rollout_percent,
+        require_approval=int(require_approval),
         pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

@@ -14,13 +14,32 @@ class Executor(pusher_executor.Executor):
 
   def publish(self, name: str, tflite_model: bytes, metadata: Dict[str, Any],
               exec_properties: Dict[str, Any]) -> pusher_executor.PublishResult:
+    repo_dir = exec_properties[spec_keys.OTA_REPOSITORY_KEY]
     repo = repository.OTARepository(
-        exec_properties[spec_keys.OTA_REPOSITORY_KEY], exec_properties[spec_keys.OTA_KEYS_DIR_KEY],
+        repo_dir, exec_properties[spec_keys.OTA_KEYS_DIR_KEY],
         repository.DeltaPolicy(exec_properties[spec_keys.OTA_DELTA_LAST_K_KEY],
                                exec_properties[spec_keys.OTA_DELTA_MAX_RATIO_KEY]))
     info = dict(metadata, tensors=tflite.io_specs(tflite_model),
                 min_runtime_version=exec_properties[spec_keys.OTA_MIN_RUNTIME_KEY])
-    before = {r.version for r in repo.releases(name)}
-    release = repo.publish(name, tflite_model, exec_properties[spec_keys.OTA_CHANNEL_KEY], info)
-    return pusher_executor.PublishResult(release.version, release.path,
-                                         created=release.version not in before)
+    channel = exec_properties[spec_keys.OTA_CHANNEL_KEY]
+    before = {(r.version, r.channel) for r in repo.releases(name)}
+    # .get: pipelines compiled before these parameters existed publish live, to every device.
+    release = repo.publish(
+        name, tflite_model, channel, info,
+        rollout_percent=exec_properties.get(spec_keys.OTA_ROLLOUT_PERCENT_KEY) or
+        repository.FULL_ROLLOUT,
+        require_approval=bool(exec_properties.get(spec_keys.OTA_REQUIRE_APPROVAL_KEY)),
+        by=self.NAME)
+    created = (release.version, release.channel) not in before
+    reason = refusal = ''
+    if release.state == repository.PENDING:
+      reason = (f'{"pushed" if created else "already published"} as a pending release: no '
+                'device installs it until `tfx-edge ota approve --repo '
+                f'{repo_dir} --keys DIR --name {name} --version {release.version} --by WHO`')
+    elif release.state != repository.LIVE:
+      refusal = (f'this model is already the latest release on {channel}, version '
+                 f'{release.version}, and it was {release.state}: it is not published again')
+    return pusher_executor.PublishResult(
+        release.version, release.path, created=created, reason=reason, refusal=refusal,
+        properties={spec_keys.PROP_RELEASE_STATE: release.state,
+                    spec_keys.PROP_ROLLOUT_PERCENT: release.rollout_percent})

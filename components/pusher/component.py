@@ -28,6 +28,9 @@ class TFLitePusherSpec(types.ComponentSpec):
       spec_keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
       spec_keys.EVALUATION_KEY: ChannelParameter(
           type=standard_artifacts.ModelEvaluation, optional=True),
+      # The regression gate's verdict against the released model; when wired, it must bless too.
+      spec_keys.REGRESSION_BLESSING_KEY: ChannelParameter(
+          type=standard_artifacts.ModelBlessing, optional=True),
   }
   OUTPUTS = {
       spec_keys.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
@@ -40,7 +43,9 @@ class TFLitePusher(base_component.BaseComponent):
   The model lands in a versioned directory, `<push_destination>/<model_name>/<version>/` with
   `model.tflite` and `metadata.json`; versions only go up and appear atomically. When the model
   is not pushed, the log and the `pushed_model` artifact's `tfx_edge_push_reason` say why, with
-  the failed thresholds when `evaluation=` is given.
+  the failed thresholds when `evaluation=` is given. With `regression_blessing=` wired (the
+  regression gate against the released model), that blessing must bless too, after the model's
+  own gate; its `tfx_edge_reason` is the refusal's reason.
 
   Outputs:
     pushed_model: PushedModel with custom properties `pushed` (1/0), `pushed_version`,
@@ -56,7 +61,8 @@ class TFLitePusher(base_component.BaseComponent):
                push_destination: str,
                model_name: str,
                evaluation: Optional[types.BaseChannel] = None,
-               allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES):
+               allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES,
+               regression_blessing: Optional[types.BaseChannel] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -66,6 +72,8 @@ class TFLitePusher(base_component.BaseComponent):
       model_name: name the model is published under (letters, digits, `_-.`; no paths).
       evaluation: the Evaluator's `evaluation`, used to explain a refusal.
       allowed_modes: PTQ modes that may be pushed (default: int8 only).
+      regression_blessing: optional ModelBlessing of the regression gate (the model against
+        the released one): the model is pushed only when its `blessed` is 1.
     """
     validation.model_name(model_name)
     validation.non_empty_str('push_destination', push_destination, 'a directory')
@@ -75,6 +83,7 @@ class TFLitePusher(base_component.BaseComponent):
         model=model,
         model_blessing=model_blessing,
         evaluation=evaluation,
+        regression_blessing=regression_blessing,
         push_destination=push_destination,
         model_name=model_name,
         allowed_modes=json.dumps(list(allowed_modes)),

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Union
 
 from components import spec_keys
 from components.common import validation
@@ -29,6 +29,14 @@ class PublishResult:
   version: int
   uri: str
   created: bool  # False when the same model was already the latest version.
+  # What the pushed_model artifact records beyond pushed/version/destination (for example the
+  # OTA release state), and the push reason when the default ('pushed', 'same model already
+  # latest') says too little.
+  properties: Mapping[str, Union[int, str]] = dataclasses.field(default_factory=dict)
+  reason: str = ''
+  # Set when the publisher found the model already there but not shippable (a halted or
+  # rejected OTA release): the push is recorded as not pushed, with this reason.
+  refusal: str = ''
 
 
 class Publisher(abc.ABC):

@@ -23,7 +23,7 @@ from components.common import tasks
 from components.common import tflite
 from components.errors import ConfigError
 from components.errors import DataError
-from components.gate import extractors
+from components.common import device_extractors as extractors
 from components.gate import gate_config
 from components.gate import schema as schema_lib
 from components.ptq_converter import calibration
@@ -88,6 +88,24 @@ def test_data_the_gate_cannot_feed_is_refused_with_names_and_counts(inputs, fill
 
   with pytest.raises(error, match=message):
     schema_lib.gate_schema(summary, inputs, 'y', fill, source='the test data')
+
+
+def test_a_multi_hot_label_is_read_with_its_width_and_a_ragged_one_is_refused():
+  def example(labels):
+    return tf.train.Example(features=tf.train.Features(feature={
+        'a': tf.train.Feature(float_list=tf.train.FloatList(value=[1.0])),
+        'y': tf.train.Feature(int64_list=tf.train.Int64List(value=labels)),
+    })).SerializeToString()
+  inputs = {'a': ('float32', 1)}
+
+  schema = schema_lib.gate_schema(schema_lib.summarize([example([0, 1, 1]), example([1, 0, 0])]),
+                                  inputs, 'y', {}, 'eval')
+
+  label = schema.tensor_representation_group[''].tensor_representation['y'].dense_tensor
+  assert [d.size for d in label.shape.dim] == [3]
+  with pytest.raises(DataError, match=r"label 'y' holds 1 to 3 values per example"):
+    schema_lib.gate_schema(schema_lib.summarize([example([0, 1, 1]), example([1])]), inputs, 'y',
+                           {}, 'eval')
 
 
 def test_an_unlabelled_example_is_refused():

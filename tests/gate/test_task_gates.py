@@ -179,6 +179,12 @@ def tfma_evaluation_artifact(uri):
     (tasks.BINARY, tasks.Output(2, 'softmax'), False),
     (tasks.REGRESSION, tasks.Output(1, 'linear'), True),
     (tasks.REGRESSION, tasks.Output(1, 'sigmoid'), False),
+    (tasks.MULTILABEL, tasks.Output(3, 'sigmoid'), True),
+    (tasks.MULTILABEL, tasks.Output(1, 'sigmoid'), False),
+    (tasks.MULTILABEL, tasks.Output(3, 'softmax'), False),
+    (tasks.MULTILABEL_LOGITS, tasks.Output(3, 'linear'), True),
+    (tasks.MULTILABEL_LOGITS, tasks.Output(3, 'sigmoid'), False),
+    (tasks.MULTILABEL_LOGITS, tasks.Output(1, 'linear'), False),
 ])
 def test_each_task_fits_the_outputs_its_metric_can_measure(task, output, fits):
   assert (tasks.misfit(task, output) == '') is fits
@@ -200,7 +206,7 @@ def test_regression_gate_thresholds_the_relative_error_increase():
 
 @pytest.mark.parametrize('kwargs,message', [
     (dict(task='ranking'), "task='ranking' is not accepted; accepted: multiclass, binary, "
-     'binary_logits, regression'),
+     'binary_logits, multilabel, multilabel_logits, regression'),
     (dict(task=tasks.REGRESSION, max_error_increase=1.5), 'max_error_increase=1.5 is not '
      'accepted'),
     (dict(task=tasks.REGRESSION, max_error=0), 'max_error=0 is not accepted'),
@@ -257,3 +263,94 @@ def test_binary_logits_gate_thresholds_the_logit_at_zero(logits_case):
   reason = tasks.misfit(tasks.BINARY, tflite.output(logits_case['models']['int8']))
   assert "task='binary_logits' for one linear unit (a logit)" in reason
   assert tasks.misfit(tasks.BINARY_LOGITS, tasks.Output(1, 'sigmoid')) != ''
+
+
+def _multilabel_targets(digits):
+  """Three independent yes/no labels of a digit: even, at least 5, a multiple of 3."""
+  return np.stack([digits % 2 == 0, digits >= 5, digits % 3 == 0], axis=1).astype(np.int64)
+
+
+@pytest.fixture(scope='module', params=[tasks.MULTILABEL, tasks.MULTILABEL_LOGITS])
+def multilabel_case(request, tmp_path_factory):
+  """Digits with three multi-hot labels, a model with a sigmoid unit (or a logit) per label."""
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  x = (digits.data / 16.0).astype(np.float32)
+  y = _multilabel_targets(digits.target)
+  logits = request.param == tasks.MULTILABEL_LOGITS
+  tf_keras.utils.set_random_seed(0)
+  inputs = tf_keras.Input((64,), name=FEATURES)
+  hidden = tf_keras.layers.Dense(32, activation='relu')(inputs)
+  outputs = tf_keras.layers.Dense(3, activation=None if logits else 'sigmoid')(hidden)
+  model = tf_keras.Model(inputs, outputs)
+  model.compile('adam', tf_keras.losses.BinaryCrossentropy(from_logits=logits))
+  model.fit(x[:1400], y[:1400], epochs=20, verbose=0)
+
+  root = tmp_path_factory.mktemp(request.param)
+  data = str(root / 'eval.tfrecord')
+  eval_x, eval_y = x[1400:], y[1400:]
+  serialized = [tf.train.Example(features=tf.train.Features(feature={
+      FEATURES: tf.train.Feature(float_list=tf.train.FloatList(value=features)),
+      LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=labels)),
+  })).SerializeToString() for features, labels in zip(eval_x, eval_y)]
+  with tf.io.TFRecordWriter(data) as writer:
+    for example in serialized:
+      writer.write(example)
+  models = {'float32': conversion.convert(model, 'float32'),
+            'int8': conversion.convert(model, 'int8', calibration.representative_dataset(
+                {FEATURES: x[:300]}))}
+  return dict(root=root, data=data, x=eval_x, y=eval_y, models=models, task=request.param,
+              threshold=0.0 if logits else 0.5, serialized=serialized)
+
+
+def _litert_multilabel_accuracy(tflite_model, x, y, threshold):
+  """Share of (example, label) pairs LiteRT gets right, inputs quantized as TFMA does."""
+  interp = tflite.interpreter(tflite_model)
+  interp.allocate_tensors()
+  [inp], [out] = interp.get_input_details(), interp.get_output_details()
+  correct = 0
+  for row, labels in zip(x, y):
+    value = row[None]
+    if inp['dtype'] == np.int8:
+      scale, zero = inp['quantization']
+      value = (value / scale + zero).astype(np.int8)
+    interp.set_tensor(inp['index'], value)
+    interp.invoke()
+    scores = interp.get_tensor(out['index']).astype(np.float32)[0]
+    if out['dtype'] == np.int8:
+      scale, zero = out['quantization']
+      scores = (scores - zero) * scale
+    correct += int(np.sum((scores > threshold) == labels.astype(bool)))
+  return correct / y.size
+
+
+def test_multilabel_gate_measures_every_label_of_every_example(multilabel_case):
+  from components.gate import schema as schema_lib  # pylint: disable=g-import-not-at-top
+  case = multilabel_case
+  config = gate_config(LABEL, case['task'])
+  # The schema GateExamplesGen writes reads the label with one value per output unit.
+  schema = schema_lib.gate_schema(
+      schema_lib.summarize(case['serialized']),
+      schema_lib.model_inputs(case['models']['int8']), LABEL, {}, 'eval')
+  assert schema.tensor_representation_group[''].tensor_representation[
+      LABEL].dense_tensor.shape.dim[0].size == 3
+
+  output = _evaluate(case, 'int8', config, case['task'] + '_int8')
+
+  name = tasks.GATE_METRIC[case['task']][1]
+  values = evaluation.metric_values(output, name)
+  assert values[evaluation.BASELINE] == pytest.approx(_litert_multilabel_accuracy(
+      case['models']['float32'], case['x'], case['y'], case['threshold']), abs=1e-6)
+  assert values[evaluation.CANDIDATE] == pytest.approx(_litert_multilabel_accuracy(
+      case['models']['int8'], case['x'], case['y'], case['threshold']), abs=1e-6)
+  assert values[evaluation.BASELINE] > 0.85
+  assert evaluation.gated_metrics(output) == [name]
+  assert evaluation.gate_misfit(output, tflite.output(case['models']['int8'])) == ''
+
+
+def test_the_default_fine_tuning_loss_of_sigmoid_units_is_binary_cross_entropy():
+  from components.common.finetune import config as finetune_config  # pylint: disable=g-import-not-at-top
+  inputs = tf_keras.Input((4,))
+  model = tf_keras.Model(inputs, tf_keras.layers.Dense(3, activation='sigmoid')(inputs))
+  assert finetune_config.FineTuneConfig().loss_for(model) == 'binary_crossentropy'
+  assert tasks.infer(tasks.Output(3, 'sigmoid')) == tasks.MULTILABEL

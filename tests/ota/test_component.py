@@ -35,6 +35,10 @@ def _args(**kwargs):
     (dict(allowed_modes=['int7']), "allowed_modes contains 'int7'"),
     (dict(delta_policy={'last_k': 2}), "delta_policy={'last_k': 2} is not accepted; it must be a "
      'DeltaPolicy'),
+    *[(dict(rollout_percent=p), f'rollout_percent={p!r} is not accepted; it must be a whole '
+       'number from 1 to 100') for p in (0, 101, float('nan'), True, 12.5)],
+    (dict(require_approval='yes'), "require_approval='yes' is not accepted; it must be True or "
+     'False'),
 ])
 def test_ota_pusher_checks_its_parameters_when_the_pipeline_is_built(kwargs, message):
   with pytest.raises(errors.ConfigError, match=message):
@@ -70,23 +74,29 @@ def test_ota_pusher_gives_its_executor_the_delta_policy_and_accepts_object_store
       remote.exec_properties[spec_keys.OTA_DELTA_MAX_RATIO_KEY]) == repository.DeltaPolicy()
 
 
-@pytest.fixture
-def repo(tmp_path):
-  ota = repository.OTARepository(str(tmp_path / 'repo'), str(tmp_path / 'keys'))
-  ota.init()
-  return ota
-
-
-def _push(repo, tmp_path, model, blessed, name):
+def _push(repo, tmp_path, model, blessed, name, regression=None, **kwargs):
   pushed = standard_artifacts.PushedModel()
   pushed.uri = str(tmp_path / name)
   component = OTAPusher(**_channels(), repository_dir=repo.repo_dir,
-                        keys_dir=repo._keys_dir, model_name='digits', channel='canary')  # pylint: disable=protected-access
-  ota_executor.Executor().Do(
-      {spec_keys.MODEL_KEY: [model],
-       spec_keys.MODEL_BLESSING_KEY: [blessing_artifact(tmp_path / 'blessing', model, blessed)]},
-      {spec_keys.PUSHED_MODEL_KEY: [pushed]}, dict(component.exec_properties))
+                        keys_dir=repo._keys_dir, model_name='digits', channel='canary', **kwargs)  # pylint: disable=protected-access
+  inputs = {spec_keys.MODEL_KEY: [model],
+            spec_keys.MODEL_BLESSING_KEY: [blessing_artifact(tmp_path / 'blessing', model,
+                                                             blessed)]}
+  if regression is not None:
+    inputs[spec_keys.REGRESSION_BLESSING_KEY] = [regression]
+  ota_executor.Executor().Do(inputs, {spec_keys.PUSHED_MODEL_KEY: [pushed]},
+                             dict(component.exec_properties))
   return pushed
+
+
+def _regression_blessing(tmp_path, blessed, reason):
+  """A ModelBlessing as the regression gate writes it: `blessed` and, in words, why."""
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = str(tmp_path / 'regression_blessing')
+  blessing.set_int_custom_property(spec_keys.PROP_BLESSED, int(blessed))
+  if reason:
+    blessing.set_string_custom_property(spec_keys.PROP_REASON, reason)
+  return blessing
 
 
 def test_ota_pusher_publishes_a_blessed_model_with_its_custom_info(repo, tmp_path, tflite_models):
@@ -127,3 +137,93 @@ def test_ota_pusher_publishes_nothing_for_a_model_not_blessed(repo, tmp_path, tf
                     'thresholds')
   assert f'OTAPusher: NOT pushing {model.uri}: {reason}' in caplog.text
   assert repo.releases() == []
+
+
+def test_ota_pusher_with_approval_publishes_a_pending_release_at_its_rollout(repo, tmp_path,
+                                                                             tflite_models):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+
+  pushed = _push(repo, tmp_path, model, True, 'pushed', require_approval=True,
+                 rollout_percent=20)
+  again = _push(repo, tmp_path, model, True, 'again', require_approval=True, rollout_percent=20)
+
+  [release] = repo.releases('digits')
+  assert (release.state, release.rollout_percent) == ('pending', 20)
+  assert release.audit[0]['by'] == 'OTAPusher'
+  assert pushed.get_int_custom_property('pushed') == 1
+  assert pushed.get_string_custom_property(spec_keys.PROP_RELEASE_STATE) == 'pending'
+  assert pushed.get_int_custom_property(spec_keys.PROP_ROLLOUT_PERCENT) == 20
+  assert pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
+      'pushed as a pending release: no device installs it until `tfx-edge ota approve --repo '
+      f'{repo.repo_dir} --keys DIR --name digits --version 1 --by WHO`')
+  assert again.get_string_custom_property(spec_keys.PROP_PUSH_REASON).startswith(
+      'already published as a pending release')
+  repo.approve('digits', 1, by='alice')
+  assert repo.releases('digits')[0].state == 'live'
+
+
+def test_ota_pusher_defaults_to_a_live_release_for_every_device(repo, tmp_path, tflite_models):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+
+  pushed = _push(repo, tmp_path, model, True, 'pushed')
+
+  assert pushed.get_string_custom_property(spec_keys.PROP_RELEASE_STATE) == 'live'
+  assert pushed.get_int_custom_property(spec_keys.PROP_ROLLOUT_PERCENT) == 100
+
+
+def test_ota_pusher_refuses_what_the_regression_gate_did_not_bless(repo, tmp_path, tflite_models,
+                                                                   caplog):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+  reason = ('accuracy on slice label=3 dropped from 0.9500 (released version 1) to 0.8200, more '
+            'than max_slice_regression 0.02')
+
+  with caplog.at_level('WARNING'):
+    refused = _push(repo, tmp_path, model, True, 'refused',
+                    regression=_regression_blessing(tmp_path, False, reason))
+  unexplained = _push(repo, tmp_path, model, True, 'unexplained',
+                      regression=_regression_blessing(tmp_path, False, ''))
+
+  assert refused.get_int_custom_property('pushed') == 0
+  assert refused.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == reason
+  assert f'OTAPusher: NOT pushing {model.uri}: {reason}' in caplog.text
+  assert unexplained.get_string_custom_property(spec_keys.PROP_PUSH_REASON).startswith(
+      'the regression gate did not bless this model against the released one')
+  assert repo.releases() == []
+
+
+def test_ota_pusher_checks_the_models_own_gate_before_the_regression_gate(repo, tmp_path,
+                                                                          tflite_models):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+
+  pushed = _push(repo, tmp_path, model, False, 'pushed',
+                 regression=_regression_blessing(tmp_path, False, 'regressed'))
+
+  assert pushed.get_string_custom_property(spec_keys.PROP_PUSH_REASON).startswith(
+      'model is NOT_BLESSED by the Evaluator')
+
+
+def test_ota_pusher_keeps_the_regression_gates_reason_with_the_release(repo, tmp_path,
+                                                                       tflite_models):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+  reason = 'nothing released yet on canary: the regression gate is skipped'
+
+  pushed = _push(repo, tmp_path, model, True, 'pushed',
+                 regression=_regression_blessing(tmp_path, True, reason))
+
+  assert pushed.get_int_custom_property('pushed') == 1
+  assert repo.releases('digits')[0].custom['regression_gate'] == {'blessed': 1, 'reason': reason}
+
+
+def test_ota_pusher_does_not_publish_again_a_model_that_was_halted(repo, tmp_path, tflite_models):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+  _push(repo, tmp_path, model, True, 'pushed')
+  repo.halt('digits', 1, by='oncall')
+
+  rerun = _push(repo, tmp_path, model, True, 'rerun')
+
+  assert rerun.get_int_custom_property('pushed') == 0
+  assert rerun.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
+      'this model is already the latest release on canary, version 1, and it was halted: it is '
+      'not published again')
+  assert rerun.get_string_custom_property(spec_keys.PROP_RELEASE_STATE) == 'halted'
+  assert [r.state for r in repo.releases('digits')] == ['halted']

@@ -13,35 +13,11 @@ from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import Metadata
 
 from components import errors
-from components.ota import client
 from components.ota import repository
 from components.ota import signing_keys
 from tests.conftest import REPO_ROOT
-from tests.helpers import http_server
-
-
-@pytest.fixture
-def repo(tmp_path):
-  ota = repository.OTARepository(str(tmp_path / 'repo'), str(tmp_path / 'keys'))
-  ota.init()
-  return ota
-
-
-@pytest.fixture
-def server(repo):
-  """`python -m http.server` serving the repository on a free loopback port."""
-  with http_server(repo.repo_dir) as url:
-    yield url
-
-
-def _fetch(repo, url, dest, name='digits', channel='stable'):
-  return client.fetch(url, os.path.join(repo.metadata_dir, '1.root.json'), name, str(dest),
-                      channel)
-
-
-def _installed(dest, name='digits'):
-  with open(os.path.join(dest, f'{name}.tflite'), 'rb') as f:
-    return f.read()
+from tests.ota.support import fetch as _fetch
+from tests.ota.support import installed as _installed
 
 
 def test_client_installs_v1_then_updates_to_v2(repo, server, tmp_path):
@@ -354,23 +330,40 @@ def write_md_or_die(self, md):
 
 repository.OTARepository._write_target = write_target_then_maybe_die
 repository.OTARepository._write = write_md_or_die
-repository.OTARepository(sys.argv[1], sys.argv[2]).publish('digits', b'model-two')
+repo = repository.OTARepository(sys.argv[1], sys.argv[2])
+if sys.argv[4] == 'publish':
+  repo.publish('digits', b'model-two')
+else:
+  repo.approve('digits', 2, by='alice')
 '''
 
 
-@pytest.mark.parametrize('stage', ['target-file', 'targets', 'snapshot', 'timestamp'])
+def _push_or_approve(repo, operation):
+  if operation == 'publish':
+    return repo.publish('digits', b'model-two')
+  return repo.approve('digits', 2, by='alice')
+
+
+@pytest.mark.parametrize('operation,stage', [
+    *[('publish', stage) for stage in ('target-file', 'targets', 'snapshot', 'timestamp')],
+    # An approval writes no target file.
+    *[('approve', stage) for stage in ('targets', 'snapshot', 'timestamp')],
+])
 def test_a_killed_push_leaves_a_consistent_release_and_a_rerun_completes(repo, server, tmp_path,
-                                                                         stage):
+                                                                         operation, stage):
   repo.publish('digits', b'model-one')
+  if operation == 'approve':
+    repo.publish('digits', b'model-two', require_approval=True)
   proc = subprocess.run([sys.executable, '-c', _KILLED_PUSH, repo.repo_dir, repo._keys_dir,  # pylint: disable=protected-access
-                         stage], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                        check=False)
+                         stage, operation], cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=120, check=False)
   assert proc.returncode == -9, proc.stderr
 
   during = _fetch(repo, server, tmp_path / 'device')
-  rerun = repo.publish('digits', b'model-two')
+  rerun = _push_or_approve(repo, operation)  # The re-run finishes what the killed one wrote.
   after = _fetch(repo, server, tmp_path / 'device')
 
   assert during.version == 1
   assert rerun.version == 2 and after.version == 2
   assert _installed(tmp_path / 'device') == b'model-two'
+  assert repo.releases('digits')[-1].state == 'live'

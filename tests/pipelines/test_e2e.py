@@ -81,7 +81,7 @@ def test_local_runner_pushes_a_blessed_int8_model(local_run):
   assert 'finished with the local runner' in output
   # A short console: one line per step and the summary; the rest is in run.log.
   steps = re.findall(r'^\[(\d+)/(\d+)\] (\S+) done in [\d.]+ s$', output, re.M)
-  assert len(steps) == int(steps[0][1]) == 21, steps
+  assert len(steps) == int(steps[0][1]) == 23, steps
   assert len(output.splitlines()) < 80, output
   assert 'Traceback' not in output and 'FutureWarning' not in output
   with open(pipeline_lib.demo_paths(str(output_dir))['run_log']) as f:

@@ -23,7 +23,7 @@ from components.common import evaluation
 from components.common import model_io
 from components.common import tasks
 from components.common import tflite
-from components.gate import extractors as gate_extractors
+from components.common import device_extractors
 from components.gate import gate_config
 from components.ota import client
 from components.ota import repository
@@ -90,7 +90,7 @@ def create_pipeline(root):
       eval_config=gate_config(module.LABEL_KEY, tasks.BINARY),
       # int8 inputs quantized as on a device: TFMA alone truncates, which here cost two eval
       # examples and the blessing of a model as accurate as its baseline.
-      module_path=gate_extractors.MODULE_PATH)
+      module_path=device_extractors.MODULE_PATH)
   pusher = OTAPusher(
       model=int8.outputs['tflite_model'],
       model_blessing=evaluator.outputs['blessing'],

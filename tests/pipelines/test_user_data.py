@@ -149,3 +149,35 @@ def test_a_two_input_model_with_an_int64_input_goes_through_every_variant_to_a_p
             for d in interp.get_input_details()}
   assert dtypes == {'pixels': 'int8', 'ink': 'int64'}  # The count stays an integer.
   assert tflite.float_ops(tflite_model) == []  # The CAST at `ink` is part of the input.
+
+
+def test_a_multi_label_model_with_a_logit_per_tag_is_gated_over_every_tag(tmp_path):
+  from tests.pipelines import multilabel_module  # pylint: disable=g-import-not-at-top
+  multilabel_module.write_tfrecords(str(tmp_path / 'records'))
+  output_dir = tmp_path / 'out'
+  output = run_pipeline(
+      output_dir, '--data', str(tmp_path / 'records'), '--module-file',
+      os.path.join(REPO_ROOT, 'tests', 'pipelines', 'multilabel_module.py'),
+      '--label-key', multilabel_module.TAGS, '--task', 'multilabel_logits',
+      '--variants', 'ptq,pruned', '--model-name', 'digit_tags', '--pipeline-name', PIPELINE,
+      *QUICK[:-2])
+  paths = pipeline_lib.demo_paths(str(output_dir))
+  rows = {r.variant: r for r in summary.summarize(paths['metadata_path'], PIPELINE)}
+
+  assert set(rows) == {'baseline', 'ptq', 'pruned'}, output[-3000:]
+  assert rows['ptq'].blessed == 'BLESSED', output[-3000:]
+  # Fine-tuning read the three linear units as logits of multi-hot tags: still accurate.
+  assert rows['pruned'].accuracy > 0.8, output[-3000:]
+  # The gate's figure is what LiteRT computes over every tag of the eval examples.
+  [split] = glob.glob(os.path.join(paths['pipeline_root'], pipeline_lib.EXAMPLE_GEN,
+                                   'examples', '*', 'Split-eval'))
+  pixels, tags = [], []
+  for record in examples_io.read_records(os.path.join(split, '*')):
+    features = tf.train.Example.FromString(record).features.feature
+    pixels.append(features['pixels'].float_list.value)
+    tags.append(features[multilabel_module.TAGS].int64_list.value)
+  [release] = repository.OTARepository(paths['ota_repository']).releases('digit_tags')
+  pushed = repository.OTARepository(paths['ota_repository']).read_target(release)
+  [variant] = [r for r in rows.values() if r.pushed_to == release.path]
+  assert variant.accuracy == pytest.approx(multilabel_module.litert_tag_accuracy(
+      pushed, np.asarray(pixels), np.asarray(tags)), abs=1e-4)

@@ -26,7 +26,7 @@ from components.common import evaluation
 from components.common import model_io
 from components.common import tasks
 from components.common import tflite
-from components.gate import extractors
+from components.common import device_extractors as extractors
 from components.gate import gate_config
 from components.ota import repository
 from pipelines import data

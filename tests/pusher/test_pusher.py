@@ -114,12 +114,14 @@ def _blessing(tmp_path, model, blessed):
   return blessing_artifact(tmp_path / 'blessing', model, blessed)
 
 
-def _push(tmp_path, model, blessing, evaluation=None, allowed_modes=('int8',)):
+def _push(tmp_path, model, blessing, evaluation=None, allowed_modes=('int8',), regression=None):
   pushed = standard_artifacts.PushedModel()
   pushed.uri = str(tmp_path / 'pushed')
   inputs = {spec_keys.MODEL_KEY: [model], spec_keys.MODEL_BLESSING_KEY: [blessing]}
   if evaluation is not None:
     inputs[spec_keys.EVALUATION_KEY] = [evaluation]
+  if regression is not None:
+    inputs[spec_keys.REGRESSION_BLESSING_KEY] = [regression]
   pusher_executor.Executor().Do(
       inputs, {spec_keys.PUSHED_MODEL_KEY: [pushed]}, {
           spec_keys.PUSH_DESTINATION_KEY: str(tmp_path / 'dest'),
@@ -199,3 +201,57 @@ def test_a_blessing_for_another_model_does_not_push(tmp_path):
       f'the blessing {blessing.uri} is for model {other.uri}, not for {model.uri}; wire the '
       'Evaluator that evaluated this model.')
   assert not os.path.exists(tmp_path / 'dest' / 'digits')
+
+
+def _regression_blessing(tmp_path, blessed, reason):
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = str(tmp_path / 'regression_blessing')
+  blessing.set_int_custom_property(spec_keys.PROP_BLESSED, int(blessed))
+  blessing.set_string_custom_property(spec_keys.PROP_REASON, reason)
+  return blessing
+
+
+def test_a_model_the_regression_gate_did_not_bless_is_not_pushed(tmp_path):
+  model = _model(tmp_path)
+  reason = 'sparse_categorical_accuracy dropped from 0.9600 (released) to 0.9100'
+
+  refused = _push(tmp_path, model, _blessing(tmp_path, model, True),
+                  regression=_regression_blessing(tmp_path, False, reason))
+
+  assert refused.get_int_custom_property('pushed') == 0
+  assert refused.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == reason
+  assert not os.path.exists(tmp_path / 'dest' / 'digits')
+
+
+def test_a_regression_blessing_of_another_model_is_refused(tmp_path):
+  model, other = _model(tmp_path), _model(tmp_path / 'other')
+  regression = _regression_blessing(tmp_path, True, 'passed')
+  regression.set_string_custom_property('current_model', other.uri)
+
+  refused = _push(tmp_path, model, _blessing(tmp_path, model, True), regression=regression)
+
+  assert refused.get_int_custom_property('pushed') == 0
+  assert refused.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
+      f'the regression blessing {regression.uri} is for model {other.uri}, not for {model.uri}; '
+      'wire the RegressionGate that compared this model.')
+
+
+def test_a_model_the_regression_gate_blessed_is_pushed_with_its_reason(tmp_path):
+  model = _model(tmp_path)
+
+  pushed = _push(tmp_path, model, _blessing(tmp_path, model, True),
+                 regression=_regression_blessing(tmp_path, True, 'nothing released yet'))
+
+  assert pushed.get_int_custom_property('pushed') == 1
+  metadata = read_json(os.path.join(pushed.get_string_custom_property('pushed_destination'),
+                                    'metadata.json'))
+  assert metadata['regression_gate'] == {'blessed': 1, 'reason': 'nothing released yet'}
+
+
+def test_the_pusher_takes_an_optional_regression_blessing_channel(tmp_path):
+  wired = TFLitePusher(**_channels(), push_destination=str(tmp_path), model_name='digits',
+                       regression_blessing=channel(standard_artifacts.ModelBlessing))
+  unwired = TFLitePusher(**_channels(), push_destination=str(tmp_path), model_name='digits')
+
+  assert spec_keys.REGRESSION_BLESSING_KEY in wired.inputs
+  assert spec_keys.REGRESSION_BLESSING_KEY not in unwired.inputs

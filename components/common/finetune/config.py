@@ -23,7 +23,7 @@ BINARY_CROSSENTROPY = 'binary_crossentropy'
 # binary_logits, whose output cannot be told from a regression's.
 BINARY_CROSSENTROPY_FROM_LOGITS = 'binary_crossentropy_from_logits'
 _LOSS_OF_TASK = {tasks.MULTICLASS: SPARSE_CATEGORICAL, tasks.BINARY: BINARY_CROSSENTROPY,
-                 tasks.REGRESSION: 'mean_squared_error'}
+                 tasks.MULTILABEL: BINARY_CROSSENTROPY, tasks.REGRESSION: 'mean_squared_error'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +38,9 @@ class FineTuneConfig(JsonConfig):
     optimizer: one of OPTIMIZERS.
     loss: a Keras loss name, or `auto` (the default) for the one the model's output calls for:
       sparse categorical cross-entropy for 2+ units (from logits when they are linear), binary
-      cross-entropy for one sigmoid unit, mean squared error for a linear regression output; or
-      `binary_crossentropy_from_logits` for one linear unit that is a binary logit (what
-      create_pipeline sets for task='binary_logits').
+      cross-entropy for sigmoid units (one, or one per label), mean squared error for a linear
+      regression output; or `binary_crossentropy_from_logits` for linear units that are binary
+      logits (what create_pipeline sets for task='binary_logits' and 'multilabel_logits').
     train_split: split to fine-tune on.
     eval_split: split to validate on after each epoch.
     eval_steps: validation batches per epoch.

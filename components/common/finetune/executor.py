@@ -130,10 +130,10 @@ def _label_range(fine_tuning: FineTuneConfig, model: tf_keras.Model) -> Optional
         'give the model an output unit per class.'))
   if name in (BINARY_CROSSENTROPY, 'BinaryCrossentropy'):
     return _LabelRange(1, (
-        f'outside [0, 1], which {BINARY_CROSSENTROPY} on the one-unit sigmoid output needs (0 '
-        'for the negative class, 1 for the positive); fine-tuning stopped at the first batch '
-        'holding them. Map the labels to 0/1, or give the model an output unit per class and '
-        f'set FineTuneConfig(loss={SPARSE_CATEGORICAL!r}).'))
+        f'outside [0, 1], which {BINARY_CROSSENTROPY} on sigmoid outputs (or logits) needs (0 '
+        'for the negative class, 1 for the positive, per output unit); fine-tuning stopped at '
+        'the first batch holding them. Map the labels to 0/1, or give the model an output unit '
+        f'per class and set FineTuneConfig(loss={SPARSE_CATEGORICAL!r}).'))
   return None
 
 

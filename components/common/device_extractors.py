@@ -1,4 +1,4 @@
-"""The gate's TFMA extractors: inputs quantized and typed as a device feeds them.
+"""TFMA extractors that feed a TFLite model as a device does: inputs quantized and typed.
 
 TFMA's TFLite extractor quantizes a float feature for an int8 input by truncation (`astype`:
 no rounding, no saturation), so a value just below a step lands one step low and a value beyond

@@ -1,0 +1,1 @@
+"""RegressionGate: the candidate against the model released on the OTA channel, through TUF."""

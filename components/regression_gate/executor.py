@@ -1,0 +1,129 @@
+"""RegressionGate executor: the released model, fetched through TUF, TFMA-ed against the candidate.
+
+The evaluation itself is the TFX Evaluator's (this executor subclasses it), so the metrics, the
+validation result and the blessing are written exactly as the float32 gate's are; what this
+executor adds is the baseline (the released model, verified as a device verifies it) and the
+verdict's reason, recorded on the blessing for the pushers and the run summary.
+"""
+import gzip
+import json
+import os
+import tempfile
+from typing import Any, Dict, List
+
+from absl import logging
+from tfx import types
+from tfx.components.evaluator import constants as evaluator_constants
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.types import artifact_utils
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils
+
+from components import spec_keys
+from components.common import evaluation
+from components.common import model_io
+from components.common import tflite
+from components.regression_gate import regression
+from components.regression_gate import released as released_lib
+
+# What the blessing's PROP_REGRESSION_STATUS says.
+FIRST_RELEASE = 'first_release'  # Nothing released on the channel yet: the gate is skipped.
+PASSED = 'passed'
+REGRESSED = 'regressed'
+SIGNATURE_MISMATCH = 'signature_mismatch'
+NOT_EVALUATED = 'not_evaluated'  # The candidate was not blessed by the float32 gate.
+
+
+def _bless(blessing: types.Artifact, model: types.Artifact, blessed: bool, status: str,
+           reason: str) -> None:
+  blessing.set_string_custom_property(
+      evaluator_constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+  blessing.set_int_custom_property(
+      evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+      evaluator_constants.BLESSED_VALUE if blessed else evaluator_constants.NOT_BLESSED_VALUE)
+  blessing.set_string_custom_property(spec_keys.PROP_REGRESSION_STATUS, status)
+  blessing.set_string_custom_property(spec_keys.PROP_REASON, reason)
+  io_utils.write_string_file(os.path.join(blessing.uri, (
+      evaluator_constants.BLESSED_FILE_NAME if blessed else
+      evaluator_constants.NOT_BLESSED_FILE_NAME)), '')
+  (logging.info if blessed else logging.warning)('RegressionGate: %s: %s', status, reason)
+
+
+class Executor(evaluator_executor.Executor):
+  """Blesses the candidate only when it is no worse than the released model (or none exists)."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+    model = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
+    float_blessing = artifact_utils.get_single_instance(
+        input_dict[spec_keys.MODEL_BLESSING_KEY])
+    released_model = artifact_utils.get_single_instance(output_dict[spec_keys.RELEASED_MODEL_KEY])
+    blessing = artifact_utils.get_single_instance(output_dict[spec_keys.BLESSING_KEY])
+    name = exec_properties[spec_keys.MODEL_NAME_KEY]
+    channel = exec_properties[spec_keys.OTA_CHANNEL_KEY]
+    location = exec_properties[spec_keys.OTA_REPOSITORY_KEY]
+
+    refusal = evaluation.blessing_refusal(model, float_blessing)
+    if refusal:
+      _bless(blessing, model, False, NOT_EVALUATED,
+             f'not compared with the released model: {refusal}')
+      return
+
+    trusted_root = (exec_properties.get(spec_keys.OTA_TRUSTED_ROOT_KEY) or
+                    f'{location.rstrip("/")}/metadata/1.root.json')
+    if not released_lib.repository_exists(location):
+      released = None
+    else:
+      with tempfile.TemporaryDirectory() as workdir:
+        released = released_lib.fetch_released(location, trusted_root, name, channel, workdir)
+    if released is None:
+      released_model.set_string_custom_property(spec_keys.PROP_RELEASED_VERSION, 'none')
+      _bless(blessing, model, True, FIRST_RELEASE,
+             f'nothing of {name!r} is released on channel {channel!r} in {location}: this is '
+             'the first release, so there is no model to compare with; the gate is skipped.')
+      return
+
+    model_io.write_tflite(released.model, released_model.uri)
+    released_model.set_string_custom_property(spec_keys.PROP_RELEASED_VERSION,
+                                              str(released.version))
+    released_model.set_string_custom_property(spec_keys.PROP_MODEL_SHA256, released.sha256)
+    # What the run summary shows in the released model's row, beside the candidates'.
+    released_model.set_int_custom_property(spec_keys.PROP_SIZE_BYTES, len(released.model))
+    released_model.set_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES,
+                                           len(gzip.compress(released.model)))
+    released_model.set_string_custom_property(spec_keys.PROP_MODE,
+                                              str(released.custom.get('mode', '?')))
+    blessing.set_string_custom_property(spec_keys.PROP_RELEASED_VERSION, str(released.version))
+    candidate_bytes = model_io.read_tflite(model.uri, 'RegressionGate')
+    mismatch = regression.signature_mismatch(tflite.io_specs(candidate_bytes),
+                                             tflite.io_specs(released.model))
+    if mismatch:
+      _bless(blessing, model, False, SIGNATURE_MISMATCH,
+             f'{name} version {released.version} on {channel!r}: {mismatch}')
+      return
+
+    super().Do(
+        {standard_component_specs.EXAMPLES_KEY: input_dict[spec_keys.EXAMPLES_KEY],
+         standard_component_specs.MODEL_KEY: [model],
+         standard_component_specs.BASELINE_MODEL_KEY: [released_model],
+         standard_component_specs.SCHEMA_KEY: input_dict[spec_keys.SCHEMA_KEY]},
+        {standard_component_specs.EVALUATION_KEY: output_dict[spec_keys.EVALUATION_KEY],
+         standard_component_specs.BLESSING_KEY: [blessing]},
+        {standard_component_specs.EVAL_CONFIG_KEY: exec_properties[spec_keys.EVAL_CONFIG_KEY],
+         standard_component_specs.MODULE_PATH_KEY: exec_properties[spec_keys.MODULE_PATH_KEY],
+         standard_component_specs.EXAMPLE_SPLITS_KEY: json.dumps(
+             [exec_properties[spec_keys.EVAL_SPLIT_KEY]])})
+    evaluation_uri = artifact_utils.get_single_uri(output_dict[spec_keys.EVALUATION_KEY])
+    metric = evaluation.gate_metric(evaluation_uri)
+    failed = regression.failures(evaluation_uri, metric,
+                                 exec_properties[spec_keys.MAX_REGRESSION_KEY],
+                                 exec_properties[spec_keys.MAX_SLICE_REGRESSION_KEY])
+    values = evaluation.metric_values(evaluation_uri, metric)
+    summary = (f'{metric} {values.get(evaluation.CANDIDATE, float("nan")):.4f} against '
+               f'{values.get(evaluation.BASELINE, float("nan")):.4f} of {name} version '
+               f'{released.version} on {channel!r}')
+    if failed:
+      _bless(blessing, model, False, REGRESSED,
+             f'worse than the released model: {"; ".join(failed)}')
+    else:
+      _bless(blessing, model, True, PASSED, f'no regression: {summary}, and on every slice.')

@@ -1,0 +1,165 @@
+"""The regression gate's EvalConfig and verdicts: a new model against the released one.
+
+The float32 gate (components.gate) proves that an int8 model is faithful to its own training;
+it cannot tell that the training got worse (new data, corrupted labels). This gate evaluates the
+int8 candidate against the int8 model devices run now, on the same eval examples, overall and
+per slice (by default one slice per label class), and blesses it only when no threshold fails.
+Plain logic: TFMA protos and results, no TFX.
+"""
+import json
+import math
+from typing import List, Mapping, Optional, Sequence
+
+import tensorflow_model_analysis as tfma
+
+from components.common import evaluation
+from components.common import tasks
+from components.errors import ConfigError
+
+DEFAULT_MAX_REGRESSION = 0.0  # Overall: no drop at all.
+DEFAULT_MAX_SLICE_REGRESSION = 0.02  # Per slice: 2 points.
+# Tasks whose label holds one class per example, so that slicing by it gives a slice per class.
+_CLASS_TASKS = (tasks.MULTICLASS, tasks.BINARY, tasks.BINARY_LOGITS)
+
+
+def _check_fraction(name: str, value: float) -> float:
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+  if not ok or not 0.0 <= value < 1.0:
+    raise ConfigError(f'{name}={value!r} is not accepted: give a fraction in [0.0, 1.0) '
+                      '(0.02 = 2 points of accuracy, or 2% more error for a regression).')
+  return float(value)
+
+
+def check_slicing_features(slicing_features: Sequence[str]) -> List[str]:
+  """The slicing feature names, or ConfigError naming what is accepted."""
+  if isinstance(slicing_features, str) or not all(
+      isinstance(f, str) and f for f in slicing_features):
+    raise ConfigError(f'slicing_features={slicing_features!r} is not accepted: give a list of '
+                      'feature names, each one a slice per value (for example ["country"]).')
+  return list(slicing_features)
+
+
+def regression_config(label_key: str, task: str = tasks.MULTICLASS,
+                      max_regression: float = DEFAULT_MAX_REGRESSION,
+                      max_slice_regression: float = DEFAULT_MAX_SLICE_REGRESSION,
+                      slicing_features: Sequence[str] = (),
+                      class_slices: Optional[bool] = None) -> tfma.EvalConfig:
+  """The EvalConfig that gates a candidate TFLite model against the released TFLite model.
+
+  The metric is the task's gate metric (components.common.tasks.GATE_METRIC). The candidate
+  passes when, against the released model (TFMA's baseline):
+  - overall, it is at most `max_regression` worse: absolute accuracy points for the
+    classification tasks (0.0: no drop), a relative increase of the mean absolute error for a
+    regression;
+  - on every slice, at most `max_slice_regression` worse, the same way.
+
+  Args:
+    label_key: the label feature.
+    task: one of tasks.TASKS.
+    max_regression: overall threshold, in [0, 1).
+    max_slice_regression: per-slice threshold, in [0, 1).
+    slicing_features: features to slice by, each value of each one a slice.
+    class_slices: a slice per label class; default: for the tasks with one class label.
+
+  Returns:
+    An EvalConfig whose models are evaluation.CANDIDATE and evaluation.BASELINE (the released
+    model).
+
+  Raises:
+    ConfigError: an unknown task, a threshold outside [0, 1), or bad slicing features.
+  """
+  tasks.validate_task(task)
+  if not isinstance(label_key, str) or not label_key:
+    raise ConfigError(f'label_key={label_key!r} must name the label feature.')
+  max_regression = _check_fraction('max_regression', max_regression)
+  max_slice_regression = _check_fraction('max_slice_regression', max_slice_regression)
+  features = check_slicing_features(slicing_features)
+  if class_slices is None:
+    class_slices = task in _CLASS_TASKS
+  if class_slices and task not in _CLASS_TASKS:
+    raise ConfigError(f'class_slices=True needs a class label; task={task!r} has none. '
+                      f'Tasks with one: {", ".join(_CLASS_TASKS)}.')
+  slices = ([tfma.SlicingSpec(feature_keys=[label_key])] if class_slices else []) + [
+      tfma.SlicingSpec(feature_keys=[f]) for f in features if f != label_key or not class_slices]
+
+  def threshold(fraction):
+    if task == tasks.REGRESSION:
+      change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.LOWER_IS_BETTER,
+                                           relative={'value': fraction})
+    else:
+      change = tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                           absolute={'value': -fraction})
+    return tfma.MetricThreshold(change_threshold=change)
+
+  class_name, name = tasks.GATE_METRIC[task]
+  metric = tfma.MetricConfig(class_name=class_name, per_slice_thresholds=[
+      tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                   threshold=threshold(max_regression))])
+  if slices:
+    metric.per_slice_thresholds.add(slicing_specs=slices,
+                                    threshold=threshold(max_slice_regression))
+  extra = tasks.GATE_METRIC_CONFIG.get(task)
+  if extra is not None:
+    metric.config = json.dumps(dict(extra, name=name))
+  return tfma.EvalConfig(
+      model_specs=[
+          tfma.ModelSpec(name=evaluation.CANDIDATE, label_key=label_key,
+                         model_type=tfma.TF_LITE),
+          tfma.ModelSpec(name=evaluation.BASELINE, label_key=label_key,
+                         model_type=tfma.TF_LITE, is_baseline=True),
+      ],
+      slicing_specs=[tfma.SlicingSpec(), *slices],
+      metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount'),
+                                               metric])])
+
+
+def signature_mismatch(candidate: Mapping[str, list], released: Mapping[str, list]) -> str:
+  """Why the candidate cannot replace the released model on devices, or '' when it can.
+
+  Args:
+    candidate: the candidate's tensors, as components.common.tflite.io_specs gives them
+      ({'inputs': [...], 'outputs': [...]}, each with name, shape and dtype).
+    released: the released model's, the same way.
+  """
+  def describe(specs):
+    return '; '.join(f'{side} ' + ', '.join(
+        f'{t["name"]} {t["dtype"]}{list(t["shape"])}' for t in specs.get(side, []))
+                     for side in ('inputs', 'outputs'))
+
+  def key(specs):
+    return {side: sorted((t['name'], t['dtype'], tuple(t['shape'][1:]))
+                         for t in specs.get(side, [])) for side in ('inputs', 'outputs')}
+
+  if key(candidate) == key(released):
+    return ''
+  return ('the candidate\'s signature differs from the released model\'s, so devices could not '
+          f'run it in its place: candidate {describe(candidate)}; released {describe(released)}. '
+          'Publish it under a new model name, or keep the inputs and outputs.')
+
+
+def failures(evaluation_uri: str, metric: str, max_regression: float,
+             max_slice_regression: float) -> List[str]:
+  """One line per slice where the candidate regressed beyond its threshold (empty: none).
+
+  Each line names the metric, the slice, both models' values and the allowed change.
+  """
+  values = evaluation.slice_metric_values(evaluation_uri, metric)
+  failed = []
+  result = tfma.load_validation_result(evaluation_uri)
+  for per_slice in result.metric_validations_per_slice:
+    if not any(f.metric_key.name == metric for f in per_slice.failures):
+      continue
+    slice_text = evaluation.slice_text(per_slice.slice_key)
+    models = values.get(slice_text, {})
+    allowed = max_slice_regression if per_slice.slice_key.single_slice_keys else max_regression
+    failed.append(f'{metric} on slice {slice_text}: candidate '
+                  f'{_fmt(models.get(evaluation.CANDIDATE))} vs released '
+                  f'{_fmt(models.get(evaluation.BASELINE))} (allowed regression '
+                  f'{allowed:g})')
+  if not result.validation_ok and not failed:
+    failed = evaluation.validation_failures(evaluation_uri) or ['validation failed']
+  return failed
+
+
+def _fmt(value: Optional[float]) -> str:
+  return 'n/a' if value is None else f'{value:.4f}'

@@ -1,0 +1,207 @@
+"""RegressionGate: a candidate against the model released on the channel, fetched through TUF.
+
+Real digits models and their int8 TFLite conversions, a real TUF repository (OTARepository), the
+real RegressionGate executor (the TFX Evaluator's machinery underneath) and TFMA.
+"""
+import os
+
+import numpy as np
+import pytest
+from tfx.types import standard_artifacts
+from tuf.api import exceptions as tuf_exceptions
+
+from components import GateExamplesGen
+from components import RegressionGate
+from components import spec_keys
+from components.common import evaluation
+from components.common import tasks
+from components.errors import ConfigError
+from components.ota import repository
+from components.ptq_converter import calibration
+from components.ptq_converter import conversion
+from components.regression_gate import executor
+from components.regression_gate import regression
+from tests.conftest import write_examples
+from tests.helpers import blessing_artifact
+from tests.helpers import channel
+from tests.helpers import small_model
+from tests.helpers import tflite_model_artifact
+
+NAME = 'digits'
+KILLED_CLASS = 3  # The class-killer model learned to call every 3 a 5.
+
+
+def _int8(model, pixels, input_name='pixels'):
+  return conversion.convert(model, 'int8', calibration.representative_dataset(
+      {input_name: pixels[:200]}))
+
+
+@pytest.fixture(scope='module')
+def case(tmp_path_factory, digits_records, digits_arrays):
+  """Eval examples and schema as GateExamplesGen writes them, and three int8 models.
+
+  Labels change in training only (the class killer's): the eval split stays true.
+  """
+  root = tmp_path_factory.mktemp('regression')
+  pixels, labels = digits_arrays
+  models = {}
+  for name, train_labels in (
+      ('good', labels[:1437]),
+      ('class_killer', np.where(labels[:1437] == KILLED_CLASS, 5, labels[:1437]))):
+    model = small_model()
+    model.compile('adam', 'sparse_categorical_crossentropy')
+    model.fit(pixels[:1437], train_labels, epochs=15, batch_size=32, verbose=0)
+    models[name] = _int8(model, pixels)
+  other = small_model(input_name='image')
+  models['other_signature'] = _int8(other, pixels, 'image')
+
+  examples = write_examples(str(root / 'examples'), {'eval': digits_records[1437:]})
+  baseline = tflite_model_artifact(root / 'float32', conversion.convert(small_model(), 'float32'),
+                                   mode='float32')
+  component = GateExamplesGen(examples=channel(standard_artifacts.Examples), model=channel(),
+                              label_key='label')
+  schema, gate_examples = standard_artifacts.Schema(), standard_artifacts.Examples()
+  schema.uri, gate_examples.uri = str(root / 'schema'), str(root / 'gate_examples')
+  component.EXECUTOR_SPEC.executor_class().Do(
+      {spec_keys.EXAMPLES_KEY: [examples], spec_keys.MODEL_KEY: [baseline]},
+      {spec_keys.SCHEMA_KEY: [schema], spec_keys.GATE_EXAMPLES_KEY: [gate_examples]},
+      dict(component.exec_properties))
+  return dict(root=root, models=models, schema=schema, examples=gate_examples)
+
+
+def _repository(tmp_path, released=None):
+  repo = repository.OTARepository(str(tmp_path / 'repo'), str(tmp_path / 'keys'))
+  repo.init()
+  if released is not None:
+    repo.publish(NAME, released, info={'mode': 'int8'})
+  return repo
+
+
+def _gate(case, tmp_path, candidate, repo_dir, blessed=True, **kwargs):
+  """Runs the RegressionGate executor; returns (blessing, released_model, evaluation)."""
+  out = tmp_path / f'run{len(os.listdir(tmp_path))}'
+  model = tflite_model_artifact(out / 'candidate', case['models'][candidate])
+  float_blessing = blessing_artifact(out / 'float_blessing', model, blessed)
+  component = RegressionGate(
+      model=channel(), model_blessing=channel(standard_artifacts.ModelBlessing),
+      examples=channel(standard_artifacts.Examples), schema=channel(standard_artifacts.Schema),
+      repository_dir=repo_dir, model_name=NAME, label_key='label', **kwargs)
+  outputs = {spec_keys.RELEASED_MODEL_KEY: standard_artifacts.Model(),
+             spec_keys.EVALUATION_KEY: standard_artifacts.ModelEvaluation(),
+             spec_keys.BLESSING_KEY: standard_artifacts.ModelBlessing()}
+  for key, artifact in outputs.items():
+    artifact.uri = str(out / key)
+    os.makedirs(artifact.uri)
+  component.EXECUTOR_SPEC.executor_class().Do(
+      {spec_keys.MODEL_KEY: [model], spec_keys.MODEL_BLESSING_KEY: [float_blessing],
+       spec_keys.EXAMPLES_KEY: [case['examples']], spec_keys.SCHEMA_KEY: [case['schema']]},
+      {k: [v] for k, v in outputs.items()}, dict(component.exec_properties))
+  return (outputs[spec_keys.BLESSING_KEY], outputs[spec_keys.RELEASED_MODEL_KEY],
+          outputs[spec_keys.EVALUATION_KEY])
+
+
+def _verdict(blessing):
+  return (blessing.get_int_custom_property('blessed'),
+          blessing.get_string_custom_property(spec_keys.PROP_REGRESSION_STATUS),
+          blessing.get_string_custom_property(spec_keys.PROP_REASON))
+
+
+def test_the_first_release_passes_with_the_reason_recorded(case, tmp_path):
+  repo = _repository(tmp_path)
+
+  blessing, released, _ = _gate(case, tmp_path, 'good', repo.repo_dir)
+
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (1, executor.FIRST_RELEASE)
+  assert "nothing of 'digits' is released on channel 'stable'" in reason
+  assert released.get_string_custom_property(spec_keys.PROP_RELEASED_VERSION) == 'none'
+
+
+@pytest.mark.e2e
+def test_a_model_that_fails_one_class_is_blocked_by_the_slice_threshold(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  # A loose overall threshold: only the per-class slice can catch it.
+  blessing, released, output = _gate(case, tmp_path, 'class_killer', repo.repo_dir,
+                                     max_regression=0.5)
+
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (0, executor.REGRESSED), reason
+  metric = tasks.GATE_METRIC[tasks.MULTICLASS][1]
+  values = evaluation.slice_metric_values(output.uri, metric)
+  killed = values[f'label={KILLED_CLASS}']
+  assert killed[evaluation.CANDIDATE] < 0.2 < 0.6 < killed[evaluation.BASELINE]
+  assert (f'{metric} on slice label={KILLED_CLASS}: candidate '
+          f'{killed[evaluation.CANDIDATE]:.4f} vs released {killed[evaluation.BASELINE]:.4f}'
+          ) in reason
+  assert 'slice overall' not in reason  # Overall it held (within 0.5).
+  assert released.get_string_custom_property(spec_keys.PROP_RELEASED_VERSION) == '1'
+  with open(os.path.join(released.uri, spec_keys.PLAIN_TFLITE_FILE_NAME), 'rb') as f:
+    assert f.read() == case['models']['good']  # The released bytes, as devices have them.
+
+
+@pytest.mark.e2e
+def test_the_same_model_as_released_passes(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  blessing, _, _ = _gate(case, tmp_path, 'good', repo.repo_dir)
+
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (1, executor.PASSED), reason
+  assert 'against' in reason and 'version 1' in reason
+
+
+def test_a_released_model_with_another_signature_fails_naming_both(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  blessing, _, _ = _gate(case, tmp_path, 'other_signature', repo.repo_dir)
+
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (0, executor.SIGNATURE_MISMATCH)
+  assert 'candidate inputs serving_default_image:0 int8[-1, 64]' in reason
+  assert 'released inputs serving_default_pixels:0 int8[-1, 64]' in reason
+
+
+def test_a_candidate_the_float_gate_refused_is_not_evaluated(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  blessing, _, _ = _gate(case, tmp_path, 'good', repo.repo_dir, blessed=False)
+
+  assert _verdict(blessing)[:2] == (0, executor.NOT_EVALUATED)
+
+
+def test_a_tampered_release_is_refused_as_a_device_refuses_it(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+  [release] = repo.releases(NAME)
+  directory, base = os.path.split(release.path)
+  target = os.path.join(repo.repo_dir, 'targets', directory, f'{release.sha256}.{base}')
+  with open(target, 'r+b') as f:
+    f.seek(100)
+    f.write(b'\0\1\2\3')
+
+  with pytest.raises(tuf_exceptions.RepositoryError):
+    _gate(case, tmp_path, 'good', repo.repo_dir)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(max_regression=1.5), 'max_regression=1.5 is not accepted'),
+    (dict(max_slice_regression=float('nan')), 'max_slice_regression=nan is not accepted'),
+    (dict(max_regression=-0.1), 'max_regression=-0.1 is not accepted'),
+    (dict(slicing_features='country'), "slicing_features='country' is not accepted"),
+    (dict(task='ranking'), "task='ranking' is not accepted"),
+])
+def test_bad_thresholds_fail_when_the_pipeline_is_built(kwargs, message):
+  with pytest.raises(ConfigError, match=message):
+    RegressionGate(model=channel(), model_blessing=channel(standard_artifacts.ModelBlessing),
+                   examples=channel(standard_artifacts.Examples),
+                   schema=channel(standard_artifacts.Schema), repository_dir='/tmp/repo',
+                   model_name=NAME, label_key='label', **kwargs)
+
+
+def test_class_slices_follow_the_task_and_slicing_features_are_added():
+  config = regression.regression_config('label', tasks.MULTICLASS, slicing_features=['source'])
+  assert [list(s.feature_keys) for s in config.slicing_specs] == [[], ['label'], ['source']]
+  config = regression.regression_config('y', tasks.REGRESSION)
+  assert [list(s.feature_keys) for s in config.slicing_specs] == [[]]
+  with pytest.raises(ConfigError, match='class_slices=True needs a class label'):
+    regression.regression_config('y', tasks.REGRESSION, class_slices=True)
