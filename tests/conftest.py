@@ -98,8 +98,14 @@ def tflite_models(tiny_model):
   }
 
 
-@pytest.fixture(autouse=True)
-def _argv_without_pytest_options(monkeypatch):
+@pytest.fixture(autouse=True, scope='session')
+def _argv_without_pytest_options():
   """sys.argv as a plain program's: TFX's Beam executors parse it with absl (flags.FLAGS(sys.argv
-  + beam args)), which reads pytest's `-v --durations=15` as `--verbosity=--durations=15`."""
-  monkeypatch.setattr(sys, 'argv', sys.argv[:1])
+  + beam args)), which reads pytest's `-v --durations=15` as `--verbosity=--durations=15`.
+
+  Session-scoped, so that module- and session-scoped fixtures that run a pipeline get it too.
+  """
+  saved = sys.argv
+  sys.argv = sys.argv[:1]
+  yield
+  sys.argv = saved

@@ -32,6 +32,13 @@ and an `audit` list of what was done to it. A state change (approve, reject, pro
 a new targets version with the changed entry, written by the same compare-and-swap loop and
 commit as a publish (`_update_targets`). Devices install only live releases whose rollout
 includes them (components/common/releases.py).
+
+Metadata expires (EXPIRY, configurable per role with `expiry=`), and devices refuse expired
+metadata. refresh() re-signs timestamp, snapshot and targets when they expire within their refresh
+window, adding and changing no release: a new targets version goes through the same
+compare-and-swap loop as a publish, snapshot and timestamp through the same commit, so a refresh
+racing a publish loses nothing. renew_root() writes the next root with a new expiry (the root key
+is an offline key). Each operation loads only the keys of the roles it signs.
 """
 import contextlib
 import dataclasses
@@ -39,6 +46,7 @@ import datetime
 import hashlib
 import logging
 import numbers
+import os
 import posixpath
 import random
 import re
@@ -88,12 +96,109 @@ rollout_percent_of = releases_lib.rollout_percent_of
 # publish() cannot set them, and a rollback does not copy them.
 _RELEASE_FIELDS = ('name', 'version', 'channel', 'patches', 'state', 'rollout_percent',
                    'approval', 'audit', 'promoted_from')
+ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
+REFRESHED_ROLES = (Targets.type, Snapshot.type, Timestamp.type)  # What refresh() re-signs.
+# The roles a targets change signs: the root key stays offline.
+_TARGETS_CHANGE_ROLES = REFRESHED_ROLES
+# How long metadata stays valid after it is signed, unless OTARepository(expiry=) says otherwise.
 EXPIRY = {
     Root.type: datetime.timedelta(days=365),
     Targets.type: datetime.timedelta(days=90),
     Snapshot.type: datetime.timedelta(days=30),
     Timestamp.type: datetime.timedelta(days=7),
 }
+# A role is refreshed (and `status` warns) when it expires within half its period. Renewing root
+# is an offline ceremony: a month's notice, rather than a warning for half its life.
+MAX_ROOT_WINDOW = datetime.timedelta(days=30)
+_UNITS = (('d', 86400), ('h', 3600), ('m', 60), ('s', 1))
+_DURATION_RE = re.compile(r'^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$')
+# Long enough for any root; beyond it a datetime would overflow, and expiry would protect nothing.
+MAX_DURATION = datetime.timedelta(days=3650)
+DURATION_FORMAT = ('a duration from 1s to 3650d: whole numbers with the units d, h, m and s, '
+                   'largest first, for example 7d, 12h, 30m or 1d12h')
+
+
+def parse_duration(value: Any, name: str = 'duration') -> datetime.timedelta:
+  """A timedelta from `7d`, `12h`, `30m`, `1d12h` (or a timedelta); ConfigError otherwise.
+
+  Args:
+    value: the text (or a datetime.timedelta).
+    name: how the value is named in the error (for example `--timestamp-expiry`).
+
+  Raises:
+    ConfigError: not a duration from 1 second to MAX_DURATION; names the accepted format.
+  """
+  duration = None
+  if isinstance(value, datetime.timedelta):
+    duration = value
+  elif isinstance(value, str) and value:
+    match = _DURATION_RE.match(value)
+    if match:
+      seconds = sum(int(n) * size for n, (_, size) in zip(match.groups(), _UNITS) if n)
+      if seconds <= MAX_DURATION.total_seconds():
+        duration = datetime.timedelta(seconds=seconds)
+  if duration is None or not datetime.timedelta(seconds=1) <= duration <= MAX_DURATION:
+    raise ConfigError(f'{name}={value!r} is not accepted; give {DURATION_FORMAT}.')
+  return duration
+
+
+def format_duration(duration: datetime.timedelta, parts: Optional[int] = None,
+                    sep: str = '') -> str:
+  """`7d`, `1d12h`: what parse_duration reads; `parts=2, sep=' '` gives `6d 23h` for people."""
+  seconds = int(abs(duration.total_seconds()))
+  out = []
+  for unit, size in _UNITS:
+    n, seconds = divmod(seconds, size)
+    if n:
+      out.append(f'{n}{unit}')
+  return sep.join(out[:parts] if parts else out) or '0s'
+
+
+def _human(duration: datetime.timedelta) -> str:
+  return format_duration(duration, parts=2, sep=' ')
+
+
+def validate_expiry(expiry: Optional[Mapping[str, Any]],
+                    name: str = 'expiry') -> Dict[str, datetime.timedelta]:
+  """{role: period} for every role: EXPIRY updated with `expiry` (durations or timedeltas).
+
+  Raises:
+    ConfigError: not a mapping, a role that does not exist, or a value parse_duration refuses.
+  """
+  if expiry is None:
+    return dict(EXPIRY)
+  if not isinstance(expiry, Mapping):
+    raise ConfigError(f'{name}={expiry!r} is not accepted; give a mapping from role '
+                      f'({", ".join(ROLES)}) to a duration such as "7d".')
+  unknown = sorted(str(role) for role in expiry if role not in ROLES)
+  if unknown:
+    raise ConfigError(f'{name} names {unknown}, which are not TUF roles; the roles are '
+                      f'{", ".join(ROLES)}.')
+  out = dict(EXPIRY)
+  out.update({role: parse_duration(value, f'{name}[{role!r}]') for role, value in expiry.items()})
+  return out
+
+
+def _iso(when: datetime.datetime) -> str:
+  return when.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _when(md: Metadata, now: datetime.datetime) -> str:
+  """`expires in 2d 3h (2025-06-01T00:00:00Z)`, or `expired 1d 2h ago (...)`."""
+  left = md.signed.expires - now
+  if left.total_seconds() > 0:
+    return f'expires in {_human(left)} ({_iso(md.signed.expires)})'
+  return f'expired {_human(left)} ago ({_iso(md.signed.expires)})'
+
+
+def _utc_now() -> datetime.datetime:
+  return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _load_key(keys_dir: str, role: str):
+  """The signer of one role, so that an operation needs only the key files of what it signs."""
+  # signing_keys.load() reads every role; its one-file reader keeps the same errors.
+  return signing_keys._load_one(signing_keys._path(keys_dir, role), role)  # pylint: disable=protected-access
 
 
 def validate_rollout_percent(percent: Any, name: str = 'rollout_percent') -> int:
@@ -186,11 +291,6 @@ def canonical_info(value: Any) -> Any:
   return value
 
 
-def _expires(role: str) -> datetime.datetime:
-  now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-  return now + EXPIRY[role]
-
-
 def _releases_in(targets: Metadata, name: Optional[str]) -> List[Release]:
   out = []
   for path, target in targets.signed.targets.items():
@@ -231,25 +331,60 @@ class OTARepository:
   """A model repository at a local path or an fsspec URI (gs://, s3://, memory://, file://)."""
 
   def __init__(self, repo_dir: str, keys_dir: Optional[str] = None,
-               delta_policy: DeltaPolicy = DeltaPolicy()):
+               delta_policy: DeltaPolicy = DeltaPolicy(),
+               expiry: Optional[Mapping[str, Any]] = None,
+               clock: Optional[Callable[[], datetime.datetime]] = None):
     """Opens (without reading) the repository.
 
     Args:
       repo_dir: a local path or an fsspec URI.
       keys_dir: the local directory of <role>.pem signing keys; only operations that sign
-        need it.
+        need it, and each reads only the keys of the roles it signs.
       delta_policy: which bsdiff4 patches publish() adds.
+      expiry: {role: period} for the roles whose period differs from EXPIRY: how long the
+        metadata this object signs stays valid (a timedelta or a duration such as "7d").
+      clock: returns the current time as an aware datetime (tests pass one to sign as if at
+        another time); default the system clock.
 
     Raises:
-      ConfigError: repo_dir is a URI whose backend has no atomic exclusive create.
+      ConfigError: repo_dir is a URI whose backend has no atomic exclusive create; a bad
+        expiry or clock.
     """
     self.repo_dir = repo_dir
     self.delta_policy = delta_policy
+    self.expiry = validate_expiry(expiry)
+    if clock is not None and not callable(clock):
+      raise ConfigError(f'clock={clock!r} is not accepted; give a function that returns the '
+                        'current time as a timezone-aware datetime.')
+    self._clock = clock or _utc_now
     self.storage = storage_lib.open_storage(repo_dir)
     self.metadata_dir = self.storage.join('metadata')
     self.targets_dir = self.storage.join('targets')
     self._keys_dir = keys_dir
     self._serializer = JSONSerializer(compact=False)
+
+  # --- time ---------------------------------------------------------------------------------
+
+  def _time(self) -> datetime.datetime:
+    now = self._clock()
+    if not isinstance(now, datetime.datetime) or now.tzinfo is None:
+      raise ConfigError(f'clock() returned {now!r}; it must return a timezone-aware datetime.')
+    return now.astimezone(datetime.timezone.utc).replace(microsecond=0)
+
+  def _expires(self, role: str, now: Optional[datetime.datetime] = None) -> datetime.datetime:
+    return (now or self._time()) + self.expiry[role]
+
+  def refresh_window(self, role: str,
+                     if_expiring_within: Any = None) -> datetime.timedelta:
+    """How close to its expiry a role is re-signed by refresh() (and flagged by expiry_status).
+
+    `if_expiring_within` (a timedelta or a duration such as "3d") when given; otherwise half the
+    role's period, and for root at most MAX_ROOT_WINDOW.
+    """
+    if if_expiring_within is not None:
+      return parse_duration(if_expiring_within, 'if_expiring_within')
+    half = self.expiry[role] / 2
+    return min(half, MAX_ROOT_WINDOW) if role == Root.type else half
 
   # --- reading -----------------------------------------------------------------------------
 
@@ -298,11 +433,11 @@ class OTARepository:
       raise OTARepositoryError(f'OTA repository {self.repo_dir} already exists.')
     with self._locked():
       signers = signing_keys.create_or_load(self._keys())
-      root = Metadata(Root(expires=_expires(Root.type), consistent_snapshot=True))
+      root = Metadata(Root(expires=self._expires(Root.type), consistent_snapshot=True))
       for role, signer in signers.items():
         root.signed.add_key(signer.public_key, role)
-      for md in (root, Metadata(Targets(expires=_expires(Targets.type))),
-                 Metadata(Snapshot(expires=_expires(Snapshot.type)))):
+      for md in (root, Metadata(Targets(expires=self._expires(Targets.type))),
+                 Metadata(Snapshot(expires=self._expires(Snapshot.type)))):
         md.sign(signers[md.signed.type])
         try:
           self._write(md)
@@ -312,7 +447,7 @@ class OTARepository:
           if any(existing[r].keyids != root.signed.roles[r].keyids for r in signing_keys.ROLES):
             raise OTARepositoryError(f'OTA repository {self.repo_dir} already has a root with '
                                   'other keys.') from None
-      timestamp = Metadata(Timestamp(expires=_expires(Timestamp.type)))
+      timestamp = Metadata(Timestamp(expires=self._expires(Timestamp.type)))
       timestamp.sign(signers[Timestamp.type])
       try:
         self.storage.create(_TIMESTAMP, timestamp.to_bytes(self._serializer))
@@ -716,24 +851,30 @@ class OTARepository:
       PublishConflictError: other writers took the next version MAX_ATTEMPTS times.
     """
     with self._locked():
-      signers = signing_keys.load(self._keys())
-      for attempt in range(MAX_ATTEMPTS):
-        if attempt:
-          _backoff(attempt)
-        targets = self._newest(Targets.type)
-        result, changed = change(targets)
-        if changed:
-          targets.signed.version += 1
-          targets.signed.expires = _expires(Targets.type)
-          self._sign(targets, signers, self._newest(Root.type))
-          try:
-            self._write(targets)
-          except FileExistsError:
-            logging.info('OTA repository %s: another writer took targets version %d; '
-                         'retrying.', self.repo_dir, targets.signed.version)
-            continue
-        self._commit(signers)
-        return result
+      signers = self._load_keys(_TARGETS_CHANGE_ROLES)
+      return self._write_targets(change, operation, signers)[0]
+
+  def _write_targets(self, change: Callable[[Metadata], Tuple[Any, bool]], operation: str,
+                     signers, windows: Optional[Mapping[str, datetime.timedelta]] = None
+                     ) -> Tuple[Any, List[str]]:
+    """_update_targets' loop, under the caller's lock: (change's result, the roles written)."""
+    for attempt in range(MAX_ATTEMPTS):
+      if attempt:
+        _backoff(attempt)
+      targets = self._newest(Targets.type)
+      result, changed = change(targets)
+      if changed:
+        targets.signed.version += 1
+        targets.signed.expires = self._expires(Targets.type)
+        self._sign(targets, signers, self._newest(Root.type))
+        try:
+          self._write(targets)
+        except FileExistsError:
+          logging.info('OTA repository %s: another writer took targets version %d; '
+                       'retrying.', self.repo_dir, targets.signed.version)
+          continue
+      written = [Targets.type] if changed else []
+      return result, written + self._commit(signers, windows, operation=operation)
     if operation == 'push':
       again = 'nothing of this push was published. Push again.'
     else:
@@ -741,6 +882,176 @@ class OTARepository:
     raise PublishConflictError(
         f'OTA repository {self.repo_dir}: other publishers took the next targets version '
         f'{MAX_ATTEMPTS} times in a row; {again}')
+
+  # --- expiry ---------------------------------------------------------------------------------
+
+  def _windows(self, if_expiring_within: Any) -> Dict[str, datetime.timedelta]:
+    return {role: self.refresh_window(role, if_expiring_within) for role in ROLES}
+
+  @staticmethod
+  def _due(md: Metadata, windows: Mapping[str, datetime.timedelta], root: Metadata,
+           now: datetime.datetime) -> bool:
+    """Whether md must be re-signed: it expires within its window, or root no longer trusts
+    the key that signed it (a rotation)."""
+    return (md.signed.expires - now <= windows[md.signed.type] or
+            not _signed_by_trusted_key(md, root))
+
+  def expiry_status(self, if_expiring_within: Any = None) -> List[Dict[str, Any]]:
+    """Each role's published version and expiry, and a warning when it is within its window.
+
+    Args:
+      if_expiring_within: the refresh window of every role (a timedelta or a duration such as
+        "3d"); default refresh_window(role) for each.
+
+    Returns:
+      One dict per role (root, targets, snapshot, timestamp), as timestamp.json publishes them
+      (root: the newest): `role`, `version`, `expires` (ISO 8601, UTC), `expires_in_s`
+      (negative once expired), `refresh_window_s`, and `warning`: None, or what is wrong and
+      the command that fixes it.
+
+    Raises:
+      ConfigError: a bad if_expiring_within.
+    """
+    windows = self._windows(if_expiring_within)
+    timestamp, snapshot, targets = self._published()
+    now = self._time()
+    out = []
+    for md in (self._newest(Root.type), targets, snapshot, timestamp):
+      role = md.signed.type
+      left = md.signed.expires - now
+      warning = None
+      if left <= windows[role]:
+        fix = {Root.type: 'renew it with the offline root key: `tfx-edge ota renew-root` '
+                          '(docs/ota.md, "Renewing root")',
+               Targets.type: 'run `tfx-edge ota refresh` with the targets key'}.get(
+                   role, 'run `tfx-edge ota refresh` (the online keys suffice)')
+        warning = (f'{role} version {md.signed.version} {_when(md, now)}, within its refresh '
+                   f'window of {_human(windows[role])}: {fix}.')
+      out.append({'role': role, 'version': md.signed.version, 'expires': _iso(md.signed.expires),
+                  'expires_in_s': int(left.total_seconds()),
+                  'refresh_window_s': int(windows[role].total_seconds()), 'warning': warning})
+    return out
+
+  def refresh(self, if_expiring_within: Any = None, online_only: bool = False) -> Dict[str, Any]:
+    """Re-signs targets, snapshot and timestamp where they expire within their refresh window.
+
+    Adds and changes no release. Re-signing targets writes N+1.targets.json through the same
+    compare-and-swap loop as a publish, and so re-signs snapshot and timestamp; re-signing
+    snapshot re-signs timestamp. Snapshot versions are created only if absent and timestamp.json
+    is written by the same commit as a publish's, which looks again after its own write: a
+    refresh racing a publish never loses the publish. Like every write, a refresh finishes the
+    commit of a change another writer wrote but did not publish. Running it again right after
+    re-signs nothing.
+
+    Only the keys of the roles to re-sign are read: snapshot.pem and timestamp.pem suffice while
+    targets is outside its window. Every key is checked against the newest root before
+    anything is written.
+
+    Args:
+      if_expiring_within: the window of every role (a timedelta or a duration such as "3d");
+        default refresh_window(role) for each (half its period).
+      online_only: re-sign only snapshot and timestamp (the keys a scheduled job holds); a
+        targets file within its window is reported in `warnings` instead.
+
+    Returns:
+      {'resigned': the roles written, in signing order, 'roles': expiry_status() after,
+       'warnings': the warnings of expiry_status() after (what still needs a hand: root, or
+       targets with online_only)}.
+
+    Raises:
+      ConfigError: a bad if_expiring_within or online_only, or no keys_dir (nothing read).
+      SigningKeyError: a key needed is missing (for targets, the message names its expiry), or
+        is not one the newest root trusts; nothing was written.
+      OTARepositoryError: the repository is not initialized.
+    """
+    windows = self._windows(if_expiring_within)
+    if not isinstance(online_only, bool):
+      raise ConfigError(f'online_only={online_only!r} is not accepted; it must be True or False.')
+    keys_dir = self._keys()
+    resigned: List[str] = []
+    with self._locked():
+      now = self._time()
+      timestamp, snapshot, targets = self._published()
+      root = self._newest(Root.type)
+      due = {md.signed.type for md in (targets, snapshot, timestamp)
+             if self._due(md, windows, root, now)}
+      if online_only:
+        due.discard(Targets.type)
+      needed = [role for i, role in enumerate(REFRESHED_ROLES)
+                if due & set(REFRESHED_ROLES[:i + 1])]
+      targets_key = signing_keys._path(keys_dir, Targets.type)  # pylint: disable=protected-access
+      if Targets.type in needed and not os.path.exists(targets_key):
+        raise SigningKeyError(
+            f'targets version {targets.signed.version} {_when(targets, now)}, within its '
+            f'refresh window of {_human(windows[Targets.type])}, and must be re-signed with the '
+            f'targets key, which is not in {keys_dir}. It is an offline key: run the refresh '
+            'where it is available, or pass --online-only (online_only=True) to re-sign only '
+            'snapshot and timestamp. Nothing was written.')
+      signers = self._load_keys(needed)
+      for role, signer in signers.items():
+        if signer.public_key.keyid not in root.signed.roles[role].keyids:
+          raise SigningKeyError(
+              f'the {role} key in {keys_dir} is not one that root version '
+              f'{root.signed.version} trusts for {role}: it belongs to another repository, or a '
+              f'key rotation replaced it (rotate-keys keeps those as {role}.pem.old-N). Give '
+              f'the current {role}.pem (after a rotation, update the Secret a scheduled refresh '
+              'mounts). Nothing was written.')
+
+      def resign_targets(newest: Metadata) -> Tuple[None, bool]:
+        # The newest file, not the published one: a newer one is a change being committed
+        # (or left by a writer that died), which the new version must keep.
+        return None, self._due(newest, windows, self._newest(Root.type), self._time())
+
+      if Targets.type in needed:
+        resigned = self._write_targets(resign_targets, 'refresh', signers, windows)[1]
+      elif needed:
+        resigned = self._commit(signers, windows, advance=False, operation='refresh')
+    status = self.expiry_status(if_expiring_within)
+    return {'resigned': resigned, 'roles': status,
+            'warnings': [s['warning'] for s in status if s['warning']]}
+
+  def renew_root(self, expiry: Any = None) -> int:
+    """Writes root version N+1: the same keys and roles, a new expiry, signed with the root key.
+
+    Devices that trusted any older root walk the chain to it on their next fetch, even when the
+    root they hold has expired (TUF checks the expiry of the newest root only).
+
+    Args:
+      expiry: how long the new root stays valid (a timedelta or a duration such as "365d");
+        default this repository's root period.
+
+    Returns:
+      The new root version.
+
+    Raises:
+      ConfigError: a bad expiry, or no keys_dir.
+      SigningKeyError: root.pem is missing or not a key the newest root trusts; nothing was
+        written.
+      PublishConflictError: other writers took the next root version MAX_ATTEMPTS times.
+    """
+    period = self.expiry[Root.type] if expiry is None else parse_duration(expiry, 'root expiry')
+    keys_dir = self._keys()
+    with self._locked():
+      signer = _load_key(keys_dir, Root.type)
+      for attempt in range(MAX_ATTEMPTS):
+        if attempt:
+          _backoff(attempt)
+        root = self._newest(Root.type)
+        if signer.public_key.keyid not in root.signed.roles[Root.type].keyids:
+          raise SigningKeyError(f'the root key in {keys_dir} is not one that root version '
+                                f'{root.signed.version} trusts; nothing was written.')
+        root.signed.version += 1
+        root.signed.expires = self._time() + period
+        root.signatures.clear()
+        root.sign(signer)
+        try:
+          self._write(root)  # Only if absent: a concurrent rotation is not overwritten.
+        except FileExistsError:
+          continue
+        return root.signed.version
+    raise PublishConflictError(f'OTA repository {self.repo_dir}: other writers took the next root '
+                               f'version {MAX_ATTEMPTS} times in a row; nothing was written. Run '
+                               'it again.')
 
   def rotate_keys(self, role: str) -> int:
     """Replaces the signing key of an online role (snapshot or timestamp).
@@ -766,7 +1077,7 @@ class OTARepository:
           root.signed.revoke_key(keyid, role)
         root.signed.add_key(new_key.public_key, role)
         root.signed.version += 1
-        root.signed.expires = _expires(Root.type)
+        root.signed.expires = self._expires(Root.type)
         root.signatures.clear()
         # One root key signs for both the old root's threshold and the new one's.
         root.sign(signers[Root.type])
@@ -775,60 +1086,86 @@ class OTARepository:
       self._commit(signing_keys.load(self._keys()))  # Re-signs what the old key signed.
       return root.signed.version
 
-  def _commit(self, signers) -> None:
+  def _commit(self, signers, windows: Optional[Mapping[str, datetime.timedelta]] = None,
+              advance: bool = True, operation: str = 'push') -> List[str]:
     """Makes snapshot and timestamp.json publish the newest targets, signed with trusted keys.
 
     Runs until a check after its own timestamp write finds no newer snapshot, so that when two
     publishers commit at once the later state wins even if their writes land out of order.
+
+    Args:
+      signers: {role: signer} with at least snapshot and timestamp.
+      windows: a refresh's windows: snapshot and timestamp are re-signed too when they expire
+        within theirs.
+      advance: False for a refresh that re-signs no targets: the snapshot keeps naming the
+        targets version it names (publishing nothing new); True moves it to the newest.
+      operation: what runs, for the error.
+
+    Returns:
+      The roles written (snapshot, timestamp), in that order.
     """
+    written = []
     for attempt in range(MAX_ATTEMPTS):
       if attempt:
         _backoff(attempt)
       root = self._newest(Root.type)
-      targets_version = self._newest(Targets.type).signed.version
+      now = self._time()
       snapshot = self._newest(Snapshot.type)
-      if (snapshot.signed.meta['targets.json'].version < targets_version or
-          not _signed_by_trusted_key(snapshot, root)):
-        snapshot.signed.meta['targets.json'] = MetaFile(version=max(
-            targets_version, snapshot.signed.meta['targets.json'].version))
+      named = snapshot.signed.meta['targets.json'].version
+      targets_version = max(named, self._newest(Targets.type).signed.version) if advance else (
+          named)
+      if (named < targets_version or not _signed_by_trusted_key(snapshot, root) or
+          (windows and self._due(snapshot, windows, root, now))):
+        snapshot.signed.meta['targets.json'] = MetaFile(version=targets_version)
         snapshot.signed.version += 1
-        snapshot.signed.expires = _expires(Snapshot.type)
+        snapshot.signed.expires = self._expires(Snapshot.type, now)
         self._sign(snapshot, signers, root)
         try:
           self._write(snapshot)
         except FileExistsError:
           continue  # Another publisher made this snapshot version: look again.
+        written.append(Snapshot.type)
       timestamp = self._load(Timestamp.type)
       if (timestamp.signed.snapshot_meta.version < snapshot.signed.version or
-          not _signed_by_trusted_key(timestamp, root)):
+          not _signed_by_trusted_key(timestamp, root) or
+          (windows and self._due(timestamp, windows, root, now))):
         timestamp.signed.snapshot_meta = MetaFile(version=max(
             snapshot.signed.version, timestamp.signed.snapshot_meta.version))
         timestamp.signed.version += 1
-        timestamp.signed.expires = _expires(Timestamp.type)
+        timestamp.signed.expires = self._expires(Timestamp.type, now)
         self._sign(timestamp, signers, root)
         self._write(timestamp)
+        written.append(Timestamp.type)
       # A newer snapshot means another publisher committed meanwhile, and its timestamp
       # write may have landed before ours: look again. A newer targets file without a
       # snapshot is still being committed by its own publisher.
       if self._newest(Snapshot.type).signed.version == snapshot.signed.version:
-        return
+        return sorted(set(written), key=REFRESHED_ROLES.index)
+    again = ('push again (idempotent) to finish' if operation == 'push' else
+             f'run the {operation} again to finish')
     raise PublishConflictError(
-        f'OTA repository {self.repo_dir}: others kept committing while this push brought '
+        f'OTA repository {self.repo_dir}: others kept committing while this {operation} brought '
         f'timestamp.json up to date ({MAX_ATTEMPTS} attempts). Its metadata is written; '
-        'timestamp.json may not publish it yet: push again (idempotent) to finish.')
+        f'timestamp.json may not publish it yet: {again}.')
 
   def _sign(self, md: Metadata, signers, root: Metadata) -> None:
     """Signs md with its role's key, checking that root trusts that key."""
     role = md.signed.type
-    if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
-      # The key may have been rotated since this publisher loaded it.
-      signers.update(signing_keys.load(self._keys()))
+    if role not in signers or (
+        signers[role].public_key.keyid not in root.signed.roles[role].keyids):
+      # The key may have been rotated since this publisher loaded it (or, for a refresh, the
+      # role came due while it ran).
+      signers[role] = _load_key(self._keys(), role)
       if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
         raise SigningKeyError(f'the {role} key in {self._keys_dir} is not the one root version '
                          f'{root.signed.version} trusts; if a key rotation was interrupted, run '
                          f'`tfx-edge ota rotate-keys --role {role}` again.')
     md.signatures.clear()
     md.sign(signers[role])
+
+  def _load_keys(self, roles) -> Dict[str, Any]:
+    keys_dir = self._keys()
+    return {role: _load_key(keys_dir, role) for role in roles}
 
   def _write_target(self, path: str, data: bytes) -> None:
     directory, base = posixpath.split(path)

@@ -12,6 +12,7 @@ import tempfile
 from typing import Any, Dict, List
 
 from absl import logging
+import tensorflow as tf
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as evaluator_executor
@@ -22,6 +23,7 @@ from tfx.utils import io_utils
 from components import spec_keys
 from components.common import evaluation
 from components.common import model_io
+from components.common import tasks
 from components.common import tflite
 from components.regression_gate import regression
 from components.regression_gate import released as released_lib
@@ -43,9 +45,13 @@ def _bless(blessing: types.Artifact, model: types.Artifact, blessed: bool, statu
       evaluator_constants.BLESSED_VALUE if blessed else evaluator_constants.NOT_BLESSED_VALUE)
   blessing.set_string_custom_property(spec_keys.PROP_REGRESSION_STATUS, status)
   blessing.set_string_custom_property(spec_keys.PROP_REASON, reason)
-  io_utils.write_string_file(os.path.join(blessing.uri, (
-      evaluator_constants.BLESSED_FILE_NAME if blessed else
-      evaluator_constants.NOT_BLESSED_FILE_NAME)), '')
+  files = (evaluator_constants.BLESSED_FILE_NAME, evaluator_constants.NOT_BLESSED_FILE_NAME)
+  keep, drop = files if blessed else files[::-1]
+  # The Evaluator underneath may have written the other verdict (a slice drop TFMA failed that
+  # is within sampling noise): one verdict file only.
+  if tf.io.gfile.exists(os.path.join(blessing.uri, drop)):
+    tf.io.gfile.remove(os.path.join(blessing.uri, drop))
+  io_utils.write_string_file(os.path.join(blessing.uri, keep), '')
   (logging.info if blessed else logging.warning)('RegressionGate: %s: %s', status, reason)
 
 
@@ -115,15 +121,19 @@ class Executor(evaluator_executor.Executor):
              [exec_properties[spec_keys.EVAL_SPLIT_KEY]])})
     evaluation_uri = artifact_utils.get_single_uri(output_dict[spec_keys.EVALUATION_KEY])
     metric = evaluation.gate_metric(evaluation_uri)
-    failed = regression.failures(evaluation_uri, metric,
-                                 exec_properties[spec_keys.MAX_REGRESSION_KEY],
-                                 exec_properties[spec_keys.MAX_SLICE_REGRESSION_KEY])
+    failed, noise = regression.failures(
+        evaluation_uri, metric, exec_properties[spec_keys.MAX_REGRESSION_KEY],
+        exec_properties[spec_keys.MAX_SLICE_REGRESSION_KEY],
+        higher_is_better=metric not in tasks.LOWER_IS_BETTER)
     values = evaluation.metric_values(evaluation_uri, metric)
     summary = (f'{metric} {values.get(evaluation.CANDIDATE, float("nan")):.4f} against '
                f'{values.get(evaluation.BASELINE, float("nan")):.4f} of {name} version '
                f'{released.version} on {channel!r}')
+    within_noise = (f'; within sampling noise on {len(noise)} slice(s): {"; ".join(noise)}'
+                    if noise else '')
     if failed:
       _bless(blessing, model, False, REGRESSED,
-             f'worse than the released model: {"; ".join(failed)}')
+             f'worse than the released model: {"; ".join(failed)}{within_noise}')
     else:
-      _bless(blessing, model, True, PASSED, f'no regression: {summary}, and on every slice.')
+      _bless(blessing, model, True, PASSED,
+             f'no regression: {summary}, and on every slice{within_noise}.')

@@ -8,7 +8,7 @@ Plain logic: TFMA protos and results, no TFX.
 """
 import json
 import math
-from typing import List, Mapping, Optional, Sequence
+from typing import List, Tuple, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
@@ -137,28 +137,71 @@ def signature_mismatch(candidate: Mapping[str, list], released: Mapping[str, lis
           'Publish it under a new model name, or keep the inputs and outputs.')
 
 
-def failures(evaluation_uri: str, metric: str, max_regression: float,
-             max_slice_regression: float) -> List[str]:
-  """One line per slice where the candidate regressed beyond its threshold (empty: none).
+# One-sided 95%: a slice fails only when its drop beyond the threshold is this many standard
+# errors of the difference of two accuracies on its examples (see slice_drop_is_noise).
+SLICE_Z = 1.645
 
-  Each line names the metric, the slice, both models' values and the allowed change.
+
+def slice_drop_is_noise(released: float, candidate: float, examples: int, allowed: float,
+                        z: float = SLICE_Z) -> bool:
+  """Whether an accuracy drop on a slice beyond `allowed` is within sampling noise.
+
+  A slice of 36 examples moves 2.8 points per example, so a 2-point slice threshold taken
+  literally refuses every retrained model that gets one more example of one class wrong. The
+  drop counts only when it exceeds `allowed` by more than z standard errors of the difference
+  of the two accuracies (binomial, each on the slice's examples; the models are evaluated on the
+  same examples, so this errs on the side of calling a drop noise on small slices and is strict
+  on large ones).
+
+  Args:
+    released: the released model's accuracy on the slice.
+    candidate: the candidate's.
+    examples: examples in the slice.
+    allowed: the slice threshold (a fraction).
+    z: standard errors; 0 takes the threshold literally.
+  """
+  if examples <= 0:
+    return True
+  variance = (released * (1 - released) + candidate * (1 - candidate)) / examples
+  return (released - candidate) - allowed <= z * math.sqrt(variance)
+
+
+def failures(evaluation_uri: str, metric: str, max_regression: float,
+             max_slice_regression: float, higher_is_better: bool = True) -> Tuple[List[str],
+                                                                                  List[str]]:
+  """Where the candidate regressed beyond its thresholds, and which slice drops were noise.
+
+  The overall slice is held to `max_regression` as TFMA validated it. A slice below its
+  threshold fails only when the drop is beyond sampling noise (slice_drop_is_noise); for error
+  metrics (lower is better) the threshold is taken as TFMA applied it.
+
+  Returns:
+    (failures, noise): one line per failed slice, naming the metric, the slice, both models'
+    values and the allowed regression; one line per slice whose drop was within noise.
   """
   values = evaluation.slice_metric_values(evaluation_uri, metric)
-  failed = []
+  counts = evaluation.slice_metric_values(evaluation_uri, 'example_count')
+  failed, noise = [], []
   result = tfma.load_validation_result(evaluation_uri)
   for per_slice in result.metric_validations_per_slice:
     if not any(f.metric_key.name == metric for f in per_slice.failures):
       continue
     slice_text = evaluation.slice_text(per_slice.slice_key)
     models = values.get(slice_text, {})
-    allowed = max_slice_regression if per_slice.slice_key.single_slice_keys else max_regression
-    failed.append(f'{metric} on slice {slice_text}: candidate '
-                  f'{_fmt(models.get(evaluation.CANDIDATE))} vs released '
-                  f'{_fmt(models.get(evaluation.BASELINE))} (allowed regression '
-                  f'{allowed:g})')
-  if not result.validation_ok and not failed:
+    candidate, released = models.get(evaluation.CANDIDATE), models.get(evaluation.BASELINE)
+    is_slice = bool(per_slice.slice_key.single_slice_keys)
+    allowed = max_slice_regression if is_slice else max_regression
+    examples = int(counts.get(slice_text, {}).get(evaluation.CANDIDATE, 0))
+    line = (f'{metric} on slice {slice_text}: candidate {_fmt(candidate)} vs released '
+            f'{_fmt(released)} (allowed regression {allowed:g}, {examples} examples)')
+    if (is_slice and higher_is_better and candidate is not None and released is not None and
+        slice_drop_is_noise(released, candidate, examples, allowed)):
+      noise.append(line)
+    else:
+      failed.append(line)
+  if not result.validation_ok and not failed and not noise:
     failed = evaluation.validation_failures(evaluation_uri) or ['validation failed']
-  return failed
+  return failed, noise
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -205,3 +205,14 @@ def test_class_slices_follow_the_task_and_slicing_features_are_added():
   assert [list(s.feature_keys) for s in config.slicing_specs] == [[]]
   with pytest.raises(ConfigError, match='class_slices=True needs a class label'):
     regression.regression_config('y', tasks.REGRESSION, class_slices=True)
+
+
+@pytest.mark.parametrize('released,candidate,examples,z,noise', [
+    (1.0, 31 / 32, 32, regression.SLICE_Z, True),  # One example of 32: 3.1 points, noise.
+    (1.0, 31 / 32, 32, 0.0, False),  # Taken literally, 3.1 > 2 points.
+    (35 / 36, 4 / 36, 36, regression.SLICE_Z, False),  # A class the model no longer knows.
+    (0.95, 0.90, 10_000, regression.SLICE_Z, False),  # 5 points on a large slice.
+    (0.95, 0.94, 10_000, regression.SLICE_Z, True),  # Within the 2-point threshold anyway.
+])
+def test_a_slice_drop_counts_only_beyond_sampling_noise(released, candidate, examples, z, noise):
+  assert regression.slice_drop_is_noise(released, candidate, examples, 0.02, z) is noise
