@@ -175,6 +175,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   report = summary.selection_report(paths['metadata_path'], args.pipeline_name)
   if report:
     print(f'\nVariant selection report (Pareto front, why each variant won or lost): {report}')
+  regression_page = summary.regression_report(paths['metadata_path'], args.pipeline_name)
+  if regression_page:
+    print(f'Regression gate report (the candidate beside the released model, per slice): '
+          f'{regression_page}')
   print(f'\nArtifacts: {paths["pipeline_root"]}\nML Metadata: {paths["metadata_path"]}\n'
         f'OTA repository: {paths["ota_repository"]} (keys: {paths["ota_keys_dir"]})\n'
         'Serve it and fetch the model as a device would:\n'

@@ -198,6 +198,14 @@ def _released_row(store: metadata_store.MetadataStore, pipeline_name: str) -> Op
   return _row(f'released v{version}', model, accuracy, 'released', '-')
 
 
+def regression_report(metadata_path: str, pipeline_name: str) -> Optional[str]:
+  """Where the latest run's RegressionGate report (index.html) is, if it ran."""
+  gate = latest_artifacts(_store(metadata_path), pipeline_name, pipeline_lib.REGRESSION_GATE)
+  if spec_keys.EVALUATION_KEY not in gate:
+    return None
+  return f'{gate[spec_keys.EVALUATION_KEY].uri}/{spec_keys.REPORT_HTML_FILE_NAME}'
+
+
 def regression_outcome(metadata_path: str, pipeline_name: str) -> str:
   """The RegressionGate's verdict in the latest run, with its reason ('' when it did not run)."""
   blessing = latest_artifacts(_store(metadata_path), pipeline_name,

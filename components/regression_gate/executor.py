@@ -5,14 +5,16 @@ validation result and the blessing are written exactly as the float32 gate's are
 executor adds is the baseline (the released model, verified as a device verifies it) and the
 verdict's reason, recorded on the blessing for the pushers and the run summary.
 """
+import dataclasses
 import gzip
 import json
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.components.evaluator import executor as evaluator_executor
@@ -27,6 +29,7 @@ from components.common import tasks
 from components.common import tflite
 from components.regression_gate import regression
 from components.regression_gate import released as released_lib
+from components.regression_gate import report
 
 # What the blessing's PROP_REGRESSION_STATUS says.
 FIRST_RELEASE = 'first_release'  # Nothing released on the channel yet: the gate is skipped.
@@ -61,6 +64,17 @@ class Executor(evaluator_executor.Executor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     model = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
+    blessing = artifact_utils.get_single_instance(output_dict[spec_keys.BLESSING_KEY])
+    evaluation_uri = artifact_utils.get_single_uri(output_dict[spec_keys.EVALUATION_KEY])
+    verdict = self._judge(model, input_dict, output_dict, exec_properties)
+    _bless(blessing, model, verdict.blessed, verdict.status, verdict.reason)
+    report.write(evaluation_uri, verdict.title, verdict.blessed, verdict.reason, verdict.metric,
+                 verdict.results)
+
+  def _judge(self, model: types.Artifact, input_dict: Dict[str, List[types.Artifact]],
+             output_dict: Dict[str, List[types.Artifact]],
+             exec_properties: Dict[str, Any]) -> '_Verdict':
+    """Fetches the released model, compares the candidate with it, and says what it found."""
     float_blessing = artifact_utils.get_single_instance(
         input_dict[spec_keys.MODEL_BLESSING_KEY])
     released_model = artifact_utils.get_single_instance(output_dict[spec_keys.RELEASED_MODEL_KEY])
@@ -68,12 +82,12 @@ class Executor(evaluator_executor.Executor):
     name = exec_properties[spec_keys.MODEL_NAME_KEY]
     channel = exec_properties[spec_keys.OTA_CHANNEL_KEY]
     location = exec_properties[spec_keys.OTA_REPOSITORY_KEY]
+    title = f'{name} on channel {channel!r}'
 
     refusal = evaluation.blessing_refusal(model, float_blessing)
     if refusal:
-      _bless(blessing, model, False, NOT_EVALUATED,
-             f'not compared with the released model: {refusal}')
-      return
+      return _Verdict(False, NOT_EVALUATED,
+                      f'not compared with the released model: {refusal}', title)
 
     trusted_root = (exec_properties.get(spec_keys.OTA_TRUSTED_ROOT_KEY) or
                     f'{location.rstrip("/")}/metadata/1.root.json')
@@ -84,11 +98,11 @@ class Executor(evaluator_executor.Executor):
         released = released_lib.fetch_released(location, trusted_root, name, channel, workdir)
     if released is None:
       released_model.set_string_custom_property(spec_keys.PROP_RELEASED_VERSION, 'none')
-      _bless(blessing, model, True, FIRST_RELEASE,
-             f'nothing of {name!r} is released on channel {channel!r} in {location}: this is '
-             'the first release, so there is no model to compare with; the gate is skipped.')
-      return
+      return _Verdict(True, FIRST_RELEASE, (
+          f'nothing of {name!r} is released on channel {channel!r} in {location}: this is the '
+          'first release, so there is no model to compare with; the gate is skipped.'), title)
 
+    title = f'{name} against version {released.version} on channel {channel!r}'
     model_io.write_tflite(released.model, released_model.uri)
     released_model.set_string_custom_property(spec_keys.PROP_RELEASED_VERSION,
                                               str(released.version))
@@ -104,9 +118,8 @@ class Executor(evaluator_executor.Executor):
     mismatch = regression.signature_mismatch(tflite.io_specs(candidate_bytes),
                                              tflite.io_specs(released.model))
     if mismatch:
-      _bless(blessing, model, False, SIGNATURE_MISMATCH,
-             f'{name} version {released.version} on {channel!r}: {mismatch}')
-      return
+      return _Verdict(False, SIGNATURE_MISMATCH,
+                      f'{name} version {released.version} on {channel!r}: {mismatch}', title)
 
     super().Do(
         {standard_component_specs.EXAMPLES_KEY: input_dict[spec_keys.EXAMPLES_KEY],
@@ -121,19 +134,35 @@ class Executor(evaluator_executor.Executor):
              [exec_properties[spec_keys.EVAL_SPLIT_KEY]])})
     evaluation_uri = artifact_utils.get_single_uri(output_dict[spec_keys.EVALUATION_KEY])
     metric = evaluation.gate_metric(evaluation_uri)
-    failed, noise = regression.failures(
+    results = regression.compare(
         evaluation_uri, metric, exec_properties[spec_keys.MAX_REGRESSION_KEY],
         exec_properties[spec_keys.MAX_SLICE_REGRESSION_KEY],
         higher_is_better=metric not in tasks.LOWER_IS_BETTER)
-    values = evaluation.metric_values(evaluation_uri, metric)
-    summary = (f'{metric} {values.get(evaluation.CANDIDATE, float("nan")):.4f} against '
-               f'{values.get(evaluation.BASELINE, float("nan")):.4f} of {name} version '
-               f'{released.version} on {channel!r}')
+    failed = [r.line(metric) for r in results if r.verdict == regression.REGRESSED]
+    noise = [r.line(metric) for r in results if r.verdict == regression.NOISE]
+    if not failed and not noise and not tfma.load_validation_result(evaluation_uri).validation_ok:
+      # A threshold on something compare() does not list (another metric of a user's config).
+      failed = evaluation.validation_failures(evaluation_uri) or ['validation failed']
     within_noise = (f'; within sampling noise on {len(noise)} slice(s): {"; ".join(noise)}'
                     if noise else '')
     if failed:
-      _bless(blessing, model, False, REGRESSED,
-             f'worse than the released model: {"; ".join(failed)}{within_noise}')
-    else:
-      _bless(blessing, model, True, PASSED,
-             f'no regression: {summary}, and on every slice{within_noise}.')
+      return _Verdict(False, REGRESSED,
+                      f'worse than the released model: {"; ".join(failed)}{within_noise}',
+                      title, metric, results)
+    values = evaluation.metric_values(evaluation_uri, metric)
+    return _Verdict(True, PASSED, (
+        f'no regression: {metric} {values.get(evaluation.CANDIDATE, float("nan")):.4f} against '
+        f'{values.get(evaluation.BASELINE, float("nan")):.4f} of {name} version '
+        f'{released.version} on {channel!r}, and on every slice{within_noise}.'), title, metric,
+                    results)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Verdict:
+  """What the gate found: the blessing's verdict and reason, and the report's content."""
+  blessed: bool
+  status: str
+  reason: str
+  title: str
+  metric: Optional[str] = None
+  results: Sequence[regression.SliceResult] = ()

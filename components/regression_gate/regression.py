@@ -6,9 +6,10 @@ int8 candidate against the int8 model devices run now, on the same eval examples
 per slice (by default one slice per label class), and blesses it only when no threshold fails.
 Plain logic: TFMA protos and results, no TFX.
 """
+import dataclasses
 import json
 import math
-from typing import List, Tuple, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
@@ -166,42 +167,56 @@ def slice_drop_is_noise(released: float, candidate: float, examples: int, allowe
   return (released - candidate) - allowed <= z * math.sqrt(variance)
 
 
-def failures(evaluation_uri: str, metric: str, max_regression: float,
-             max_slice_regression: float, higher_is_better: bool = True) -> Tuple[List[str],
-                                                                                  List[str]]:
-  """Where the candidate regressed beyond its thresholds, and which slice drops were noise.
+# What compare() says of each slice.
+OK = 'ok'
+REGRESSED = 'regressed'
+NOISE = 'within noise'  # Beyond the threshold, within sampling noise: not a failure.
 
-  The overall slice is held to `max_regression` as TFMA validated it. A slice below its
-  threshold fails only when the drop is beyond sampling noise (slice_drop_is_noise); for error
-  metrics (lower is better) the threshold is taken as TFMA applied it.
 
-  Returns:
-    (failures, noise): one line per failed slice, naming the metric, the slice, both models'
-    values and the allowed regression; one line per slice whose drop was within noise.
+@dataclasses.dataclass(frozen=True)
+class SliceResult:
+  """The candidate against the released model on one slice."""
+  slice: str  # evaluation.slice_text: 'overall' or 'feature=value'.
+  examples: int
+  candidate: Optional[float]
+  released: Optional[float]
+  allowed: float
+  verdict: str  # OK, REGRESSED or NOISE.
+
+  def line(self, metric: str) -> str:
+    return (f'{metric} on slice {self.slice}: candidate {_fmt(self.candidate)} vs released '
+            f'{_fmt(self.released)} (allowed regression {self.allowed:g}, {self.examples} '
+            'examples)')
+
+
+def compare(evaluation_uri: str, metric: str, max_regression: float, max_slice_regression: float,
+            higher_is_better: bool = True) -> List[SliceResult]:
+  """Every slice of the evaluation, overall first, with its verdict.
+
+  The overall slice is held to `max_regression` as TFMA validated it. A slice that TFMA failed
+  counts as REGRESSED only when its drop is beyond sampling noise (slice_drop_is_noise), else
+  NOISE; for error metrics (lower is better) TFMA's verdict stands.
   """
   values = evaluation.slice_metric_values(evaluation_uri, metric)
   counts = evaluation.slice_metric_values(evaluation_uri, 'example_count')
-  failed, noise = [], []
-  result = tfma.load_validation_result(evaluation_uri)
-  for per_slice in result.metric_validations_per_slice:
-    if not any(f.metric_key.name == metric for f in per_slice.failures):
-      continue
-    slice_text = evaluation.slice_text(per_slice.slice_key)
-    models = values.get(slice_text, {})
-    candidate, released = models.get(evaluation.CANDIDATE), models.get(evaluation.BASELINE)
-    is_slice = bool(per_slice.slice_key.single_slice_keys)
+  failed = {evaluation.slice_text(v.slice_key)
+            for v in tfma.load_validation_result(evaluation_uri).metric_validations_per_slice
+            if any(f.metric_key.name == metric for f in v.failures)}
+  results = []
+  for name in sorted(values, key=lambda n: (n != evaluation.OVERALL, n)):
+    candidate = values[name].get(evaluation.CANDIDATE)
+    released = values[name].get(evaluation.BASELINE)
+    is_slice = name != evaluation.OVERALL
     allowed = max_slice_regression if is_slice else max_regression
-    examples = int(counts.get(slice_text, {}).get(evaluation.CANDIDATE, 0))
-    line = (f'{metric} on slice {slice_text}: candidate {_fmt(candidate)} vs released '
-            f'{_fmt(released)} (allowed regression {allowed:g}, {examples} examples)')
-    if (is_slice and higher_is_better and candidate is not None and released is not None and
-        slice_drop_is_noise(released, candidate, examples, allowed)):
-      noise.append(line)
-    else:
-      failed.append(line)
-  if not result.validation_ok and not failed and not noise:
-    failed = evaluation.validation_failures(evaluation_uri) or ['validation failed']
-  return failed, noise
+    examples = int(counts.get(name, {}).get(evaluation.CANDIDATE, 0))
+    verdict = OK
+    if name in failed:
+      verdict = REGRESSED
+      if (is_slice and higher_is_better and candidate is not None and released is not None and
+          slice_drop_is_noise(released, candidate, examples, allowed)):
+        verdict = NOISE
+    results.append(SliceResult(name, examples, candidate, released, allowed, verdict))
+  return results
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -46,7 +46,7 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
 
   expected = {
       'ImportExampleGen', 'Trainer', 'ptq_float32', 'GateExamplesGen', 'Pruner', 'Clusterer',
-      'Clusterer_after_Pruner', 'QATTrainer', 'VariantSelector', 'OTAPusher',
+      'Clusterer_after_Pruner', 'QATTrainer', 'VariantSelector', 'RegressionGate', 'OTAPusher',
       *(f(v) for v in pipeline_lib.VARIANTS
         for f in (pipeline_lib.int8_node, pipeline_lib.evaluator_node,
                   pipeline_lib.benchmark_node))
@@ -62,7 +62,9 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
   assert _upstream(tasks, 'VariantSelector') == {
       f(v) for v in pipeline_lib.VARIANTS
       for f in (pipeline_lib.int8_node, pipeline_lib.benchmark_node)}
-  assert _upstream(tasks, 'OTAPusher') == {'VariantSelector'}
+  # The regression gate compares the choice with the released model on the gate's examples.
+  assert _upstream(tasks, 'RegressionGate') == {'VariantSelector', 'GateExamplesGen'}
+  assert _upstream(tasks, 'OTAPusher') == {'VariantSelector', 'RegressionGate'}
   for task_id, task in tasks.items():
     assert set(task.get('dependentTasks', [])) == _upstream(tasks, task_id)
     container = executors[full_spec['components'][task['componentRef']['name']]['executorLabel']][

@@ -68,3 +68,4 @@ def test_a_worse_model_is_blocked_by_the_released_one_and_a_better_one_is_publis
   assert outcome.startswith('regressed: '), outcome
   assert f'{METRIC} on slice label=3: candidate ' in outcome
   assert 'slice overall' not in outcome
+  assert 'Regression gate report (the candidate beside the released model, per slice): ' in output

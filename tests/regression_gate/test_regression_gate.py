@@ -21,6 +21,7 @@ from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from components.regression_gate import executor
 from components.regression_gate import regression
+from components.regression_gate import report
 from tests.conftest import write_examples
 from tests.helpers import blessing_artifact
 from tests.helpers import channel
@@ -135,6 +136,11 @@ def test_a_model_that_fails_one_class_is_blocked_by_the_slice_threshold(case, tm
           f'{killed[evaluation.CANDIDATE]:.4f} vs released {killed[evaluation.BASELINE]:.4f}'
           ) in reason
   assert 'slice overall' not in reason  # Overall it held (within 0.5).
+  # The report people look at: the slice table and the bars.
+  with open(os.path.join(output.uri, spec_keys.REPORT_HTML_FILE_NAME)) as f:
+    page = f.read()
+  assert f'<td class="l">label={KILLED_CLASS}</td>' in page and 'regressed' in page
+  assert os.path.getsize(os.path.join(output.uri, report.SLICES_PNG)) > 1000
   assert released.get_string_custom_property(spec_keys.PROP_RELEASED_VERSION) == '1'
   with open(os.path.join(released.uri, spec_keys.PLAIN_TFLITE_FILE_NAME), 'rb') as f:
     assert f.read() == case['models']['good']  # The released bytes, as devices have them.

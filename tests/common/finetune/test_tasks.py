@@ -115,8 +115,8 @@ def test_binary_labels_other_than_0_and_1_are_named_before_training_goes_on(brea
                   pruning=PruningConfig(target_sparsity=0.5, end=0.5), fine_tuning=FINE_TUNING)
 
   with pytest.raises(errors.DataError, match=f"Examples artifact {examples.uri}, split 'train': "
-                     r'label values 2 are outside \[0, 1\], which binary_crossentropy on the '
-                     'one-unit sigmoid output needs'):
+                     r'label values 2 are outside \[0, 1\], which binary_crossentropy on '
+                     r'sigmoid outputs \(or logits\) needs'):
     run_optimizer(pruner, breast_cancer['artifact'], examples, tmp_path / 'pruned')
 
 
