@@ -76,6 +76,7 @@ PROP_UNCLUSTERED_LAYERS = 'tfx_edge_unclustered_layers'  # JSON {layer: why it h
 PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'
 PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'
 PROP_FLOAT_LAYERS = 'tfx_edge_float_layers'  # JSON list of layers QAT left in float
+PROP_FOLDED_BATCHNORM = 'tfx_edge_folded_batchnorm'  # JSON list of [conv, batchnorm] QAT folded
 MODEL_RUN_KEY = 'model_run'  # TensorBoard logs of fine-tuning, as the Trainer's model_run.
 
 # OTAPusher.
@@ -143,3 +144,10 @@ OTA_REQUIRE_APPROVAL_KEY = 'require_approval'  # 1 or 0
 REGRESSION_BLESSING_KEY = 'regression_blessing'
 PROP_RELEASE_STATE = 'tfx_edge_release_state'  # 'live' or 'pending' (awaiting approval)
 PROP_ROLLOUT_PERCENT = 'tfx_edge_rollout_percent'
+# OTAPusher: how long the metadata a push signs stays valid: JSON {role: duration such as "7d"}.
+OTA_METADATA_EXPIRY_KEY = 'metadata_expiry'
+# A release decision made after the push (`tfx-edge ota approve/reject --mlmd-...`), on the
+# PushedModel artifact: who, when (ISO UTC), and the note.
+PROP_DECIDED_BY = 'tfx_edge_decided_by'
+PROP_DECIDED_AT = 'tfx_edge_decided_at'
+PROP_DECISION_NOTE = 'tfx_edge_decision_note'

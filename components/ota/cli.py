@@ -11,17 +11,23 @@
     tfx-edge ota halt        --repo REPO --keys DIR --name NAME --version V
     tfx-edge ota rollback    --repo REPO --keys DIR --name NAME --to-version V [--channel C]
     tfx-edge ota rotate-keys --repo REPO --keys DIR --role {snapshot,timestamp}
-    tfx-edge ota status      --repo REPO [--channels]
+    tfx-edge ota refresh     --repo REPO --keys DIR [--if-expiring-within DURATION]
+                             [--online-only]
+    tfx-edge ota renew-root  --repo REPO --keys DIR [--root-expiry DURATION]
+    tfx-edge ota status      --repo REPO [--channels] [--if-expiring-within DURATION]
     tfx-edge ota fetch       --url URL --trusted-root FILE --name NAME --dest DIR [--channel C]
                              [--device-id ID]
 
 REPO is a directory or an fsspec URI (gs://bucket/ota, s3://bucket/ota, file:///srv/ota);
-DIR, the signing keys, is always a local directory.
+DIR, the signing keys, is always a local directory. Every command given --repo also takes
+--root-expiry, --targets-expiry, --snapshot-expiry and --timestamp-expiry: how long what it signs
+stays valid (DURATION: 7d, 12h, 30m, 1d12h...), and the base of the refresh windows.
 
 The CLI prints only what was asked for, and imports no TensorFlow: models are inspected with
 LiteRT, and only `publish` loads it.
 """
 import argparse
+import datetime
 import importlib.metadata
 import json
 import os
@@ -35,7 +41,7 @@ from components.ota import client
 from components.ota import repository
 
 COMMANDS = ('init', 'publish', 'approve', 'reject', 'promote', 'halt', 'rollback',
-            'rotate-keys', 'status', 'fetch')
+            'rotate-keys', 'refresh', 'renew-root', 'status', 'fetch')
 STATE_CHANGES = ('approve', 'reject', 'promote', 'halt')
 
 
@@ -79,14 +85,31 @@ def _parser() -> argparse.ArgumentParser:
                  'one')
   rollback = command('rollback', 're-publish the bytes of an earlier version as a new version')
   rotate = command('rotate-keys', 'replace the key of an online role (writes a new root)')
-  status = command('status', 'list the published releases, one JSON object per line')
+  refresh = command('refresh', 're-sign the metadata that expires within its refresh window '
+                    '(publishes nothing new)')
+  renew = command('renew-root', 'write the next root with a new expiry, signed with the root key')
+  status = command('status', 'list the published releases, then each role\'s expiry, one JSON '
+                   'object per line')
   fetch = command('fetch', 'device side: verify, download and install the release for this '
                   'device')
   changes = (approve, reject, promote, halt)
-  for sub in (init, publish, rollback, rotate, status, *changes):
+  with_repo = (init, publish, rollback, rotate, refresh, renew, status, *changes)
+  for sub in with_repo:
     sub.add_argument('--repo', required=True, help='repository directory or fsspec URI')
-  for sub in (init, publish, rollback, rotate, *changes):
+  for sub in (init, publish, rollback, rotate, refresh, renew, *changes):
     sub.add_argument('--keys', required=True, help='local directory of <role>.pem signing keys')
+  for sub in with_repo:
+    for role in repository.ROLES:
+      sub.add_argument(f'--{role}-expiry', default=repository.format_duration(
+          repository.EXPIRY[role]), help=f'how long {role} metadata this command signs stays '
+                       'valid (DURATION: 7d, 12h, 30m, 1d12h...); refresh windows are half of it')
+  for sub in (refresh, status):
+    sub.add_argument('--if-expiring-within', default=None, metavar='DURATION',
+                     help='the refresh window of every role (default: half its expiry period, '
+                     f'at most {repository.format_duration(repository.MAX_ROOT_WINDOW)} for root)')
+  refresh.add_argument('--online-only', action='store_true',
+                       help='re-sign only snapshot and timestamp (the online keys, all a '
+                       'scheduled job holds); a targets file within its window is a warning')
   for sub in (publish, rollback, fetch, *changes):
     sub.add_argument('--name', required=True, help='model name (letters, digits, "_-.")')
   for sub in changes:
@@ -171,11 +194,25 @@ def _run(args: argparse.Namespace) -> None:
     policy = repository.DeltaPolicy(args.delta_last_k, args.delta_max_ratio)
     repository.validate_channel(args.channel)
     repository.validate_rollout_percent(args.rollout_percent, '--rollout-percent')
-  repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy)
+  # Every value is checked before the repository is touched.
+  expiry = {role: repository.parse_duration(getattr(args, f'{role}_expiry'), f'--{role}-expiry')
+            for role in repository.ROLES}
+  window = getattr(args, 'if_expiring_within', None)
+  if window is not None:
+    window = repository.parse_duration(window, '--if-expiring-within')
+  repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy, expiry)
   if args.command in STATE_CHANGES:
     _change_state(repo, args)
     return
-  if args.command == 'init':
+  if args.command == 'refresh':
+    _refresh(repo, window, args.online_only)
+  elif args.command == 'renew-root':
+    version = repo.renew_root()
+    root = repo.expiry_status()[0]
+    print(f'renewed root: version {version} expires {root["expires"]} '
+          f'({_relative(root["expires_in_s"])}); devices walk the root chain '
+          'to it on their next fetch')
+  elif args.command == 'init':
     repo.init()
     print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')
   elif args.command == 'publish':
@@ -212,6 +249,46 @@ def _run(args: argparse.Namespace) -> None:
                         'state': r.state, 'rollout_percent': r.rollout_percent,
                         'released': released[(r.name, r.channel)] == r.version,
                         'approval': r.approval, 'audit': r.audit, 'evidence': evidence}))
+    # Then one line per role (lines with `role`, not `name`), and its warning on stderr.
+    roles = repo.expiry_status(window)
+    for line in roles:
+      print(json.dumps(line))
+    _warn(roles)
+
+
+def _human_seconds(seconds: int) -> str:
+  return repository.format_duration(datetime.timedelta(seconds=seconds), parts=2, sep=' ')
+
+
+def _relative(seconds: int) -> str:
+  """`in 6d 23h`, or `1d 2h ago`."""
+  human = _human_seconds(seconds)
+  return f'in {human}' if seconds > 0 else f'{human} ago'
+
+
+def _expires_in(seconds: int) -> str:
+  return ('expires ' if seconds > 0 else 'expired ') + _relative(seconds)
+
+
+def _warn(roles) -> None:
+  for line in roles:
+    if line['warning']:
+      print(f'warning: {line["warning"]}', file=sys.stderr)
+
+
+def _refresh(repo: repository.OTARepository, window, online_only: bool) -> None:
+  result = repo.refresh(window, online_only=online_only)
+  roles = {line['role']: line for line in result['roles']}
+  for role in result['resigned']:
+    line = roles[role]
+    print(f're-signed {role}: version {line["version"]}, expires {line["expires"]} '
+          f'({_relative(line["expires_in_s"])})')
+  if not result['resigned']:
+    print('nothing to refresh: ' + ', '.join(
+        f'{role} {_expires_in(roles[role]["expires_in_s"])} (window '
+        f'{_human_seconds(roles[role]["refresh_window_s"])})'
+        for role in reversed(repository.REFRESHED_ROLES)))
+  _warn(result['roles'])
 
 
 # Custom info that says why a release was shipped, shown by `status`.

@@ -1,7 +1,8 @@
 """OTAPusher component: publishes a blessed int8 model into a signed TUF repository."""
+import datetime
 import json
 import os
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 from tfx import types
 from tfx.dsl.components.base import base_component
@@ -37,6 +38,8 @@ class OTAPusherSpec(types.ComponentSpec):
       spec_keys.OTA_MIN_RUNTIME_KEY: ExecutionParameter(type=str),
       spec_keys.OTA_ROLLOUT_PERCENT_KEY: ExecutionParameter(type=int, optional=True),
       spec_keys.OTA_REQUIRE_APPROVAL_KEY: ExecutionParameter(type=int, optional=True),  # 1/0
+      # JSON {role: duration}: the roles whose expiry differs from repository.EXPIRY.
+      spec_keys.OTA_METADATA_EXPIRY_KEY: ExecutionParameter(type=str, optional=True),
   }
   # The same channels as TFLitePusher's, whose gating the executor inherits.
   INPUTS = {
@@ -66,6 +69,7 @@ class OTAPusher(base_component.BaseComponent):
   With `regression_blessing=` wired, the regression gate (against the released model) must
   bless the model too. With `require_approval=True` the model is published pending: no device
   installs it until `tfx-edge ota approve`. `rollout_percent` starts a staged rollout.
+  `metadata_expiry` sets how long the metadata a push signs stays valid, per role.
 
   Signing keys are read from `keys_dir` (a directory or a mounted Kubernetes Secret) when the
   push runs; only the path is a parameter, so keys never reach ML Metadata or logs.
@@ -87,7 +91,8 @@ class OTAPusher(base_component.BaseComponent):
                min_runtime_version: str = DEFAULT_MIN_RUNTIME_VERSION,
                regression_blessing: Optional[types.BaseChannel] = None,
                require_approval: bool = False,
-               rollout_percent: int = repository.FULL_ROLLOUT):
+               rollout_percent: int = repository.FULL_ROLLOUT,
+               metadata_expiry: Optional[Mapping[str, Union[str, datetime.timedelta]]] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -106,6 +111,9 @@ class OTAPusher(base_component.BaseComponent):
         the released one): the model is published only when its `blessed` is 1.
       require_approval: publish the model pending, for `tfx-edge ota approve` to make live.
       rollout_percent: the percentage (1-100) of the channel's devices that install it.
+      metadata_expiry: {role: duration} for the roles (targets, snapshot, timestamp; root is
+        not signed by a push) whose expiry differs from repository.EXPIRY, as a duration such
+        as "30d" or a timedelta. Give `tfx-edge ota refresh` the same periods.
     """
     validation.model_name(model_name)
     repository.validate_channel(channel)
@@ -119,6 +127,13 @@ class OTAPusher(base_component.BaseComponent):
                        'devices: keep signing keys out of it.')
     validation.instance_of('delta_policy', delta_policy, repository.DeltaPolicy)
     rollout_percent = repository.validate_rollout_percent(rollout_percent)
+    expiry = repository.validate_expiry(metadata_expiry, 'metadata_expiry')
+    if 'root' in (metadata_expiry or {}):
+      raise ConfigError('metadata_expiry names root, which a push does not sign; renew root with '
+                        '`tfx-edge ota renew-root --root-expiry DURATION` and the offline root '
+                        'key.')
+    overrides = {role: repository.format_duration(expiry[role])
+                 for role in (metadata_expiry or {})}
     if not isinstance(require_approval, bool):
       raise ConfigError(f'require_approval={require_approval!r} is not accepted; it must be True '
                         'or False.')
@@ -137,5 +152,6 @@ class OTAPusher(base_component.BaseComponent):
         min_runtime_version=min_runtime_version,
         rollout_percent=rollout_percent,
         require_approval=int(require_approval),
+        metadata_expiry=json.dumps(overrides, sort_keys=True),
         pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

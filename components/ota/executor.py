@@ -1,4 +1,5 @@
 """OTAPusher executor: the TFLitePusher's gating, publishing into the TUF repository."""
+import json
 from typing import Any, Dict
 
 from components import spec_keys
@@ -15,10 +16,13 @@ class Executor(pusher_executor.Executor):
   def publish(self, name: str, tflite_model: bytes, metadata: Dict[str, Any],
               exec_properties: Dict[str, Any]) -> pusher_executor.PublishResult:
     repo_dir = exec_properties[spec_keys.OTA_REPOSITORY_KEY]
+    # .get: pipelines compiled before expiry was a parameter sign with the default periods.
+    expiry = json.loads(exec_properties.get(spec_keys.OTA_METADATA_EXPIRY_KEY) or '{}')
     repo = repository.OTARepository(
         repo_dir, exec_properties[spec_keys.OTA_KEYS_DIR_KEY],
         repository.DeltaPolicy(exec_properties[spec_keys.OTA_DELTA_LAST_K_KEY],
-                               exec_properties[spec_keys.OTA_DELTA_MAX_RATIO_KEY]))
+                               exec_properties[spec_keys.OTA_DELTA_MAX_RATIO_KEY]),
+        repository.validate_expiry(expiry, 'metadata_expiry'))
     info = dict(metadata, tensors=tflite.io_specs(tflite_model),
                 min_runtime_version=exec_properties[spec_keys.OTA_MIN_RUNTIME_KEY])
     channel = exec_properties[spec_keys.OTA_CHANNEL_KEY]

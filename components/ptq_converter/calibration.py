@@ -5,6 +5,12 @@ Plain logic: the Beam transform runs on any runner and is tested without TFX.
 Sampling is deterministic: every record gets a key from a seeded hash of its bytes and each
 stratum keeps its smallest keys (bottom-k sampling). The same data, seed and size therefore give
 the same sample on every runner and every re-run, which the fingerprint makes checkable.
+
+The bytes hashed are the example's deterministic serialization, not the record as stored: the
+same tf.Example serializes its feature map in an order that changes from process to process
+(protobuf's map order follows a per-process hash seed), so an ExampleGen whose Beam workers are
+separate processes writes the same examples as other bytes. Hashing the stored bytes made the
+in-process and the multi-process pipelines calibrate on different samples.
 """
 import collections
 import hashlib
@@ -12,6 +18,7 @@ import math
 from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
+from google.protobuf import message
 import numpy as np
 import tensorflow as tf
 
@@ -51,8 +58,31 @@ def allocate(counts: Mapping[Hashable, int], n: int) -> Dict[Hashable, int]:
   return quotas
 
 
-def _label_of(record: bytes, label_key: str) -> Tuple:
+def canonical(record: bytes) -> bytes:
+  """The record's deterministic serialization (features sorted by name) if it is a tf.Example.
+
+  Bytes that are not a tf.Example are returned as they are.
+  """
+  try:
+    return tf.train.Example.FromString(record).SerializeToString(deterministic=True)
+  except message.DecodeError:
+    return record
+
+
+def _keyed(record, label_key, seed):
+  """(stratum, (sample key, record)): the key hashes the example, not its stored bytes.
+
+  Not annotated: Beam would infer a VarIntCoder from `int`, which cannot hold the unsigned
+  64-bit keys.
+  """
+  if not label_key:
+    return (), (_sample_key(canonical(record), seed), record)
   example = tf.train.Example.FromString(record)
+  return _label_of(example, label_key), (
+      _sample_key(example.SerializeToString(deterministic=True), seed), record)
+
+
+def _label_of(example: tf.train.Example, label_key: str) -> Tuple:
   feature = example.features.feature.get(label_key)
   if feature is None:
     raise DataError(
@@ -84,8 +114,7 @@ def SampleExamples(  # pylint: disable=invalid-name
   Returns:
     The sampled serialized records.
   """
-  keyed = records | 'KeyByStratum' >> beam.Map(
-      lambda r: (_label_of(r, label_key) if label_key else (), (_sample_key(r, seed), r)))
+  keyed = records | 'KeyByStratum' >> beam.Map(_keyed, label_key, seed)
   quotas = (
       keyed
       | 'CountPerStratum' >> beam.combiners.Count.PerKey()
@@ -100,8 +129,12 @@ def SampleExamples(  # pylint: disable=invalid-name
 
 
 def fingerprint(records: Iterable[bytes]) -> Tuple[int, str]:
-  """Returns (count, sha256 hex) of a set of records, independent of their order."""
-  digests = sorted(hashlib.sha256(r).digest() for r in records)
+  """Returns (count, sha256 hex) of a set of records, independent of their order.
+
+  tf.Examples are hashed in their deterministic serialization (see canonical), so the same
+  examples give the same fingerprint whichever process serialized them.
+  """
+  digests = sorted(hashlib.sha256(canonical(r)).digest() for r in records)
   return len(digests), hashlib.sha256(b''.join(digests)).hexdigest()
 
 

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional
 
 from absl import logging
 import apache_beam as beam
+import tensorflow as tf
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
@@ -135,10 +136,19 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     with self._make_beam_pipeline() as pipeline:
       _ = (
           pipeline
-          | 'ReadExamples' >> beam.io.ReadFromTFRecord(pattern)
+          # ReadAll from a created pattern rather than ReadFromTFRecord: runners without Beam's
+          # Impulse-rooted sources (Beam's DaskRunner translates only Create, ParDo, GroupByKey
+          # and Flatten) can run it too; the files are still split into ranges and shuffled.
+          | 'Pattern' >> beam.Create([pattern])
+          | 'ReadExamples' >> beam.io.ReadAllFromTFRecord()
           | 'Sample' >> calibration.SampleExamples(n, label_key=label_key, seed=seed)
           | 'Write' >> beam.io.WriteToTFRecord(
               os.path.join(out_dir, 'data_tfrecord'), file_name_suffix='.gz', num_shards=1))
+    # A runner that recomputes the write's initialization for each consumer (Beam's DaskRunner
+    # does) leaves temporary directories beside the shard; readers of the split (input_fn)
+    # read every file in it.
+    for leftover in tf.io.gfile.glob(os.path.join(out_dir, 'beam-temp-*')):
+      tf.io.gfile.rmtree(leftover)
     examples_utils.set_payload_format(calibration_artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
     records = examples_io.read_records(io_utils.all_files_pattern(out_dir))
     floor = min(n, calibration.MIN_CALIBRATION_SAMPLES)

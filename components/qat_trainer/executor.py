@@ -23,5 +23,6 @@ class Executor(finetune_executor.OptimizerExecutor):
     return finetune_executor.OptimizationResult(qat_model, {
         spec_keys.PROP_QAT_SCHEME: scheme,
         spec_keys.PROP_FLOAT_LAYERS: floats,
+        spec_keys.PROP_FOLDED_BATCHNORM: qat.folded_batchnorm(model, quantized),
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
     })

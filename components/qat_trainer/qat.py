@@ -97,6 +97,10 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
       floats.append(layer.name)
     elif registry.supports(layer):
       quantized.append(layer.name)
+    elif _folded_conv(layer) and _folded_conv(layer).name in quantized:
+      # tfmot's default 8-bit transforms fold Conv/DepthwiseConv + BatchNormalization (+ ReLU)
+      # into one quantized unit when both are annotated; the registry alone does not know BN.
+      quantized.append(layer.name)
     elif config.allow_float_layers:
       _LOG.warning('QAT: layer %r (%s) cannot be quantized by tfmot; left float '
                    '(allow_float_layers=True)', layer.name, type(layer).__name__)
@@ -109,6 +113,30 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
           'skip_layers, or pass allow_float_layers=True to leave it float (the runners: '
           '--skip-layers, --qat-allow-float-layers).')
   return quantized, floats
+
+
+_FOLDABLE_CONVS = (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D)
+
+
+def _folded_conv(layer: tf_keras.layers.Layer) -> Optional[tf_keras.layers.Layer]:
+  """The Conv2D/DepthwiseConv2D a BatchNormalization layer folds into, or None."""
+  if not isinstance(layer, tf_keras.layers.BatchNormalization) or len(layer.inbound_nodes) != 1:
+    return None
+  inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
+  if len(inbound) == 1 and isinstance(inbound[0], _FOLDABLE_CONVS):
+    return inbound[0]
+  return None
+
+
+def folded_batchnorm(model: tf_keras.Model, quantized_layers: Sequence[str]) -> List[List[str]]:
+  """[conv, batchnorm] pairs that QAT trains as one folded unit (both in quantized_layers)."""
+  chosen = set(quantized_layers)
+  pairs = []
+  for layer in model.layers:
+    conv = _folded_conv(layer)
+    if conv is not None and layer.name in chosen and conv.name in chosen:
+      pairs.append([conv.name, layer.name])
+  return pairs
 
 
 def casts_integer_input(model: tf_keras.Model, layer: tf_keras.layers.Layer) -> bool:

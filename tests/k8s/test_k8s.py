@@ -1,8 +1,12 @@
-"""k8s/: the manifests render, validate and pass checkov; the Dockerfile is lint-clean."""
+"""k8s/: the manifests render, validate and pass checkov; the Dockerfile is lint-clean; the OTA
+refresh job's command works with the two keys it mounts."""
+import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -12,6 +16,7 @@ from tests.conftest import REPO_ROOT
 
 TOOLS = os.path.join(REPO_ROOT, '.venv-tools', 'bin')
 K8S = os.path.join(REPO_ROOT, 'k8s')
+ONLINE_KEYS_SECRET = 'tfx-edge-ota-online-keys'
 
 
 def _tool(name):
@@ -54,7 +59,9 @@ def test_manifests_render_with_everything_in_the_namespace(rendered):
       ('Role', 'tfx-edge-pipeline-runner'), ('RoleBinding', 'tfx-edge-pipeline-runner'),
       ('PersistentVolumeClaim', run_kubeflow.PIPELINE_ROOT_PVC),
       ('Secret', run_kubeflow.OTA_KEYS_SECRET), ('Deployment', 'tfx-edge-ota-server'),
-      ('Service', 'tfx-edge-ota-server'), ('NetworkPolicy', 'tfx-edge-ota-server')}
+      ('Service', 'tfx-edge-ota-server'), ('NetworkPolicy', 'tfx-edge-ota-server'),
+      ('Secret', ONLINE_KEYS_SECRET), ('CronJob', 'tfx-edge-ota-refresh'),
+      ('NetworkPolicy', 'tfx-edge-ota-refresh')}
   for (kind, _), doc in docs.items():
     if kind != 'Namespace':
       assert doc['metadata']['namespace'] == 'tfx-edge'
@@ -65,7 +72,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(rendered):
                         capture_output=True, text=True, check=False, timeout=300)
 
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  assert proc.stdout.count('passed') == 9
+  assert proc.stdout.count('passed') == 12
 
 
 def test_checkov_finds_nothing_and_every_skip_is_justified(rendered):
@@ -104,6 +111,69 @@ def test_ota_server_is_read_only_non_root_limited_and_probed(rendered):
   assert published['persistentVolumeClaim'] == {'claimName': run_kubeflow.PIPELINE_ROOT_PVC,
                                                 'readOnly': True}
   assert all(m.get('readOnly') for m in container['volumeMounts'] if m['name'] == 'published')
+
+
+def _refresh_pod(rendered):
+  cronjob = _docs(rendered)[('CronJob', 'tfx-edge-ota-refresh')]
+  return cronjob, cronjob['spec']['jobTemplate']['spec']['template']['spec']
+
+
+def test_ota_refresh_runs_often_with_only_the_online_keys_non_root_and_read_only(rendered):
+  cronjob, pod = _refresh_pod(rendered)
+  [container] = pod['containers']
+  volumes = {v['name']: v for v in pod['volumes']}
+  mounts = {m['name']: m for m in container['volumeMounts']}
+  keys = volumes['online-keys']['secret']
+
+  assert cronjob['spec']['concurrencyPolicy'] == 'Forbid'
+  # Every 6 hours: many runs within the shortest refresh window (3.5 days for timestamp).
+  assert cronjob['spec']['schedule'].split()[1] == '*/6'
+  assert container['command'][:3] == ['tfx-edge', 'ota', 'refresh']
+  assert '--online-only' in container['command']
+  assert keys['secretName'] == ONLINE_KEYS_SECRET
+  assert sorted(item['key'] for item in keys['items']) == ['snapshot.pem', 'timestamp.pem']
+  assert _docs(rendered)[('Secret', ONLINE_KEYS_SECRET)].get('data') is None  # Created apart.
+  assert mounts['online-keys']['readOnly'] is True
+  assert mounts['repository']['subPath'] == 'ota'
+  assert mounts['repository']['mountPath'] == run_kubeflow.DEFAULT_OTA_REPOSITORY
+  assert volumes['repository']['persistentVolumeClaim']['claimName'] == (
+      run_kubeflow.PIPELINE_ROOT_PVC)
+  assert pod['securityContext']['runAsNonRoot'] is True and pod['automountServiceAccountToken'] is (
+      False)
+  assert container['securityContext']['readOnlyRootFilesystem'] is True
+  assert container['securityContext']['allowPrivilegeEscalation'] is False
+  assert container['resources']['limits'] and container['resources']['requests']
+
+
+def test_the_refresh_jobs_command_refreshes_a_repository_with_only_its_two_keys(rendered,
+                                                                                 tmp_path):
+  from components.ota import repository  # pylint: disable=g-import-not-at-top
+  _, pod = _refresh_pod(rendered)
+  [container] = pod['containers']
+  command = container['command']
+  repo_dir, keys_dir = str(tmp_path / 'ota'), str(tmp_path / 'keys')
+  then = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=8)
+  past = repository.OTARepository(repo_dir, keys_dir, clock=lambda: then)
+  past.init()
+  past.publish('digits', b'model-one')  # Its timestamp expired a day ago.
+  secret = tmp_path / 'secret'
+  secret.mkdir()
+  volumes = {v['name']: v for v in pod['volumes']}
+  for item in volumes['online-keys']['secret']['items']:
+    shutil.copy(os.path.join(keys_dir, item['key']), secret / item['path'])
+  # The job's command, with the mounts mapped to local directories.
+  mounted = {command[command.index('--repo') + 1]: repo_dir,
+             command[command.index('--keys') + 1]: str(secret)}
+  args = [mounted.get(a, a) for a in command]
+
+  proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), args[0]), *args[1:]],
+                        capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
+
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith('re-signed timestamp: version 3, expires ')
+  assert sorted(os.listdir(secret)) == ['snapshot.pem', 'timestamp.pem']
+  status = {s['role']: s for s in repository.OTARepository(repo_dir).expiry_status()}
+  assert status['timestamp']['warning'] is None and status['timestamp']['expires_in_s'] > 6 * 86400
 
 
 def test_dockerfile_is_lint_clean():

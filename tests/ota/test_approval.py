@@ -8,6 +8,7 @@ from components.ota import cli
 from tests.ota.support import fetch
 from tests.ota.support import files
 from tests.ota.support import installed
+from tests.ota.support import status_lines
 from tests.ota.support import verified_targets
 
 
@@ -104,19 +105,6 @@ def test_refused_approvals_write_nothing_and_say_why(repo, change, error, messag
 # --- the CLI -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_run(repo, capsys):
-  """Runs `tfx-edge ota COMMAND --repo R --keys K ...` in-process: (exit code, stdout, stderr)."""
-
-  def run(command, *args, keys=True):
-    where = ['--repo', repo.repo_dir] + (['--keys', repo._keys_dir] if keys else [])  # pylint: disable=protected-access
-    code = cli.main(['ota', command, *where, *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-  return run
-
-
 def test_cli_approval_and_rollout_flow(cli_run, repo, server, tmp_path, tflite_models, capsys):
   model = tmp_path / 'model.tflite'
   model.write_bytes(tflite_models['int8'])
@@ -138,7 +126,7 @@ def test_cli_approval_and_rollout_flow(cli_run, repo, server, tmp_path, tflite_m
   fetched = capsys.readouterr().out
   halted = cli_run('halt', *name, '--version', '2', '--by', 'oncall')
   reject = cli_run('reject', *name, '--version', '2')
-  releases = [json.loads(line) for line in cli_run('status', keys=False)[1].splitlines()]
+  releases, roles = status_lines(cli_run('status', keys=False)[1])
   channels = [json.loads(line) for line in cli_run('status', '--channels', keys=False)[1]
               .splitlines()]
 
@@ -165,6 +153,7 @@ def test_cli_approval_and_rollout_flow(cli_run, repo, server, tmp_path, tflite_m
   assert [(r['version'], r['state'], r['rollout_percent'], r['released']) for r in releases] == [
       (1, 'live', 100, True), (2, 'halted', 50, False)]
   assert releases[1]['approval']['by'] == 'alice'
+  assert [r['role'] for r in roles] == ['root', 'targets', 'snapshot', 'timestamp']
   assert [e['action'] for e in releases[1]['audit']] == ['publish', 'approve', 'promote', 'halt']
   assert channels == [{'name': 'digits', 'channel': 'stable', 'released_version': 1,
                        'rollout_percent': 100, 'approval': None, 'previous_version': None,

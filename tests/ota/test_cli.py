@@ -1,6 +1,5 @@
 """The `tfx-edge` console script: it prints only what was asked for, and says how it is used."""
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from tests.conftest import REPO_ROOT
 from tests.conftest import random_pixels
+from tests.ota.support import status_lines
 
 TFX_EDGE = os.path.join(os.path.dirname(sys.executable), 'tfx-edge')
 
@@ -41,7 +41,7 @@ def test_version_names_the_installed_release():
 @pytest.mark.parametrize('args,message', [
     ((), 'tfx-edge: error: a command group is required: ota (see tfx-edge --help)'),
     (('ota',), 'a command is required: tfx-edge ota {init,publish,approve,reject,promote,halt,'
-               'rollback,rotate-keys,status,fetch}'),
+               'rollback,rotate-keys,refresh,renew-root,status,fetch}'),
     (('ota', 'publish', '--repo', 'r', '--keys', 'k', '--name', 'n', '--model', 'missing.tflite'),
      '--model missing.tflite: no such file'),
     (('ota', 'fetch', '--url', 'http://127.0.0.1:9', '--trusted-root', 'nope.json', '--name', 'n',
@@ -109,8 +109,10 @@ def test_commands_print_only_their_result(tmp_path, model_file):
       f'created OTA repository {repo} (trusted root: {repo}/metadata/1.root.json)']
   assert publish.stdout.splitlines() == [
       'published digits version 1 on stable: digits/stable/model-v000001.tflite']
-  [line] = status.stdout.splitlines()
-  assert json.loads(line)['name'] == 'digits' and json.loads(line)['version'] == 1
+  [release], roles = status_lines(status.stdout)
+  assert release['name'] == 'digits' and release['version'] == 1
+  assert [(r['role'], r['warning']) for r in roles] == [
+      ('root', None), ('targets', None), ('snapshot', None), ('timestamp', None)]
 
 
 def test_publish_inspects_the_model_without_tensorflow(tmp_path, model_file):

@@ -1,4 +1,5 @@
 """OTAPusher: construction checks, and its executor publishing a blessed model into the repo."""
+import datetime
 import hashlib
 
 import pytest
@@ -39,6 +40,14 @@ def _args(**kwargs):
        'number from 1 to 100') for p in (0, 101, float('nan'), True, 12.5)],
     (dict(require_approval='yes'), "require_approval='yes' is not accepted; it must be True or "
      'False'),
+    (dict(metadata_expiry={'timestamp': '0d'}), r"metadata_expiry\['timestamp'\]='0d' is not "
+     'accepted; give a duration from 1s to 3650d'),
+    (dict(metadata_expiry={'timestmp': '1d'}), r"metadata_expiry names \['timestmp'\], which are "
+     'not TUF roles'),
+    (dict(metadata_expiry='7d'), "metadata_expiry='7d' is not accepted; give a mapping"),
+    (dict(metadata_expiry={'root': '2y'}), r"metadata_expiry\['root'\]='2y' is not accepted"),
+    (dict(metadata_expiry={'root': '400d'}), 'metadata_expiry names root, which a push does not '
+     'sign; renew root with `tfx-edge ota renew-root'),
 ])
 def test_ota_pusher_checks_its_parameters_when_the_pipeline_is_built(kwargs, message):
   with pytest.raises(errors.ConfigError, match=message):
@@ -122,6 +131,22 @@ def test_ota_pusher_publishes_a_blessed_model_with_its_custom_info(repo, tmp_pat
   assert again.get_string_custom_property('pushed_version') == '1'
   assert again.get_string_custom_property(spec_keys.PROP_PUSH_REASON) == (
       'same model already latest')
+
+
+def test_ota_pusher_signs_with_the_expiry_periods_it_is_given(repo, tmp_path, tflite_models):
+  model = tflite_model_artifact(tmp_path / 'model', tflite_models['int8'])
+  expiry = {'timestamp': '1d12h', 'targets': datetime.timedelta(days=10)}
+
+  props = OTAPusher(**_args(metadata_expiry=expiry)).exec_properties
+  _push(repo, tmp_path, model, True, 'pushed', metadata_expiry=expiry)
+
+  # Only the periods given travel: the others stay repository.EXPIRY's when the push runs.
+  assert props[spec_keys.OTA_METADATA_EXPIRY_KEY] == '{"targets": "10d", "timestamp": "1d12h"}'
+  assert OTAPusher(**_args()).exec_properties[spec_keys.OTA_METADATA_EXPIRY_KEY] == '{}'
+  left = {s['role']: s['expires_in_s'] for s in repo.expiry_status()}
+  for role, period in [('timestamp', 36 * 3600), ('snapshot', 30 * 86400),
+                       ('targets', 10 * 86400)]:
+    assert period - 60 < left[role] <= period, role
 
 
 def test_ota_pusher_publishes_nothing_for_a_model_not_blessed(repo, tmp_path, tflite_models,

@@ -5,12 +5,8 @@ loopback server that answers from the repository's storage at request time, as a
 a CDN would.
 """
 import concurrent.futures
-import contextlib
-import http.server
 import os
 import threading
-import urllib.parse
-import uuid
 
 import fsspec
 import numpy as np
@@ -29,18 +25,10 @@ from components.ota import client
 from components.ota import repository
 from components.ota import signing_keys
 from components.ota import storage as storage_lib
+from tests.ota.support import serve_storage as _serve
+from tests.ota.support import status_lines
 
 _PIPE_FILE = MemoryFileSystem.pipe_file
-
-
-@pytest.fixture
-def mem_uri():
-  """A memory:// repository of its own, removed afterwards (the memory store is global)."""
-  bucket = f'/ota-test-{uuid.uuid4().hex}'
-  yield f'memory://{bucket}/repo'
-  fs = fsspec.filesystem('memory')
-  if fs.exists(bucket):
-    fs.rm(bucket, recursive=True)
 
 
 @pytest.fixture
@@ -53,38 +41,6 @@ def repo(mem_uri, keys_dir):
   ota = repository.OTARepository(mem_uri, keys_dir)
   ota.init()
   return ota
-
-
-@contextlib.contextmanager
-def _serve(repo):
-  """An HTTP server on loopback answering GETs from repo's storage at request time."""
-  storage = repo.storage
-
-  class Handler(http.server.BaseHTTPRequestHandler):
-
-    def do_GET(self):  # pylint: disable=invalid-name
-      path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip('/')
-      try:
-        body = storage.read(path)
-      except (FileNotFoundError, IsADirectoryError):
-        self.send_error(404)
-        return
-      self.send_response(200)
-      self.send_header('Content-Length', str(len(body)))
-      self.end_headers()
-      self.wfile.write(body)
-
-    def log_message(self, *args):
-      pass
-
-  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  try:
-    yield f'http://127.0.0.1:{server.server_address[1]}'
-  finally:
-    server.shutdown()
-    server.server_close()
 
 
 def _trusted_root(repo, path, version=1):
@@ -317,7 +273,7 @@ def test_cli_on_a_uri(scheme, mem_uri, keys_dir, tmp_path, monkeypatch, capsys):
                                            '--name', 'tiny')
   assert 'as version 3 on stable' in run('rollback', *keys, '--name', 'tiny', '--to-version', '1')
   assert 'root version 2' in run('rotate-keys', *keys, '--role', 'snapshot')
-  status = [line for line in run('status', '--repo', uri).splitlines()]
+  status = status_lines(run('status', '--repo', uri))[0]
   repo = repository.OTARepository(uri)
   with _serve(repo) as url:
     fetched = run('fetch', '--url', url, '--trusted-root',

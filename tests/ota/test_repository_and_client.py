@@ -1,7 +1,6 @@
 """The OTA repository and device client against a real HTTP server on loopback."""
 import concurrent.futures
 import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -16,8 +15,10 @@ from components import errors
 from components.ota import repository
 from components.ota import signing_keys
 from tests.conftest import REPO_ROOT
+from tests.ota.support import days_ago
 from tests.ota.support import fetch as _fetch
 from tests.ota.support import installed as _installed
+from tests.ota.support import status_lines
 
 
 def test_client_installs_v1_then_updates_to_v2(repo, server, tmp_path):
@@ -226,7 +227,7 @@ def test_cli_init_publish_rollback_status_fetch(tmp_path, tiny_model):
         'tiny', '--channel', channel)
   out = run('rollback', '--repo', repo_dir, '--keys', keys_dir, '--name', 'tiny',
             '--to-version', '1')
-  status = [json.loads(line) for line in run('status', '--repo', repo_dir).splitlines()]
+  status = status_lines(run('status', '--repo', repo_dir))[0]
 
   assert 'to the bytes of version 1 as version 4 on stable' in out
   assert [(s['version'], s['channel']) for s in status] == [
@@ -242,7 +243,8 @@ def test_cli_init_publish_rollback_status_fetch(tmp_path, tiny_model):
                                str(model_file), '--name', 'tiny'], capture_output=True, text=True,
                         env=env, cwd=REPO_ROOT, timeout=300, check=False)
   assert proc.returncode == 2
-  assert "signing key for role 'root' not found" in proc.stderr
+  # A publish reads only the keys it signs with: the root key can stay offline.
+  assert "signing key for role 'targets' not found" in proc.stderr
 
 
 def _model_bytes(seed, n=4096):
@@ -333,9 +335,19 @@ repository.OTARepository._write = write_md_or_die
 repo = repository.OTARepository(sys.argv[1], sys.argv[2])
 if sys.argv[4] == 'publish':
   repo.publish('digits', b'model-two')
+elif sys.argv[4] == 'refresh':
+  repo.refresh()
 else:
   repo.approve('digits', 2, by='alice')
 '''
+
+
+def _kill_at(repo, stage, operation):
+  """Runs the operation in a child process that SIGKILLs itself at `stage`."""
+  proc = subprocess.run([sys.executable, '-c', _KILLED_PUSH, repo.repo_dir, repo._keys_dir,  # pylint: disable=protected-access
+                         stage, operation], cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert proc.returncode == -9, proc.stderr
 
 
 def _push_or_approve(repo, operation):
@@ -354,10 +366,7 @@ def test_a_killed_push_leaves_a_consistent_release_and_a_rerun_completes(repo, s
   repo.publish('digits', b'model-one')
   if operation == 'approve':
     repo.publish('digits', b'model-two', require_approval=True)
-  proc = subprocess.run([sys.executable, '-c', _KILLED_PUSH, repo.repo_dir, repo._keys_dir,  # pylint: disable=protected-access
-                         stage, operation], cwd=REPO_ROOT, capture_output=True, text=True,
-                        timeout=120, check=False)
-  assert proc.returncode == -9, proc.stderr
+  _kill_at(repo, stage, operation)
 
   during = _fetch(repo, server, tmp_path / 'device')
   rerun = _push_or_approve(repo, operation)  # The re-run finishes what the killed one wrote.
@@ -367,3 +376,33 @@ def test_a_killed_push_leaves_a_consistent_release_and_a_rerun_completes(repo, s
   assert rerun.version == 2 and after.version == 2
   assert _installed(tmp_path / 'device') == b'model-two'
   assert repo.releases('digits')[-1].state == 'live'
+
+
+@pytest.mark.parametrize('stage,rerun_signs', [
+    ('targets', ['targets', 'snapshot', 'timestamp']),
+    ('snapshot', ['snapshot', 'timestamp']),  # The new targets file was written: publish it.
+    ('timestamp', ['timestamp']),  # The new snapshot was written too.
+])
+def test_a_killed_refresh_leaves_metadata_devices_accept_and_a_rerun_finishes_it(
+    repo, server, tmp_path, stage, rerun_signs):
+  # Targets signed 46 days ago is within its 45-day window; a job kept snapshot and timestamp
+  # fresh with the online keys. The refresh re-signs all three, and is killed at `stage`.
+  days_ago(repo, 46).publish('digits', b'model-one')
+  days_ago(repo, 1).refresh(online_only=True)
+  before = {s['role']: s['version'] for s in repo.expiry_status()}
+  _fetch(repo, server, tmp_path / 'device')
+
+  _kill_at(repo, stage, 'refresh')
+  during = _fetch(repo, server, tmp_path / 'device')
+  fresh_device = _fetch(repo, server, tmp_path / 'fresh')
+  rerun = repo.refresh()
+  again = repo.refresh()
+  after = _fetch(repo, server, tmp_path / 'device')
+
+  assert (during.version, fresh_device.version, after.version) == (1, 1, 1)
+  assert rerun['resigned'] == rerun_signs and again['resigned'] == []
+  status = {s['role']: s for s in repo.expiry_status()}
+  assert [status[r]['version'] for r in ('targets', 'snapshot', 'timestamp')] == [
+      before[r] + 1 for r in ('targets', 'snapshot', 'timestamp')]
+  assert not [s for s in status.values() if s['warning']]
+  assert [r.version for r in repo.releases()] == [1]  # Nothing new was published.

@@ -59,3 +59,51 @@ def test_unsupported_layer_is_left_float_when_allowed_or_skipped(caplog):
 def test_unknown_qat_scheme_is_rejected():
   with pytest.raises(errors.ConfigError, match="scheme='pqat' is not a QAT scheme; accepted: auto"):
     qat.QATConfig(scheme='pqat')
+
+
+def _mobilenet_block():
+  """Conv-BN-ReLU6, DepthwiseConv-BN-ReLU6, Conv-BN, residual Add, global pooling, Dense."""
+  tf_keras.utils.set_random_seed(0)
+  inputs = tf_keras.Input((64,), name='pixels')
+  x = tf_keras.layers.Reshape((8, 8, 1))(inputs)
+  x = tf_keras.layers.Conv2D(8, 3, padding='same', use_bias=False, name='expand')(x)
+  x = tf_keras.layers.BatchNormalization(name='expand_bn')(x)
+  x = tf_keras.layers.ReLU(6., name='expand_relu')(x)
+  y = tf_keras.layers.DepthwiseConv2D(3, padding='same', use_bias=False, name='depthwise')(x)
+  y = tf_keras.layers.BatchNormalization(name='depthwise_bn')(y)
+  y = tf_keras.layers.ReLU(6., name='depthwise_relu')(y)
+  y = tf_keras.layers.Conv2D(8, 1, use_bias=False, name='project')(y)
+  y = tf_keras.layers.BatchNormalization(name='project_bn')(y)
+  x = tf_keras.layers.Add(name='residual')([x, y])
+  x = tf_keras.layers.GlobalAveragePooling2D(name='pool')(x)
+  return tf_keras.Model(inputs, tf_keras.layers.Dense(4, activation='softmax', name='head')(x))
+
+
+def test_qat_folds_batchnorm_after_conv_and_depthwise_into_an_int8_only_model():
+  model = fit_briefly(_mobilenet_block())
+  quantized, floats = qat.plan(model, qat.QATConfig())
+
+  qat_model = fit_briefly(qat.quantize(model, qat.QATConfig(), 'default', quantized))
+
+  assert floats == []
+  assert qat.folded_batchnorm(model, quantized) == [
+      ['expand', 'expand_bn'], ['depthwise', 'depthwise_bn'], ['project', 'project_bn']]
+  int8_model = int8_of(qat_model)
+  assert tflite.float_ops(int8_model) == []
+  assert set(tflite.tensor_dtypes(int8_model).values()) <= {'int8', 'int32'}
+  op_names = [op['op_name'] for op in tflite.ops(int8_model)]
+  # BatchNorm folded into the convs' weights: no MUL/ADD of its own, no requantization pairs.
+  # (SHAPE, STRIDED_SLICE and PACK before it compute the Reshape's batch size, in int32.)
+  assert op_names[op_names.index('RESHAPE'):] == [
+      'RESHAPE', 'CONV_2D', 'DEPTHWISE_CONV_2D', 'CONV_2D', 'ADD', 'MEAN', 'FULLY_CONNECTED',
+      'SOFTMAX'], op_names
+
+
+def test_batchnorm_after_a_skipped_conv_stays_float_and_is_not_folded():
+  model = _mobilenet_block()
+  config = qat.QATConfig(skip_layers='^depthwise$', allow_float_layers=True)
+
+  quantized, floats = qat.plan(model, config)
+
+  assert floats == ['depthwise', 'depthwise_bn']
+  assert ['depthwise', 'depthwise_bn'] not in qat.folded_batchnorm(model, quantized)
