@@ -1,6 +1,8 @@
 """DeviceBenchmarker executor: measures each model on the target and checks the budgets."""
 import json
 import os
+import shutil
+import tempfile
 from typing import Any, Dict, List, Optional
 
 from absl import logging
@@ -71,40 +73,45 @@ class Executor(base_executor.BaseExecutor):
     variant = exec_properties.get(spec_keys.VARIANT_KEY) or ''
 
     entries = []
-    for i, model in enumerate(models):
-      data = model_io.read_tflite(model.uri, 'DeviceBenchmarker')
-      # Measure a local copy: the interpreter process needs a plain file even when the
-      # artifact lives on gs:// or another remote store.
-      local = os.path.join(self._get_tmp_dir(), f'model-{i}.tflite')
-      with open(local, 'wb') as f:
-        f.write(data)
-      measurements = []
-      for threads in settings.threads:
-        logging.info('DeviceBenchmarker: measuring %s (%d/%d) at %d thread(s) on %s...',
-                     model.uri, i + 1, len(models), threads, target.spec)
-        m = target.measure(local, threads, settings)
-        logging.info('DeviceBenchmarker:   p50 %.4f ms, p90 %.4f ms, p99 %.4f ms (cv %.2f, '
-                     '%d runs), init %.1f ms, peak memory %.2f MB, XNNPACK %s.', m['p50_ms'],
-                     m['p90_ms'], m['p99_ms'], m['cv'], m['runs'], m['init_ms'],
-                     m['peak_memory_mb'], 'on' if m.get('xnnpack') else 'NOT reported')
-        measurements.append(m)
-      gzip_bytes = tflite.gzip_size(data)
-      violations = budgets.violations(len(data), gzip_bytes, measurements)
-      entries.append({
-          'uri': model.uri,
-          'artifact_id': model.id,
-          'mode': model.get_string_custom_property(spec_keys.PROP_MODE),
-          'history': json.loads(model.get_string_custom_property(spec_keys.PROP_HISTORY) or '[]'),
-          'size_bytes': len(data),
-          'gzip_bytes': gzip_bytes,
-          'measurements': measurements,
-          # The Evaluator's outputs describe one model: they are used when one model is given.
-          'accuracy': accuracy_of(model, data, _for_model(model, blessings),
-                                  evaluations[0] if len(models) == len(evaluations) == 1 else
-                                  None),
-          'within_budget': not violations,
-          'budget_violations': violations,
-      })
+    # The interpreter process needs a plain local file even when the artifact lives on gs://,
+    # s3:// or ram://. TFX puts the executor's tmp_dir under the pipeline root, which is not
+    # local then, so the copies go to a local temporary directory of their own.
+    scratch = tempfile.mkdtemp(prefix='tfx-edge-benchmark-')
+    try:
+      for i, model in enumerate(models):
+        data = model_io.read_tflite(model.uri, 'DeviceBenchmarker')
+        local = os.path.join(scratch, f'model-{i}.tflite')
+        with open(local, 'wb') as f:
+          f.write(data)
+        measurements = []
+        for threads in settings.threads:
+          logging.info('DeviceBenchmarker: measuring %s (%d/%d) at %d thread(s) on %s...',
+                       model.uri, i + 1, len(models), threads, target.spec)
+          m = target.measure(local, threads, settings)
+          logging.info('DeviceBenchmarker:   p50 %.4f ms, p90 %.4f ms, p99 %.4f ms (cv %.2f, '
+                       '%d runs), init %.1f ms, peak memory %.2f MB, XNNPACK %s.', m['p50_ms'],
+                       m['p90_ms'], m['p99_ms'], m['cv'], m['runs'], m['init_ms'],
+                       m['peak_memory_mb'], 'on' if m.get('xnnpack') else 'NOT reported')
+          measurements.append(m)
+        gzip_bytes = tflite.gzip_size(data)
+        violations = budgets.violations(len(data), gzip_bytes, measurements)
+        entries.append({
+            'uri': model.uri,
+            'artifact_id': model.id,
+            'mode': model.get_string_custom_property(spec_keys.PROP_MODE),
+            'history': json.loads(model.get_string_custom_property(spec_keys.PROP_HISTORY) or '[]'),
+            'size_bytes': len(data),
+            'gzip_bytes': gzip_bytes,
+            'measurements': measurements,
+            # The Evaluator's outputs describe one model: they are used when one model is given.
+            'accuracy': accuracy_of(model, data, _for_model(model, blessings),
+                                    evaluations[0] if len(models) == len(evaluations) == 1 else
+                                    None),
+            'within_budget': not violations,
+            'budget_violations': violations,
+        })
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
     doc = {
         'variant': variant,
@@ -123,10 +130,10 @@ class Executor(base_executor.BaseExecutor):
     reason = ('within budgets' if within else '; '.join(
         f'{e["uri"]}: {", ".join(e["budget_violations"])}' for e in entries
         if e['budget_violations']))
-    first = entries[0]['measurements'][0]
     output.set_int_custom_property(spec_keys.PROP_WITHIN_BUDGETS, int(within))
     output.set_string_custom_property(spec_keys.PROP_BUDGET_REASON, reason)
     output.set_string_custom_property(spec_keys.VARIANT_KEY, variant)
+    first = entries[0]['measurements'][0]
     output.set_float_custom_property(spec_keys.PROP_P50_MS, first['p50_ms'])
     output.set_float_custom_property(spec_keys.PROP_P90_MS, first['p90_ms'])
     output.set_float_custom_property(spec_keys.PROP_PEAK_MEMORY_MB, first['peak_memory_mb'])

@@ -4,8 +4,9 @@
     tfx-edge ota publish     --repo REPO --keys DIR --model FILE --name NAME [--channel C]
                              [--rollout-percent P] [--require-approval] [--by WHO]
     tfx-edge ota approve     --repo REPO --keys DIR --name NAME --version V --by WHO
-                             [--note TEXT]
+                             [--note TEXT] [--mlmd-sqlite FILE | --mlmd-grpc HOST:PORT]
     tfx-edge ota reject      --repo REPO --keys DIR --name NAME --version V [--by WHO]
+                             [--mlmd-sqlite FILE | --mlmd-grpc HOST:PORT]
     tfx-edge ota promote     --repo REPO --keys DIR --name NAME --version V
                              (--percent P | --to-channel C)
     tfx-edge ota halt        --repo REPO --keys DIR --name NAME --version V
@@ -32,11 +33,12 @@ import importlib.metadata
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from tuf.api import exceptions as tuf_exceptions
 
 from components.errors import TfxEdgeError
+from components.ota import audit
 from components.ota import client
 from components.ota import repository
 
@@ -121,6 +123,14 @@ def _parser() -> argparse.ArgumentParser:
   for sub in changes:
     sub.add_argument('--note', default=None, help='why (for example the evidence looked at), '
                      'recorded in the audit record')
+  for sub in (approve, reject):
+    store = sub.add_mutually_exclusive_group()
+    store.add_argument('--mlmd-sqlite', default=None, metavar='FILE',
+                       help='also record the decision on the pushed artifact in this ML Metadata '
+                       'SQLite file (the local pipeline\'s metadata.sqlite)')
+    store.add_argument('--mlmd-grpc', default=None, metavar='HOST:PORT',
+                       help='also record the decision in this ML Metadata gRPC service (on '
+                       'Kubeflow: metadata-grpc-service.kubeflow:8080)')
   percent_or_channel = promote.add_mutually_exclusive_group(required=True)
   percent_or_channel.add_argument('--percent', type=int, default=None,
                                   help='raise the rollout to this percentage of devices')
@@ -308,14 +318,21 @@ def _how_shipped(release: repository.Release) -> str:
 
 
 def _change_state(repo: repository.OTARepository, args: argparse.Namespace) -> None:
+  store = None
+  if getattr(args, 'mlmd_sqlite', None) or getattr(args, 'mlmd_grpc', None):
+    # Checked before the repository changes, so a bad address does not leave a decision that
+    # is signed but missing from ML Metadata.
+    store = audit.connection_config(args.mlmd_sqlite, args.mlmd_grpc)
   if args.command == 'approve':
     r = repo.approve(args.name, args.version, args.by, args.note or '')
     print(f'approved {r.name} version {r.version} on {r.channel}: live for '
           f'{r.rollout_percent}% of devices (approved by {r.approval["by"]} at '
           f'{r.approval["at"]})')
+    _record(store, r, r.approval)
   elif args.command == 'reject':
     r = repo.reject(args.name, args.version, args.by, args.note or '')
     print(f'rejected {r.name} version {r.version} on {r.channel}: no device will install it')
+    _record(store, r, r.audit[-1] if r.audit else {})
   elif args.command == 'promote':
     r = repo.promote(args.name, args.version, percent=args.percent, to_channel=args.to_channel,
                      channel=args.channel, by=args.by, note=args.note or '')
@@ -326,6 +343,21 @@ def _change_state(repo: repository.OTARepository, args: argparse.Namespace) -> N
     for r in repo.halt(args.name, args.version, args.channel, args.by, args.note or ''):
       print(f'halted {r.name} version {r.version} on {r.channel}: devices that took it go back '
             'to the previous live release on their next fetch')
+
+
+def _record(store: Any, release: repository.Release, decision: Dict[str, Any]) -> None:
+  """Copies a signed decision onto the release's PushedModel artifacts in ML Metadata."""
+  if store is None:
+    return
+  count = audit.record_decision(store, release.path, release.version, release.state, decision)
+  if count:
+    print(f'recorded in ML Metadata on {count} pushed artifact(s)')
+  else:
+    # Published outside a pipeline (tfx-edge ota publish) or into another store: the signed
+    # metadata stays the authoritative record, so this is a warning, not a failure.
+    print(f'warning: no PushedModel artifact in ML Metadata has destination {release.path} '
+          f'and version {release.version}; the decision is only in the signed metadata',
+          file=sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -60,3 +60,39 @@ def test_an_approval_is_written_onto_the_pushed_artifact_of_that_release_only(re
 def test_a_bad_store_is_refused_before_anything_is_read(kwargs, message):
   with pytest.raises(ConfigError, match=message):
     audit.connection_config(**kwargs)
+
+
+def test_the_cli_records_approve_and_reject_in_ml_metadata(repo, cli_run, tmp_path):
+  first = repo.publish('digits', b'model-v1', info={'mode': 'int8'}, require_approval=True)
+  second = repo.publish('digits', b'model-v2', info={'mode': 'int8'}, require_approval=True)
+  sqlite = tmp_path / 'metadata.sqlite'
+  _, store = _store_with_pushes(sqlite, [(first.path, first.version),
+                                         (second.path, second.version)])
+
+  code, out, _ = cli_run('approve', '--name', 'digits', '--version', str(first.version),
+                         '--by', 'alice', '--note', 'gate 0.97', '--mlmd-sqlite', str(sqlite))
+  assert code == 0 and 'recorded in ML Metadata on 1 pushed artifact(s)' in out
+  code, out, _ = cli_run('reject', '--name', 'digits', '--version', str(second.version),
+                         '--by', 'bob', '--note', 'latency', '--mlmd-sqlite', str(sqlite))
+  assert code == 0 and 'recorded in ML Metadata on 1 pushed artifact(s)' in out
+
+  by_uri = {a.uri: a.custom_properties for a in store.get_artifacts()}
+  approved, rejected = by_uri[f'/pushed/{first.version}'], by_uri[f'/pushed/{second.version}']
+  assert approved[spec_keys.PROP_RELEASE_STATE].string_value == 'live'
+  assert approved[spec_keys.PROP_DECIDED_BY].string_value == 'alice'
+  assert rejected[spec_keys.PROP_RELEASE_STATE].string_value == 'rejected'
+  assert rejected[spec_keys.PROP_DECIDED_BY].string_value == 'bob'
+  assert rejected[spec_keys.PROP_DECISION_NOTE].string_value == 'latency'
+
+
+def test_the_cli_checks_the_store_before_it_signs_a_decision(repo, cli_run, tmp_path):
+  release = repo.publish('digits', b'model-v1', info={'mode': 'int8'}, require_approval=True)
+  metadata = tmp_path / 'repo' / 'metadata'
+  before = {p.name: p.read_bytes() for p in metadata.iterdir()}
+
+  code, _, err = cli_run('approve', '--name', 'digits', '--version', str(release.version),
+                         '--by', 'alice', '--mlmd-grpc', 'metadata-grpc')
+
+  assert code == 2 and "--mlmd-grpc 'metadata-grpc' is not accepted" in err
+  assert [r.state for r in repo.releases('digits')] == ['pending']
+  assert {p.name: p.read_bytes() for p in metadata.iterdir()} == before

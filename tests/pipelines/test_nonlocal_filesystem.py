@@ -149,8 +149,7 @@ def ram_root():
 
 
 @pytest.mark.e2e
-def test_ptq_gate_and_benchmark_run_with_every_artifact_on_ram(ram_root, digits_records,
-                                                               tmp_path):
+def test_ptq_gate_and_benchmark_run_with_every_artifact_on_ram(ram_root, digits_records):
   examples = data_scale.write_examples(f'{ram_root}/examples', {'eval': digits_records})
   trained = data_scale.trained_model_artifact(f'{ram_root}/trained')
 
@@ -174,21 +173,23 @@ def test_ptq_gate_and_benchmark_run_with_every_artifact_on_ram(ram_root, digits_
   assert blessing.get_int_custom_property('blessed') == 1
   assert not os.path.exists('ram:')
 
-  # The benchmarker reads the model from ram:// and writes its report there; its scratch copy
-  # for the interpreter process goes to a local tmp_dir (see the next test).
-  bench = _benchmark(candidate, f'{ram_root}/benchmark', tmp_dir=str(tmp_path))
+  # The benchmarker reads the model from ram:// and writes its report there, with its own
+  # tmp_dir on ram:// as TFX would put it under the pipeline root.
+  bench = _benchmark(candidate, f'{ram_root}/benchmark', tmp_dir=f'{ram_root}/.temp/bench/')
   assert bench.get_float_custom_property(spec_keys.PROP_P50_MS) > 0
   assert tf.io.gfile.listdir(bench.uri)
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError, reason=(
-    "DeviceBenchmarker writes its local copy of the model with open() into the executor's "
-    'tmp_dir, which TFX puts under the pipeline root: on gs://, s3:// or ram:// it is not a '
-    'local path (components/benchmarker/executor.py; a tempfile directory would do).'))
-def test_the_benchmarker_needs_a_local_tmp_dir(ram_root):
-  model = tflite_model_artifact(f'{ram_root}/xfail/model', conversion.convert(
+def test_the_benchmarker_measures_with_its_tmp_dir_on_a_non_local_filesystem(ram_root):
+  # TFX puts the executor's tmp_dir under the pipeline root; the interpreter process still
+  # needs a local file, so the benchmarker keeps its scratch copy in a local temp directory.
+  model = tflite_model_artifact(f'{ram_root}/remote_tmp/model', conversion.convert(
       small_model(), 'float32'), mode='float32')
-  _benchmark(model, f'{ram_root}/xfail/benchmark', tmp_dir=f'{ram_root}/xfail/.temp/')
+  bench = _benchmark(model, f'{ram_root}/remote_tmp/benchmark',
+                     tmp_dir=f'{ram_root}/remote_tmp/.temp/')
+  assert bench.get_float_custom_property(spec_keys.PROP_P50_MS) > 0
+  assert tf.io.gfile.exists(f'{ram_root}/remote_tmp/benchmark/{spec_keys.BENCHMARK_JSON_FILE_NAME}')
+  assert not tf.io.gfile.glob(f'{ram_root}/remote_tmp/.temp/*')
 
 
 def _benchmark(model, uri, tmp_dir):

@@ -79,6 +79,7 @@ def _mobilenet_block():
   return tf_keras.Model(inputs, tf_keras.layers.Dense(4, activation='softmax', name='head')(x))
 
 
+@pytest.mark.e2e  # trains a MobileNetV2-style block with QAT: about 24 s.
 def test_qat_folds_batchnorm_after_conv_and_depthwise_into_an_int8_only_model():
   model = fit_briefly(_mobilenet_block())
   quantized, floats = qat.plan(model, qat.QATConfig())
