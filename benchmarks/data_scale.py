@@ -2,17 +2,23 @@
 
 ```
 .venv/bin/python -m benchmarks.data_scale [--sizes 10000 100000] [--modes in_process multi_process]
-    [--output-dir benchmarks/results] [--work-dir DIR] [--report-only]
+    [--stages STAGE ...] [--merge] [--output-dir benchmarks/results] [--work-dir DIR]
+    [--report-only]
 ```
 
 For each size it writes an Examples artifact of that many digits (shifted by up to a pixel, with
 Gaussian noise: 64 floats and a label, as the demo's examples), then runs, each in a fresh
 process and with each Beam setting, the calibration sampling transform alone, one int8
 PTQConverter run (sampling + conversion) and the gate (GateExamplesGen, then the Evaluator with
-the pipeline's EvalConfig and device extractors, int8 candidate against its float32 baseline).
+the pipeline's EvalConfig, int8 candidate against its float32 baseline), the Evaluator twice:
+`evaluator_tfma` predicts with TFMA's TFLite extractor (builtin kernels, per-example input
+assembly; inputs rounded as on a device), the gate before DevicePredictionDoFn, and `evaluator`
+with the pipeline's extractors (components/common/device_extractors.py: XNNPACK, whole batches).
 It records the wall time of the step (imports and the model excluded) and the peak resident
 memory of the whole process tree (Beam's worker processes included), prints time per example and
-peak RSS side by side, and writes results/data_scale.{md,json,png}.
+peak RSS side by side, and writes results/data_scale.{md,json,png}. `--stages` measures some
+steps only; `--merge` keeps the runs of the existing data_scale.json that this run does not
+measure again (same step, Beam setting and size), for example to add 1M examples for two steps.
 
 Goals: time per example at the largest size within 1.5x of the size before it (linear cost) and
 peak memory flat (the calibration sample is bounded by its size, not by the data).
@@ -38,7 +44,16 @@ from pipelines import data  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLIT = 'eval'
 CALIBRATION_SAMPLES = 300
-STAGES = ('calibration', 'ptq_converter', 'gate_examples_gen', 'evaluator')
+STAGES = ('calibration', 'ptq_converter', 'gate_examples_gen', 'evaluator_tfma', 'evaluator',
+          'predict_tfma', 'predict_device')
+# The TFLite prediction DoFn alone, in-process only, on batches of PREDICT_BATCH examples (TFMA's
+# in-process batches averaged 253 examples here): TFMA's against the gate's.
+PREDICT_STAGES = {'predict_tfma': 'DeviceQuantizationDoFn',
+                  'predict_device': 'DevicePredictionDoFn'}
+PREDICT_BATCH = 256
+# The Evaluator stages: the extractors' module (the Evaluator's module_path) of each.
+GATE_STAGES = {'evaluator_tfma': 'benchmarks.data_scale',
+               'evaluator': 'components.common.device_extractors'}
 BEAM_MODES = {
     'in_process': ['--direct_running_mode=in_memory', '--direct_num_workers=1'],
     'multi_process': ['--direct_running_mode=multi_processing', '--direct_num_workers=2'],
@@ -172,18 +187,28 @@ def run_gate_examples_gen(examples, baseline, out_uri: str, beam_args: Sequence[
   return schema, gate_examples
 
 
+def custom_extractors(eval_shared_model: Any, eval_config: Any, tensor_adapter_config: Any):
+  """The gate before DevicePredictionDoFn, for the `evaluator_tfma` stage's module_path."""
+  from components.common import device_extractors  # pylint: disable=g-import-not-at-top
+  return device_extractors.reference_extractors(eval_shared_model, eval_config,
+                                                tensor_adapter_config)
+
+
 def run_evaluator(gate_examples, schema, candidate, baseline, out_uri: str,
-                  beam_args: Sequence[str]):
-  """The pipeline's Evaluator gate; returns (evaluation, blessing) artifacts."""
+                  beam_args: Sequence[str], module_path: str = GATE_STAGES['evaluator']):
+  """The pipeline's Evaluator gate; returns (evaluation, blessing) artifacts.
+
+  Args:
+    module_path: the module whose custom_extractors the Evaluator uses (GATE_STAGES).
+  """
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from tfx.components.evaluator import executor as evaluator_executor  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from components.common import device_extractors  # pylint: disable=g-import-not-at-top
   from components.gate import gate_config  # pylint: disable=g-import-not-at-top
   component = tfx.components.Evaluator(
       examples=channel(standard_artifacts.Examples), model=channel(),
       baseline_model=channel(), schema=channel(standard_artifacts.Schema),
-      eval_config=gate_config(data.LABEL_KEY), module_path=device_extractors.MODULE_PATH)
+      eval_config=gate_config(data.LABEL_KEY), module_path=module_path)
   evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
   evaluation.uri, blessing.uri = f'{out_uri}/evaluation', f'{out_uri}/blessing'
   evaluator_executor.Executor(_context(beam_args, out_uri)).Do(
@@ -227,7 +252,7 @@ def _measure_stage(stage: str, work_dir: str, mode: str) -> Dict[str, Any]:
   tf.io.gfile.makedirs(out)
   beam_args = BEAM_MODES[mode]
   baseline = _prepared_model(work_dir, 'baseline')
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   result = {}
   if stage == 'calibration':
     result['sampled'] = run_calibration(examples, out, beam_args)
@@ -238,17 +263,57 @@ def _measure_stage(stage: str, work_dir: str, mode: str) -> Dict[str, Any]:
         spec_keys.PROP_CALIBRATION_SHA256)
   elif stage == 'gate_examples_gen':
     run_gate_examples_gen(examples, baseline, out, beam_args)
-  else:  # evaluator: on GateExamplesGen's output, prepared once per size.
+  elif stage in PREDICT_STAGES:
+    return measure_predictions(work_dir, PREDICT_STAGES[stage])
+  else:  # An Evaluator stage: on GateExamplesGen's output, prepared once per size.
     schema = load(standard_artifacts.Schema, 'prepared/schema')
     gate_examples = load(standard_artifacts.Examples, 'prepared/gate_examples')
     gate_examples.split_names = artifact_utils.encode_split_names([SPLIT])
     from components.common import evaluation  # pylint: disable=g-import-not-at-top
     output, blessing = run_evaluator(gate_examples, schema, _prepared_model(work_dir, 'candidate'),
-                                     baseline, out, beam_args)
+                                     baseline, out, beam_args, GATE_STAGES[stage])
     result['accuracy'] = evaluation.metric_values(output.uri, 'sparse_categorical_accuracy')
     result['blessed'] = blessing.get_int_custom_property('blessed')
   result['seconds'] = time.perf_counter() - start
+  # CPU time of this process: less disturbed than wall time by other work on a busy host; with
+  # worker processes it leaves the workers out.
+  result['cpu_seconds'] = time.process_time() - cpu_start
   return result
+
+
+def measure_predictions(work_dir: str, do_fn_name: str) -> Dict[str, Any]:
+  """Times one prediction DoFn on the prepared gate examples, candidate and baseline at once.
+
+  The examples are parsed to one array first (not timed); `seconds` and `cpu_seconds` cover
+  the DoFn's process() calls on batches of PREDICT_BATCH, as the Evaluator makes them.
+  """
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_analysis import constants  # pylint: disable=g-import-not-at-top
+  from components.common import device_extractors  # pylint: disable=g-import-not-at-top
+  from components.common import examples_io  # pylint: disable=g-import-not-at-top
+  from components.gate import gate_config  # pylint: disable=g-import-not-at-top
+  records = examples_io.read_records(os.path.join(work_dir, 'prepared', 'gate_examples',
+                                                  f'Split-{SPLIT}', '*'))
+  parsed = tf.io.parse_example(tf.constant(records), {
+      data.PIXELS_KEY: tf.io.FixedLenFeature([data.NUM_PIXELS], tf.float32),
+      data.LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)})
+  x, y = parsed[data.PIXELS_KEY].numpy(), parsed[data.LABEL_KEY].numpy()[:, 0]
+  config = gate_config(data.LABEL_KEY)
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
+  shared = {spec.name: tfma.default_eval_shared_model(
+      eval_saved_model_path=path_utils.serving_model_path(
+          os.path.join(work_dir, 'prepared', spec.name)),
+      model_name=spec.name, eval_config=config) for spec in config.model_specs}
+  do_fn = getattr(device_extractors, do_fn_name)(eval_config=config, eval_shared_models=shared)
+  do_fn.setup()
+  correct = dict.fromkeys(shared, 0)
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for i in range(0, len(x), PREDICT_BATCH):
+    [out] = do_fn.process({constants.FEATURES_KEY: {data.PIXELS_KEY: x[i:i + PREDICT_BATCH]}})
+    for name, scores in out[constants.PREDICTIONS_KEY].items():
+      correct[name] += int(np.sum(np.argmax(scores, axis=1) == y[i:i + PREDICT_BATCH]))
+  return {'seconds': time.perf_counter() - start, 'cpu_seconds': time.process_time() - cpu_start,
+          'accuracy': {name: n / len(x) for name, n in correct.items()}}
 
 
 def _prepared_model(work_dir: str, name: str):
@@ -329,7 +394,8 @@ def _run_child(args: List[str]) -> Dict[str, Any]:
 # --- The suite and its report ----------------------------------------------------------------
 
 
-def run_suite(sizes: Sequence[int], modes: Sequence[str], work_root: str) -> Dict[str, Any]:
+def run_suite(sizes: Sequence[int], modes: Sequence[str], work_root: str,
+              stages: Sequence[str] = STAGES) -> Dict[str, Any]:
   from components.benchmarker import measure  # pylint: disable=g-import-not-at-top
   started = time.time()
   results = {'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -338,15 +404,19 @@ def run_suite(sizes: Sequence[int], modes: Sequence[str], work_root: str) -> Dic
   for size in sizes:
     work_dir = os.path.join(work_root, f'n{size}')
     t = time.perf_counter()
-    _run_child(['--_prepare', work_dir, '--_size', str(size)])
+    if not os.path.exists(os.path.join(work_dir, 'prepared', 'candidate.json')):
+      _run_child(['--_prepare', work_dir, '--_size', str(size)])  # Else a --work-dir's, reused.
     examples_bytes = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
                          os.walk(os.path.join(work_dir, 'examples')) for f in fs)
     print(f'n={size:,}: data and models ready in {time.perf_counter() - t:.0f} s '
           f'({examples_bytes / 2**20:.1f} MB gzip)', flush=True)
-    for stage in STAGES:
+    for stage in [s for s in STAGES if s in stages]:
       for mode in modes:
+        if stage in PREDICT_STAGES and mode != 'in_process':
+          continue  # No Beam: one setting is enough.
         run = _run_child(['--_stage', stage, '--_mode', mode, '--_work', work_dir])
-        run.update(size=size, stage=stage, mode=mode, examples_gzip_bytes=examples_bytes)
+        run.update(size=size, stage=stage, mode=mode, examples_gzip_bytes=examples_bytes,
+                   started=results['started'])
         run['us_per_example'] = run['seconds'] / size * 1e6
         results['runs'].append(run)
         print(f'  {stage:18s} {mode:14s} {run["seconds"]:8.1f} s  '
@@ -355,6 +425,29 @@ def run_suite(sizes: Sequence[int], modes: Sequence[str], work_root: str) -> Dic
   results['duration_s'] = time.time() - started
   results['goals'] = goals(results)
   return results
+
+
+def merge(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Any]:
+  """new, plus the runs of old that new did not measure again (same step, Beam setting, size).
+
+  A data_scale.json from before `evaluator_tfma` existed measured TFMA's extractor under the
+  name `evaluator`: those runs are read as `evaluator_tfma`.
+  """
+  runs = []
+  for run in old['runs']:
+    run = dict(run, started=run.get('started', old['started']))
+    if 'evaluator_tfma' not in {r['stage'] for r in old['runs']} and run['stage'] == 'evaluator':
+      run['stage'] = 'evaluator_tfma'
+    runs.append(run)
+  new_runs = [dict(r, started=r.get('started', new['started'])) for r in new['runs']]
+  measured = {(r['stage'], r['mode'], r['size']) for r in new_runs}
+  kept = [r for r in runs if (r['stage'], r['mode'], r['size']) not in measured]
+  merged = dict(new, runs=kept + new_runs,
+                beam_modes=dict(old['beam_modes'], **new['beam_modes']),
+                duration_s=old['duration_s'] + new['duration_s'])
+  merged['started'] = ' and '.join(sorted({r['started'] for r in merged['runs']}))
+  merged['goals'] = goals(merged)
+  return merged
 
 
 def _by(results, stage, mode):
@@ -418,6 +511,7 @@ def report(results: Dict[str, Any]) -> str:
       '- Beam: ' + '; '.join(f'{m}: `{" ".join(a)}`' for m, a in results['beam_modes'].items()),
       '- Time: the step alone (process start, imports and model training excluded). Peak RSS: '
       'the whole process tree (Beam workers included), sampled every 0.1 s.',
+      *(f'- Note: {note}' for note in results.get('notes', [])),
       '',
       '| step | examples | ' + ' | '.join(f'{m} s | {m} us/example | {m} peak RSS MB'
                                           for m in modes) + ' |',
@@ -455,18 +549,63 @@ def report(results: Dict[str, Any]) -> str:
   for e in extrapolations(results):
     lines.append(f'| {e["stage"]} | {e["mode"]} | {e["marginal_us"]:.1f} | {e["fixed_s"]:.1f} | '
                  f'{_duration(e["at_10m_s"])} |')
+  lines += ['', '## The gate: TFMA\'s TFLite extractor against the device extractor', '',
+            '`evaluator_tfma`: TFMA 0.47\'s TFLite predict extractor (builtin kernels, '
+            'each batch assembled one example at a time, the interpreter re-allocated per '
+            'batch; int8 inputs rounded as on a device), the gate before. `evaluator`: the '
+            'pipeline\'s extractors now (DevicePredictionDoFn: XNNPACK, one reshape per batch, '
+            're-allocated only when the batch size changes). Same EvalConfig, data and models; '
+            'both measured in the same run.', '',
+            '`predict_tfma` / `predict_device`: the prediction DoFn alone (both models, '
+            f'batches of {PREDICT_BATCH}, no Beam), accuracy from the argmax.', '',
+            '| step | Beam | examples | TFMA extractor s | device extractor s | speed-up | '
+            'CPU s of the launching process, TFMA / device | accuracy (candidate, baseline), '
+            'TFMA / device |',
+            '|---|---|---:|---:|---:|---:|---:|---|']
+  for row in gate_comparison(results):
+    cpu = (f'{row["tfma_cpu_s"]:.2f} / {row["fast_cpu_s"]:.2f}' if row['fast_cpu_s'] is not None
+           and row['tfma_cpu_s'] is not None else '-')
+    lines.append(f'| {row["step"]} | {row["mode"]} | {row["size"]:,} | {row["tfma_s"]:.2f} | '
+                 f'{row["fast_s"]:.2f} | {row["speedup"]:.2f}x | {cpu} | '
+                 f'{_accuracies(row["tfma_accuracy"])} / {_accuracies(row["fast_accuracy"])} |')
   lines += ['', '## Share of the gate', '']
   for mode in modes:
     for size in sizes:
       spent = {r['stage']: r['seconds'] for r in results['runs']
                if r['mode'] == mode and r['size'] == size}
-      data_steps = spent.get('ptq_converter', 0) + spent.get('gate_examples_gen', 0) + spent.get(
-          'evaluator', 0)
-      if data_steps:
+      before = spent.get('ptq_converter', 0) + spent.get('gate_examples_gen', 0)
+      shares = [f'{spent[s] / (before + spent[s]):.0%} with {label} ({before + spent[s]:.0f} s)'
+                for s, label in (('evaluator_tfma', 'TFMA\'s extractor'),
+                                 ('evaluator', 'the device extractor')) if s in spent]
+      if before and shares:
         lines.append(f'- {mode}, {size:,} examples: the Evaluator takes '
-                     f'{spent.get("evaluator", 0) / data_steps:.0%} of PTQConverter + '
-                     f'GateExamplesGen + Evaluator ({data_steps:.0f} s).')
+                     f'{" and ".join(shares)} of PTQConverter + GateExamplesGen + Evaluator.')
   return '\n'.join(lines) + '\n'
+
+
+def gate_comparison(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+  """Per Beam setting and size measured with both Evaluator stages: times and speed-up."""
+  out = []
+  for (old_stage, new_stage), mode in [(s, m) for s in (('evaluator_tfma', 'evaluator'),
+                                                        ('predict_tfma', 'predict_device'))
+                                       for m in results['beam_modes']]:
+    tfma_runs = {r['size']: r for r in _by(results, old_stage, mode)}
+    for fast in _by(results, new_stage, mode):
+      old = tfma_runs.get(fast['size'])
+      if old is None:
+        continue
+      out.append({'step': new_stage, 'mode': mode, 'size': fast['size'],
+                  'tfma_s': old['seconds'],
+                  'fast_s': fast['seconds'], 'speedup': old['seconds'] / fast['seconds'],
+                  'tfma_cpu_s': old.get('cpu_seconds'), 'fast_cpu_s': fast.get('cpu_seconds'),
+                  'tfma_accuracy': old.get('accuracy'), 'fast_accuracy': fast.get('accuracy')})
+  return out
+
+
+def _accuracies(accuracy) -> str:
+  if not accuracy:
+    return '-'
+  return ', '.join(f'{accuracy[k]:.4f}' for k in ('candidate', 'baseline') if k in accuracy)
 
 
 def plot(results: Dict[str, Any], path: str) -> None:
@@ -474,14 +613,16 @@ def plot(results: Dict[str, Any], path: str) -> None:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for stage in STAGES:
+  for i, stage in enumerate(STAGES):  # A colour per step, a line style per Beam setting.
     for mode, style in zip(results['beam_modes'], ('-o', '--s')):
       runs = _by(results, stage, mode)
       if not runs:
         continue
       x = [r['size'] for r in runs]
-      ax_time.plot(x, [r['us_per_example'] for r in runs], style, label=f'{stage} ({mode})')
-      ax_mem.plot(x, [r['peak_rss_mb'] for r in runs], style, label=f'{stage} ({mode})')
+      ax_time.plot(x, [r['us_per_example'] for r in runs], style, color=f'C{i}',
+                   label=f'{stage} ({mode})')
+      ax_mem.plot(x, [r['peak_rss_mb'] for r in runs], style, color=f'C{i}',
+                  label=f'{stage} ({mode})')
   for ax, label in ((ax_time, 'time per example (us)'), (ax_mem, 'peak RSS of the tree (MB)')):
     ax.set_xscale('log')
     ax.set_yscale('log')
@@ -505,8 +646,14 @@ def main(argv=None) -> int:
   parser.add_argument('--report-only', action='store_true',
                       help='rewrite data_scale.md and .png from the data_scale.json in '
                       '--output-dir, measuring nothing.')
+  parser.add_argument('--stages', nargs='+', choices=STAGES, default=list(STAGES),
+                      help='the steps to measure (default: all).')
+  parser.add_argument('--merge', action='store_true',
+                      help='keep the runs of the existing data_scale.json in --output-dir that '
+                      'this run does not measure again.')
   parser.add_argument('--work-dir', default=None,
-                      help='where the generated data goes (default: a temporary directory).')
+                      help='where the generated data goes (default: a temporary directory); '
+                      'data and models already prepared there are reused.')
   # Internal: one step in a child process.
   parser.add_argument('--_prepare', help=argparse.SUPPRESS)
   parser.add_argument('--_size', type=int, help=argparse.SUPPRESS)
@@ -528,7 +675,10 @@ def main(argv=None) -> int:
       results = json.load(f)
   else:
     work_root = args.work_dir or tempfile.mkdtemp(prefix='data-scale-')
-    results = run_suite(args.sizes, args.modes, work_root)
+    results = run_suite(args.sizes, args.modes, work_root, args.stages)
+    if args.merge and os.path.exists(json_path):
+      with open(json_path) as f:
+        results = merge(json.load(f), results)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(json_path, 'w') as f:
       json.dump(results, f, indent=1)

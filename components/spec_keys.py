@@ -77,7 +77,19 @@ PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'
 PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'
 PROP_FLOAT_LAYERS = 'tfx_edge_float_layers'  # JSON list of layers QAT left in float
 PROP_FOLDED_BATCHNORM = 'tfx_edge_folded_batchnorm'  # JSON list of [conv, batchnorm] QAT folded
+# PTQConverter(mode='int8_auto'): its options (JSON of ptq_converter.auto.AutoConfig), and
+# what it chose (JSON: layers in float with their errors, accuracy, size and latency against int8;
+# the layers are also in PROP_FLOAT_LAYERS).
+INT8_AUTO_KEY = 'int8_auto'
+PROP_INT8_AUTO = 'tfx_edge_int8_auto'
 MODEL_RUN_KEY = 'model_run'  # TensorBoard logs of fine-tuning, as the Trainer's model_run.
+
+# A variant whose optimizer or conversion failed, recorded instead of stopping the run (see
+# components/common/failures.py): 1 on the output of the step that failed and on every artifact
+# made from it, with the reason in words. RECORD_FAILURE_KEY (1 or 0) turns recording on.
+RECORD_FAILURE_KEY = 'record_failure'
+PROP_FAILED = 'tfx_edge_failed'
+PROP_FAILURE_REASON = 'tfx_edge_failure_reason'
 
 # OTAPusher.
 OTA_REPOSITORY_KEY = 'repository'
@@ -146,6 +158,8 @@ PROP_RELEASE_STATE = 'tfx_edge_release_state'  # 'live' or 'pending' (awaiting a
 PROP_ROLLOUT_PERCENT = 'tfx_edge_rollout_percent'
 # OTAPusher: how long the metadata a push signs stays valid: JSON {role: duration such as "7d"}.
 OTA_METADATA_EXPIRY_KEY = 'metadata_expiry'
+# OTAPusher: how many versions per name and channel the targets metadata lists; 0 lists all.
+OTA_KEEP_VERSIONS_KEY = 'keep_versions'
 # A release decision made after the push (`tfx-edge ota approve/reject --mlmd-...`), on the
 # PushedModel artifact: who, when (ISO UTC), and the note.
 PROP_DECIDED_BY = 'tfx_edge_decided_by'

@@ -27,6 +27,7 @@ from components import RegressionGate
 from components import VariantSelector
 from components.benchmarker import targets
 from components.common import device_extractors
+from components.common import evaluator_guard
 from components.common import model_io
 from components.common.finetune import config as finetune_config
 from components.common import modes
@@ -39,6 +40,7 @@ from components.gate import DEFAULT_MIN_ACCURACY
 from components.gate import gate_config
 from components.gate import schema as gate_schema
 from components.ota.repository import DEFAULT_CHANNEL
+from components.ptq_converter import auto
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
 from components.regression_gate import regression
 from components.selector import selection
@@ -54,7 +56,7 @@ DEFAULT_EVAL_STEPS = 10
 DEFAULT_PRUNING = PruningConfig(target_sparsity=0.8, end=0.6)
 DEFAULT_CLUSTERING = ClusteringConfig(number_of_clusters=16)
 # The quantization modes a variant's int8 model can be made with.
-INT8_MODES = (modes.INT8, modes.INT8_FLOAT_FALLBACK)
+INT8_MODES = (modes.INT8, modes.INT8_FLOAT_FALLBACK, modes.INT8_AUTO)
 # The demo's device: a small phone-class budget the digits variants fit, measured at 1 and 2
 # threads for half a second each. create_pipeline's own defaults are no budgets at all.
 DEMO_BUDGETS = Budgets(max_p90_ms=5.0, max_gzip_bytes=64 * 1024, max_peak_memory_mb=32.0)
@@ -137,6 +139,7 @@ def create_pipeline(
     int8_io: str = modes.IO_NATIVE,
     int8_mode: str = modes.INT8,
     allowed_modes: Sequence[str] = modes.DEFAULT_ALLOWED_MODES,
+    int8_auto_budget: float = auto.DEFAULT_FALLBACK_BUDGET,
     min_accuracy: float = DEFAULT_MIN_ACCURACY,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     max_error_increase: float = DEFAULT_MAX_ERROR_INCREASE,
@@ -203,10 +206,12 @@ def create_pipeline(
       step refuses data with missing values, naming the features and counts.
     calibration_samples: calibration examples sampled by Beam for int8.
     int8_io: input/output type of the int8 models: `native` (int8) or `float32`.
-    int8_mode: how every variant is quantized: `int8` (integer-only, what int8-only devices run)
-      or `int8_float_fallback` (ops without an int8 kernel stay float).
+    int8_mode: how every variant is quantized: `int8` (integer-only, what int8-only devices run),
+      `int8_float_fallback` (ops without an int8 kernel stay float) or `int8_auto` (the fewest
+      layers in float that keep the accuracy within max_accuracy_drop on the eval split).
     allowed_modes: the modes OTAPusher may publish; int8_mode must be one of them (default:
       int8 only).
+    int8_auto_budget: int8_auto's largest share of layers kept in float, in (0, 1].
     min_accuracy: the gates' value threshold on int8 accuracy.
     max_accuracy_drop: the gates' change threshold: largest absolute accuracy drop vs float32.
     max_error_increase: regression gates: largest relative increase of the mean absolute error
@@ -269,6 +274,15 @@ def create_pipeline(
         f'int8_mode={int8_mode!r} is not in allowed_modes={list(allowed_modes)!r}: the pusher '
         f'would refuse every variant. Add {int8_mode!r} to allowed_modes if your devices run '
         f'float ops, or quantize with {modes.INT8!r}.')
+  int8_auto = None
+  if int8_mode == modes.INT8_AUTO:
+    if task == tasks.REGRESSION:
+      raise ConfigError(f'int8_mode={modes.INT8_AUTO!r} is not accepted with task='
+                        f'{tasks.REGRESSION!r}: its accuracy tolerance is max_accuracy_drop, an '
+                        'accuracy share; use int8 or int8_float_fallback.')
+    # The tolerance is the gate's, so the model it keeps is one the gate passes.
+    int8_auto = auto.AutoConfig(max_drop=max_accuracy_drop, fallback_budget=int8_auto_budget,
+                                task=task)
   fill_missing = gate_schema.validate_fill_missing(fill_missing)
   fine_tuning = fine_tuning or FineTuneConfig()
   if task in tasks.LOGIT_TASKS and fine_tuning.loss == finetune_config.AUTO_LOSS:
@@ -304,7 +318,11 @@ def create_pipeline(
                      max_accuracy_drop=max_accuracy_drop, max_error_increase=max_error_increase,
                      max_error=max_error)
 
-  optimizer_args = dict(examples=examples, fine_tuning=fine_tuning, **user_code)
+  # With several variants, one whose optimizer or conversion fails is recorded as failed (with
+  # its reason) and the run goes on with the others; a single variant fails the run as before.
+  record_failure = len(variants) > 1
+  optimizer_args = dict(examples=examples, fine_tuning=fine_tuning,
+                        record_failure=record_failure, **user_code)
   pruner = None
   if PRUNED in variants or PCQAT in variants:
     pruner = Pruner(model=trained, pruning=pruning, **optimizer_args).with_id(PRUNER)
@@ -334,9 +352,12 @@ def create_pipeline(
         inference_io=int8_io,
         calibration_samples=calibration_samples,
         label_key=label_key,
+        record_failure=record_failure,
+        int8_auto=int8_auto,
         # Calibration reads the sample through the module's input_fn, as training did.
         **user_code).with_id(int8_node(variant))
-    evaluator = tfx.components.Evaluator(
+    # The TFX Evaluator, refusing a failed variant without evaluating it.
+    evaluator = evaluator_guard.Evaluator(
         examples=gate_examples.outputs['gate_examples'],
         model=int8.outputs['tflite_model'],
         baseline_model=ptq_float32.outputs['tflite_model'],
@@ -579,7 +600,10 @@ def add_optimization_arguments(parser: argparse.ArgumentParser) -> None:
   """
   parser.add_argument('--int8-mode', choices=INT8_MODES, default=modes.INT8,
                       help='how every variant is quantized; int8_float_fallback keeps ops with '
-                      'no int8 kernel in float (add it to --allowed-modes).')
+                      'no int8 kernel in float, int8_auto the fewest layers in float that keep '
+                      'the accuracy (add either to --allowed-modes).')
+  parser.add_argument('--int8-auto-budget', type=float, default=auto.DEFAULT_FALLBACK_BUDGET,
+                      help='int8_auto: the largest share of layers kept in float, in (0, 1].')
   parser.add_argument('--allowed-modes', default=','.join(modes.DEFAULT_ALLOWED_MODES),
                       help='comma-separated modes the pusher may publish.')
   parser.add_argument('--sparsity', type=float, default=DEFAULT_PRUNING.target_sparsity,
@@ -597,6 +621,7 @@ def optimization_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
   """create_pipeline keyword arguments from add_optimization_arguments' flags."""
   return dict(
       int8_mode=args.int8_mode,
+      int8_auto_budget=args.int8_auto_budget,
       allowed_modes=[m for m in args.allowed_modes.split(',') if m],
       pruning=dataclasses.replace(DEFAULT_PRUNING, target_sparsity=args.sparsity,
                                   skip_layers=args.skip_layers),

@@ -8,6 +8,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from components import spec_keys
 from components.common import evaluation
+from components.common import failures
 from components.regression_gate import executor as regression_executor
 from pipelines import pipeline as pipeline_lib
 
@@ -27,6 +28,7 @@ class VariantRow:
   p50_ms: Optional[float]
   budget: str
   pushed_to: str
+  failed: str = ''  # Why the variant's optimizer or conversion failed ('' when it did not).
 
 
 def _props(artifact: metadata_store_pb2.Artifact) -> Dict[str, object]:
@@ -154,6 +156,12 @@ def summarize(metadata_path: str, pipeline_name: str) -> List[VariantRow]:
         spec_keys.TFLITE_MODEL_KEY)
     if model is None:
       continue
+    failed = failures.failure_of(model)
+    if failed:  # Nothing was evaluated or measured; the run went on with the other variants.
+      row = _row(variant, model, None, 'FAILED', '-')
+      row.failed = failed
+      rows.append(row)
+      continue
     evaluator = latest_artifacts(store, pipeline_name, pipeline_lib.evaluator_node(variant))
     accuracy, blessed = {}, 'n/a'
     if 'evaluation' in evaluator:
@@ -229,8 +237,10 @@ def format_table(rows: List[VariantRow]) -> str:
   cells = [header] + [
       (r.variant, r.chain, '-' if r.sparsity is None else f'{r.sparsity:.2f}',
        '-' if r.clusters is None else str(r.clusters),
-       f'{r.size_bytes:,}' + ratio(r.size_bytes, base.size_bytes if base else 0),
-       f'{r.gzip_bytes:,}' + ratio(r.gzip_bytes, base.gzip_bytes if base else 0),
+       '-' if r.failed else f'{r.size_bytes:,}' + ratio(r.size_bytes,
+                                                         base.size_bytes if base else 0),
+       '-' if r.failed else f'{r.gzip_bytes:,}' + ratio(r.gzip_bytes,
+                                                         base.gzip_bytes if base else 0),
        '-' if r.accuracy is None else f'{r.accuracy:.4f}', r.blessed,
        '-' if r.p50_ms is None else f'{r.p50_ms:.4f}', r.budget, r.pushed_to)
       for r in rows]
@@ -240,4 +250,10 @@ def format_table(rows: List[VariantRow]) -> str:
     lines.append('  '.join(c.ljust(w) for c, w in zip(row, widths)) + '  ' + row[-1])
     if i == 0:
       lines.append('  '.join('-' * w for w in widths) + '  ' + '-' * len(header[-1]))
+  failed = [r for r in rows if r.failed]
+  if failed:
+    lines.append('')
+    lines.append(f'{len(failed)} variant(s) FAILED and were left out; the run went on with the '
+                 'others:')
+    lines += [f'  {r.variant}: {r.failed}' for r in failed]
   return '\n'.join(lines)

@@ -17,6 +17,7 @@ from components.benchmarker import budgets as budgets_lib
 from components.benchmarker import report
 from components.benchmarker import targets
 from components.common import evaluation as evaluation_lib
+from components.common import failures
 from components.common import model_io
 from components.common import tasks
 from components.common import tflite
@@ -79,6 +80,13 @@ class Executor(base_executor.BaseExecutor):
     scratch = tempfile.mkdtemp(prefix='tfx-edge-benchmark-')
     try:
       for i, model in enumerate(models):
+        failed = failures.failure_of(model)
+        if failed:
+          # A variant that failed before it was converted: nothing to measure, never eligible.
+          logging.warning('DeviceBenchmarker: %s is a failed variant, not measured: %s',
+                          model.uri, failed)
+          entries.append(_failed_entry(model, failed))
+          continue
         data = model_io.read_tflite(model.uri, 'DeviceBenchmarker')
         local = os.path.join(scratch, f'model-{i}.tflite')
         with open(local, 'wb') as f:
@@ -133,15 +141,37 @@ class Executor(base_executor.BaseExecutor):
     output.set_int_custom_property(spec_keys.PROP_WITHIN_BUDGETS, int(within))
     output.set_string_custom_property(spec_keys.PROP_BUDGET_REASON, reason)
     output.set_string_custom_property(spec_keys.VARIANT_KEY, variant)
-    first = entries[0]['measurements'][0]
+    measured = [e for e in entries if not e.get('failed')]
+    if not measured:
+      failures.mark_failed(output, entries[0]['failed'])
+      return
+    first = measured[0]['measurements'][0]
     output.set_float_custom_property(spec_keys.PROP_P50_MS, first['p50_ms'])
     output.set_float_custom_property(spec_keys.PROP_P90_MS, first['p90_ms'])
     output.set_float_custom_property(spec_keys.PROP_PEAK_MEMORY_MB, first['peak_memory_mb'])
-    output.set_int_custom_property(spec_keys.PROP_SIZE_BYTES, entries[0]['size_bytes'])
-    output.set_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES, entries[0]['gzip_bytes'])
+    output.set_int_custom_property(spec_keys.PROP_SIZE_BYTES, measured[0]['size_bytes'])
+    output.set_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES, measured[0]['gzip_bytes'])
     log = logging.info if within else logging.warning
     log('DeviceBenchmarker: %s: %s. Report: %s', variant or 'models', reason,
         os.path.join(output.uri, spec_keys.REPORT_HTML_FILE_NAME))
+
+
+def _failed_entry(model: types.Artifact, reason: str) -> Dict[str, Any]:
+  """The benchmark.json entry of a failed variant: refused by the gate, not measured."""
+  return {
+      'uri': model.uri,
+      'artifact_id': model.id,
+      'mode': model.get_string_custom_property(spec_keys.PROP_MODE),
+      'history': json.loads(model.get_string_custom_property(spec_keys.PROP_HISTORY) or '[]'),
+      'failed': reason,
+      'size_bytes': 0,
+      'gzip_bytes': 0,
+      'measurements': [],
+      'accuracy': {'metric': evaluation_lib.ACCURACY_METRIC, 'higher_is_better': True,
+                   'blessed': False, 'reason': f'the variant failed: {reason}'},
+      'within_budget': False,
+      'budget_violations': [f'not measured: the variant failed: {reason}'],
+  }
 
 
 def _for_model(model: types.Artifact,

@@ -5,8 +5,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
+# Not re-exported by tfmot's public API: the table of the weights it clusters per layer type.
+from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
 import tf_keras
 
+from components.common import depthwise
 from components.common import validation
 from components.common.finetune.config import OptimizationConfig
 from components.common.finetune.config import weighted_layers
@@ -83,6 +86,11 @@ def clusterable_layers(model: tf_keras.Model, config: ClusteringConfig,
   """(layers `cluster` will wrap, {layer left unclustered: why}), after skips (all logged)."""
   chosen, small = [], {}
   for layer in weighted_layers(model, config.skip_layers, 'clustering'):
+    if not depthwise.is_depthwise(layer) and depthwise.listed_without_weights(
+        clustering_registry.ClusteringRegistry, layer):
+      _LOG.info('clustering: layer %r (%s) has no kernel tfmot clusters; left as is',
+                layer.name, type(layer).__name__)
+      continue
     reason = too_small(layer, config, preserve_sparsity)
     if reason:
       _LOG.warning('clustering: layer %r left unclustered: %s', layer.name, reason)
@@ -103,8 +111,9 @@ def cluster(model: tf_keras.Model, config: ClusteringConfig,
   def wrap(layer):
     if layer.name not in chosen:
       return layer
+    # A DepthwiseConv2D becomes its twin that tells tfmot to cluster the depthwise kernel.
     return tfmot.clustering.keras.cluster_weights(
-        layer,
+        depthwise.optimizable(layer),
         number_of_clusters=config.number_of_clusters,
         cluster_centroids_init=CENTROID_INITS[config.centroid_init],
         preserve_sparsity=preserve_sparsity,
@@ -114,8 +123,9 @@ def cluster(model: tf_keras.Model, config: ClusteringConfig,
 
 
 def strip(model: tf_keras.Model) -> tf_keras.Model:
-  """Removes the clustering wrappers, leaving each kernel with its clustered values."""
-  return tfmot.clustering.keras.strip_clustering(model)
+  """Removes the clustering wrappers, leaving each kernel with its clustered values (depthwise
+  layers plain again)."""
+  return depthwise.restore(tfmot.clustering.keras.strip_clustering(model))
 
 
 def unique_weights(model: tf_keras.Model, layer_names: List[str]) -> Dict[str, int]:

@@ -28,7 +28,8 @@ class Clusterer(OptimizerComponent):
                input_fn: Optional[str] = None,
                module_file: Optional[str] = None,
                clustering: Optional[ClusteringConfig] = None,
-               fine_tuning: Optional[FineTuneConfig] = None):
+               fine_tuning: Optional[FineTuneConfig] = None,
+               record_failure: bool = False):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -39,5 +40,8 @@ class Clusterer(OptimizerComponent):
       clustering: clusters, centroid init, per-channel, sparsity preservation, skips (default
         ClusteringConfig()).
       fine_tuning: epochs, steps, batch size, learning rate, optimizer.
+      record_failure: record a failure of this step on its output and let the run go on with
+        the other variants, instead of stopping it (components.common.failures).
     """
-    super().__init__(model, examples, input_fn, module_file, clustering, fine_tuning)
+    super().__init__(model, examples, input_fn, module_file, clustering, fine_tuning,
+                     record_failure)

@@ -128,6 +128,10 @@ def blessing_refusal(model: types.Artifact, blessing: types.Artifact,
   if current and current != model.uri:
     return (f'the blessing {blessing.uri} is for model {current}, not for {model.uri}; wire the '
             'Evaluator that evaluated this model.')
+  if blessing.get_int_custom_property(spec_keys.PROP_FAILED):
+    # Whatever else a blessing of a failed variant says, it is a refusal.
+    return ('the variant failed before the gate: ' +
+            (blessing.get_string_custom_property(spec_keys.PROP_FAILURE_REASON) or 'failed'))
   blessed = blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY)
   if blessed == evaluator_constants.BLESSED_VALUE:
     return ''

@@ -1,5 +1,5 @@
 """Reading the splits of an Examples artifact, with errors that name the artifact and split."""
-from typing import List
+from typing import List, Optional
 
 import tensorflow as tf
 from tfx import types
@@ -62,10 +62,15 @@ def check_split_not_empty(examples: types.Artifact, split: str, parameter: str) 
       f'ExampleGen and its split configuration, or set {parameter} to a split with examples.')
 
 
-def read_records(file_pattern: str) -> List[bytes]:
-  """Reads every record of gzip or plain TFRecord files matching a pattern."""
+def read_records(file_pattern: str, limit: Optional[int] = None) -> List[bytes]:
+  """Reads the records of gzip or plain TFRecord files matching a pattern (the first `limit`
+  in file-name order when given: files past it are not opened)."""
   records = []
   for path in sorted(tf.io.gfile.glob(file_pattern)):
-    records.extend(
-        r.numpy() for r in tf.data.TFRecordDataset(path, compression_type=_compression(path)))
+    dataset = tf.data.TFRecordDataset(path, compression_type=_compression(path))
+    if limit is not None:
+      dataset = dataset.take(limit - len(records))
+    records.extend(r.numpy() for r in dataset)
+    if limit is not None and len(records) >= limit:
+      break
   return records

@@ -12,10 +12,12 @@ FLOAT16 = 'float16'
 INT8 = 'int8'
 INT8_FLOAT_FALLBACK = 'int8_float_fallback'
 INT16X8 = 'int16x8'
+# int8 with the fewest layers kept in float that the accuracy needs (ptq_converter/auto.py).
+INT8_AUTO = 'int8_auto'
 
-MODES = (FLOAT32, DYNAMIC_RANGE, FLOAT16, INT8, INT8_FLOAT_FALLBACK, INT16X8)
+MODES = (FLOAT32, DYNAMIC_RANGE, FLOAT16, INT8, INT8_FLOAT_FALLBACK, INT16X8, INT8_AUTO)
 # Modes whose activation ranges come from a representative (calibration) dataset.
-CALIBRATED_MODES = frozenset({INT8, INT8_FLOAT_FALLBACK, INT16X8})
+CALIBRATED_MODES = frozenset({INT8, INT8_FLOAT_FALLBACK, INT16X8, INT8_AUTO})
 # What a pusher publishes unless told otherwise: int8-only models, which every device runs.
 DEFAULT_ALLOWED_MODES = (INT8,)
 
@@ -33,6 +35,8 @@ _IO_ALLOWED = {
     INT8: {IO_NATIVE, IO_INT8, IO_FLOAT32},
     INT8_FLOAT_FALLBACK: {IO_NATIVE, IO_FLOAT32},
     INT16X8: {IO_NATIVE, IO_FLOAT32, IO_INT16},
+    # The layers kept in float take float inputs; float I/O keeps the boundary simple.
+    INT8_AUTO: {IO_NATIVE, IO_FLOAT32},
 }
 
 

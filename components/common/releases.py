@@ -5,7 +5,9 @@ the release that devices run now exactly as a device sees it. Plain Python over 
 API: no TFX, no TensorFlow.
 """
 import hashlib
+import os
 import re
+from urllib import parse
 from typing import Any, Dict, Optional, Tuple
 
 from tuf.api.metadata import Metadata
@@ -53,6 +55,26 @@ def rollout_bucket(name: str, version: int, device_id: str) -> float:
 def in_rollout(name: str, version: int, device_id: Optional[str], percent: int) -> bool:
   """Whether a device is in a release's rollout; device_id None counts every device in."""
   return device_id is None or percent >= 100 or rollout_bucket(name, version, device_id) < percent
+
+
+def verified_targets_of(updater: Any, metadata_dir: str, name: str) -> Metadata:
+  """The verified targets metadata that lists name's releases, after updater.refresh().
+
+  A repository with delegations gives each model its own targets role: ngclient verifies and
+  stores it (as <name>.json in metadata_dir) when asked for a path only that role can hold, and
+  no other model's role is downloaded. Without a delegation for name, targets.json lists them.
+
+  Args:
+    updater: a tuf.ngclient.Updater whose refresh() has run.
+    metadata_dir: the updater's metadata directory.
+    name: model name.
+  """
+  top = Metadata.from_file(os.path.join(metadata_dir, 'targets.json'))
+  delegations = top.signed.delegations
+  if delegations is None or not delegations.roles or name not in delegations.roles:
+    return top
+  updater.get_targetinfo(f'{name}/-/-')  # Matches `<name>/*/*`: loads name's role only.
+  return Metadata.from_file(os.path.join(metadata_dir, f'{parse.quote(name, "")}.json'))
 
 
 def select_release(targets: Metadata, name: str, channel: str,

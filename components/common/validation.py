@@ -75,3 +75,10 @@ def instance_of(name: str, value: Any, cls: type) -> Any:
   if not isinstance(value, cls):
     raise ConfigError(f'{name}={value!r} is not accepted; it must be a {cls.__name__}.')
   return value
+
+
+def boolean(name: str, value: Any) -> bool:
+  """Returns value if it is True or False; raises ConfigError otherwise."""
+  if value is not True and value is not False:
+    raise ConfigError(f'{name}={value!r} is not accepted; it must be True or False.')
+  return value

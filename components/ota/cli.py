@@ -12,17 +12,26 @@
     tfx-edge ota halt        --repo REPO --keys DIR --name NAME --version V
     tfx-edge ota rollback    --repo REPO --keys DIR --name NAME --to-version V [--channel C]
     tfx-edge ota rotate-keys --repo REPO --keys DIR --role {snapshot,timestamp}
+                             [--new-signer URI [--new-public-key PEM]]
     tfx-edge ota refresh     --repo REPO --keys DIR [--if-expiring-within DURATION]
                              [--online-only]
     tfx-edge ota renew-root  --repo REPO --keys DIR [--root-expiry DURATION]
     tfx-edge ota status      --repo REPO [--channels] [--if-expiring-within DURATION]
+    tfx-edge ota gc          --repo REPO [--keys DIR] [--dry-run] [--min-age DURATION]
     tfx-edge ota fetch       --url URL --trusted-root FILE --name NAME --dest DIR [--channel C]
-                             [--device-id ID]
+                             [--device-id ID] [--health-check {auto,require,off}]
+                             [--status-file FILE]
 
 REPO is a directory or an fsspec URI (gs://bucket/ota, s3://bucket/ota, file:///srv/ota);
-DIR, the signing keys, is always a local directory. Every command given --repo also takes
+DIR, the signing keys, is always a local directory: <role>.pem files, and signers.json for the
+roles whose key is in an HSM or a KMS; every command given --keys also takes --signer ROLE=URI
+(repeatable) for a key elsewhere (file:, hsm:, gcpkms:, awskms:, azurekms:; docs/ota.md, "Where
+the keys live"). Every command given --repo also takes
 --root-expiry, --targets-expiry, --snapshot-expiry and --timestamp-expiry: how long what it signs
-stays valid (DURATION: 7d, 12h, 30m, 1d12h...), and the base of the refresh windows.
+stays valid (DURATION: 7d, 12h, 30m, 1d12h...), and the base of the refresh windows. The
+commands that write releases (publish, approve, reject, promote, halt, rollback, gc) take
+--keep-versions K: the targets metadata lists the newest K versions per name and channel, plus
+those still in use (0: every version).
 
 The CLI prints only what was asked for, and imports no TensorFlow: models are inspected with
 LiteRT, and only `publish` loads it.
@@ -35,15 +44,18 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from tfx_edge_device import cli as device_cli
+from tfx_edge_device import health
 from tuf.api import exceptions as tuf_exceptions
 
 from components.errors import TfxEdgeError
 from components.ota import audit
 from components.ota import client
 from components.ota import repository
+from components.ota import signing_keys
 
 COMMANDS = ('init', 'publish', 'approve', 'reject', 'promote', 'halt', 'rollback',
-            'rotate-keys', 'refresh', 'renew-root', 'status', 'fetch')
+            'rotate-keys', 'refresh', 'renew-root', 'status', 'gc', 'fetch')
 STATE_CHANGES = ('approve', 'reject', 'promote', 'halt')
 
 
@@ -94,12 +106,16 @@ def _parser() -> argparse.ArgumentParser:
                    'object per line')
   fetch = command('fetch', 'device side: verify, download and install the release for this '
                   'device')
+  gc = command('gc', 'delete the target files no metadata a device may still be given names')
   changes = (approve, reject, promote, halt)
-  with_repo = (init, publish, rollback, rotate, refresh, renew, status, *changes)
+  with_repo = (init, publish, rollback, rotate, refresh, renew, status, gc, *changes)
   for sub in with_repo:
     sub.add_argument('--repo', required=True, help='repository directory or fsspec URI')
   for sub in (init, publish, rollback, rotate, refresh, renew, *changes):
     sub.add_argument('--keys', required=True, help='local directory of <role>.pem signing keys')
+    sub.add_argument('--signer', action='append', default=None, metavar='ROLE=URI',
+                     help='sign ROLE with the key at URI (file:, hsm:, gcpkms:, awskms:, '
+                     'azurekms:) instead of what --keys configures; repeatable')
   for sub in with_repo:
     for role in repository.ROLES:
       sub.add_argument(f'--{role}-expiry', default=repository.format_duration(
@@ -109,6 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument('--if-expiring-within', default=None, metavar='DURATION',
                      help='the refresh window of every role (default: half its expiry period, '
                      f'at most {repository.format_duration(repository.MAX_ROOT_WINDOW)} for root)')
+  for sub in (publish, rollback, gc, *changes):
+    sub.add_argument('--keep-versions', type=int, default=repository.DEFAULT_KEEP_VERSIONS,
+                     metavar='K', help='the targets metadata a write signs lists the newest K '
+                     'versions per name and channel, plus those a rollout, a pending approval '
+                     'or a halt still needs (0: every version); older files stay until gc')
+  gc.add_argument('--keys', default=None,
+                  help='local directory of <role>.pem signing keys: with it, gc first trims '
+                  'every model\'s metadata to --keep-versions (signing with the targets key)')
+  gc.add_argument('--dry-run', action='store_true',
+                  help='list what would be deleted, and delete nothing')
+  gc.add_argument('--min-age', default=repository.format_duration(repository.DEFAULT_GC_MIN_AGE),
+                  metavar='DURATION', help='grace period: keep files written, and files named '
+                  'by metadata signed, within it (0s: none)')
   refresh.add_argument('--online-only', action='store_true',
                        help='re-sign only snapshot and timestamp (the online keys, all a '
                        'scheduled job holds); a targets file within its window is a warning')
@@ -163,6 +192,12 @@ def _parser() -> argparse.ArgumentParser:
                         help='release channel (default: the earlier version\'s channel)')
   rotate.add_argument('--role', required=True, choices=repository.ONLINE_ROLES,
                       help='the role to re-key')
+  rotate.add_argument('--new-signer', default=None, metavar='URI',
+                      help='the new key, made beforehand in an HSM or a KMS (required when the '
+                      'role\'s key is there; default: generate a new PEM file)')
+  rotate.add_argument('--new-public-key', default=None, metavar='PEM',
+                      help='the PEM file of the --new-signer key\'s public key (a KMS key; an '
+                      'hsm: key\'s is read from the token)')
   fetch.add_argument('--url', required=True, help='base URL the repository is served at')
   fetch.add_argument('--trusted-root', required=True,
                      help='a root.json obtained out of band (used on the first fetch only)')
@@ -172,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
   fetch.add_argument('--device-id', default=None,
                      help='this device\'s id, which decides the rollouts that include it '
                      '(default: generated once and kept in DIR/device_id)')
+  device_cli.add_health_arguments(fetch)
   return parser
 
 
@@ -194,10 +230,8 @@ def _run(args: argparse.Namespace) -> None:
   """Runs one parsed command; raises TfxEdgeError (and OSError) for what went wrong."""
   if args.command == 'fetch':
     result = client.fetch(args.url, args.trusted_root, args.name, args.dest, args.channel,
-                          args.device_id)
-    how = f' ({result.downloaded_bytes} bytes, {"patch" if result.via_patch else "full"})'
-    print(f'{"installed" if result.updated else "up to date:"} {result.name} version '
-          f'{result.version} at {result.path}' + (how if result.updated else ''))
+                          args.device_id, args.health_check, args.status_file)
+    print(device_cli.describe(result))
     return
   policy = repository.DeltaPolicy()
   if args.command == 'publish':
@@ -210,7 +244,15 @@ def _run(args: argparse.Namespace) -> None:
   window = getattr(args, 'if_expiring_within', None)
   if window is not None:
     window = repository.parse_duration(window, '--if-expiring-within')
-  repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy, expiry)
+  signers = signing_keys.parse_signer_flags(getattr(args, 'signer', None))
+  new_public_key = None
+  if getattr(args, 'new_public_key', None):
+    with open(args.new_public_key, encoding='utf-8') as f:
+      new_public_key = f.read()
+  keep = getattr(args, 'keep_versions', repository.DEFAULT_KEEP_VERSIONS)
+  keep = repository.validate_keep_versions(keep or None, '--keep-versions')  # 0: every version
+  repo = repository.OTARepository(args.repo, getattr(args, 'keys', None), policy, expiry,
+                                  signers=signers, keep_versions=keep)
   if args.command in STATE_CHANGES:
     _change_state(repo, args)
     return
@@ -233,15 +275,27 @@ def _run(args: argparse.Namespace) -> None:
       tensors = tflite.io_specs(model)
     except ValueError as e:  # LiteRT's own message for a file that is not a model.
       raise TfxEdgeError(f'--model {args.model} is not a TFLite model: {e}') from None
+    # The golden record the device's health check runs (tfx_edge_device/health.py); a model
+    # without inputs has nothing to run.
+    golden = None
+    if tensors['inputs']:
+      try:
+        golden = health.record_bytes(health.golden_record(model))
+      except ValueError as e:  # LiteRT loads the model but cannot run it.
+        raise TfxEdgeError(f'--model {args.model} does not run in LiteRT, so no golden record '
+                           f'can be made for the device health check: {e}') from None
     release = repo.publish(args.name, model, args.channel, {'tensors': tensors},
                            rollout_percent=args.rollout_percent,
-                           require_approval=args.require_approval, by=args.by)
+                           require_approval=args.require_approval, by=args.by, golden=golden)
     print(f'published {release.name} version {release.version} on {release.channel}: '
           f'{release.path}' + _how_shipped(release))
   elif args.command == 'rotate-keys':
-    root_version = repo.rotate_keys(args.role)
-    print(f'rotated the {args.role} key: root version {root_version} names the new key; the '
-          f'old key file is kept as {args.role}.pem.old-{root_version}')
+    root_version = repo.rotate_keys(args.role, args.new_signer, new_public_key)
+    kept = ('signers.json names it and keeps the old URI under "previous"' if args.new_signer
+            else f'the old key file is kept as {args.role}.pem.old-{root_version}')
+    print(f'rotated the {args.role} key: root version {root_version} names the new key; {kept}')
+  elif args.command == 'gc':
+    _gc(repo, args)
   elif args.command == 'rollback':
     release = repo.rollback(args.name, args.to_version, args.channel)
     print(f'rolled {release.name} back to the bytes of version {args.to_version} as version '
@@ -264,6 +318,19 @@ def _run(args: argparse.Namespace) -> None:
     for line in roles:
       print(json.dumps(line))
     _warn(roles)
+
+
+def _gc(repo: repository.OTARepository, args: argparse.Namespace) -> None:
+  result = repo.gc(dry_run=args.dry_run, min_age=args.min_age)
+  for name in result['trimmed']:
+    print(f'trimmed the metadata of {name} to the newest {repo.keep_versions} versions per '
+          'channel (plus those in use)')
+  verb = 'would delete' if args.dry_run else 'deleted'
+  for path in result['deleted']:
+    print(f'{verb} {path}')
+  print(f'{verb} {len(result["deleted"])} target files; kept {result["referenced"]} that '
+        f'metadata names and {len(result["young"])} unnamed ones younger than --min-age '
+        f'{args.min_age}')
 
 
 def _human_seconds(seconds: int) -> str:
@@ -289,6 +356,8 @@ def _warn(roles) -> None:
 def _refresh(repo: repository.OTARepository, window, online_only: bool) -> None:
   result = repo.refresh(window, online_only=online_only)
   roles = {line['role']: line for line in result['roles']}
+  for role in result.get('resigned_delegated', []):
+    print(f're-signed the delegated targets role {role}: version {roles[role]["version"]}')
   for role in result['resigned']:
     line = roles[role]
     print(f're-signed {role}: version {line["version"]}, expires {line["expires"]} '
@@ -361,10 +430,14 @@ def _record(store: Any, release: repository.Release, decision: Dict[str, Any]) -
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  """The console script. Exit status: 0 done, 2 bad usage or refused, 3 verification failed."""
+  """The console script. Exit status: 0 done, 2 bad usage or refused, 3 verification failed,
+  4 (fetch) the new model failed its health check on the device."""
   args = _parse(argv)
   try:
     _run(args)
+  except client.HealthCheckError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return device_cli.EXIT_HEALTH
   except (TfxEdgeError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -40,6 +40,8 @@ class OTAPusherSpec(types.ComponentSpec):
       spec_keys.OTA_REQUIRE_APPROVAL_KEY: ExecutionParameter(type=int, optional=True),  # 1/0
       # JSON {role: duration}: the roles whose expiry differs from repository.EXPIRY.
       spec_keys.OTA_METADATA_EXPIRY_KEY: ExecutionParameter(type=str, optional=True),
+      # Versions per name and channel the targets metadata lists; 0 lists every version.
+      spec_keys.OTA_KEEP_VERSIONS_KEY: ExecutionParameter(type=int, optional=True),
   }
   # The same channels as TFLitePusher's, whose gating the executor inherits.
   INPUTS = {
@@ -61,7 +63,9 @@ class OTAPusher(base_component.BaseComponent):
   The gate is TFLitePusher's: the Evaluator's blessing for this very model, and a mode in
   `allowed_modes` (int8). The target's custom info holds the model name, its monotonic version,
   channel, quantization mode, input/output tensor specs, the TFMA accuracy, the minimum runtime
-  version, and the bsdiff4 patches from recent versions. The `pushed_model` artifact records
+  version, the bsdiff4 patches from recent versions, and its golden record (a deterministic input
+  and the output LiteRT computes on it, a signed target of its own, which devices run before
+  switching: docs/ota.md, "Health check and rollback"). The `pushed_model` artifact records
   `pushed`, `pushed_version`, `pushed_destination` (the TUF target path),
   `tfx_edge_release_state` (`live`, or `pending` when approval is required) and
   `tfx_edge_rollout_percent`.
@@ -92,7 +96,8 @@ class OTAPusher(base_component.BaseComponent):
                regression_blessing: Optional[types.BaseChannel] = None,
                require_approval: bool = False,
                rollout_percent: int = repository.FULL_ROLLOUT,
-               metadata_expiry: Optional[Mapping[str, Union[str, datetime.timedelta]]] = None):
+               metadata_expiry: Optional[Mapping[str, Union[str, datetime.timedelta]]] = None,
+               keep_versions: Optional[int] = repository.DEFAULT_KEEP_VERSIONS):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -114,9 +119,13 @@ class OTAPusher(base_component.BaseComponent):
       metadata_expiry: {role: duration} for the roles (targets, snapshot, timestamp; root is
         not signed by a push) whose expiry differs from repository.EXPIRY, as a duration such
         as "30d" or a timedelta. Give `tfx-edge ota refresh` the same periods.
+      keep_versions: how many versions per name and channel the targets metadata a push signs
+        lists (plus those a rollout, a pending approval or a halt still needs); None lists every
+        version. Older target files stay until `tfx-edge ota gc`.
     """
-    validation.model_name(model_name)
+    repository.validate_role_name(model_name)  # Its delegated role must not clash.
     repository.validate_channel(channel)
+    keep_versions = repository.validate_keep_versions(keep_versions)
     modes.validate_allowed_modes(allowed_modes)
     storage.validate_location(repository_dir)
     if not isinstance(keys_dir, str) or not keys_dir or '://' in keys_dir:
@@ -153,5 +162,6 @@ class OTAPusher(base_component.BaseComponent):
         rollout_percent=rollout_percent,
         require_approval=int(require_approval),
         metadata_expiry=json.dumps(overrides, sort_keys=True),
+        keep_versions=keep_versions or 0,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

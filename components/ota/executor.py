@@ -2,14 +2,17 @@
 import json
 from typing import Any, Dict
 
+from tfx_edge_device import health
+
 from components import spec_keys
+from components.errors import PublishError
 from components.common import tflite
 from components.ota import repository
 from components.pusher import executor as pusher_executor
 
 
 class Executor(pusher_executor.Executor):
-  """Publishes a blessed model as a signed TUF target (with delta patches)."""
+  """Publishes a blessed model as a signed TUF target (with delta patches and a golden record)."""
 
   NAME = 'OTAPusher'
 
@@ -22,10 +25,21 @@ class Executor(pusher_executor.Executor):
         repo_dir, exec_properties[spec_keys.OTA_KEYS_DIR_KEY],
         repository.DeltaPolicy(exec_properties[spec_keys.OTA_DELTA_LAST_K_KEY],
                                exec_properties[spec_keys.OTA_DELTA_MAX_RATIO_KEY]),
-        repository.validate_expiry(expiry, 'metadata_expiry'))
+        repository.validate_expiry(expiry, 'metadata_expiry'),
+        # .get: pipelines compiled before keep_versions existed keep the default retention.
+        keep_versions=exec_properties.get(spec_keys.OTA_KEEP_VERSIONS_KEY,
+                                          repository.DEFAULT_KEEP_VERSIONS) or None)
     info = dict(metadata, tensors=tflite.io_specs(tflite_model),
                 min_runtime_version=exec_properties[spec_keys.OTA_MIN_RUNTIME_KEY])
     channel = exec_properties[spec_keys.OTA_CHANNEL_KEY]
+    # What the device's health check runs before switching to the model: a deterministic input,
+    # the output LiteRT computes on it here, and a tolerance (tfx_edge_device/health.py).
+    try:
+      golden = health.record_bytes(health.golden_record(tflite_model))
+    except (ValueError, RuntimeError) as e:  # LiteRT's errors for a model it cannot run.
+      raise PublishError(f'{self.NAME}: the golden record of {name!r} (the input and output the '
+                         f'device health check runs) cannot be computed with LiteRT: {e}. '
+                         'Nothing was published.') from e
     before = {(r.version, r.channel) for r in repo.releases(name)}
     # .get: pipelines compiled before these parameters existed publish live, to every device.
     release = repo.publish(
@@ -33,7 +47,7 @@ class Executor(pusher_executor.Executor):
         rollout_percent=exec_properties.get(spec_keys.OTA_ROLLOUT_PERCENT_KEY) or
         repository.FULL_ROLLOUT,
         require_approval=bool(exec_properties.get(spec_keys.OTA_REQUIRE_APPROVAL_KEY)),
-        by=self.NAME)
+        by=self.NAME, golden=golden)
     created = (release.version, release.channel) not in before
     reason = refusal = ''
     if release.state == repository.PENDING:

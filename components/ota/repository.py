@@ -18,6 +18,32 @@ writes the same bytes). A publish:
 3. commits: a snapshot of the newest targets (also created only if absent), then timestamp.json,
    the one mutable file, as one write. Clients see the previous release or the new one.
 
+Each model name has its own delegated targets role (TUF delegations), so that a device downloads
+the metadata of its model only: N.targets.json holds no release, only one delegation per name
+(the role is named like the model, is signed by the targets key, and holds the paths
+`<name>/*/*` and `<name>/*/*/*`), and N.<name>.json lists that model's releases. snapshot.json
+names the version of targets.json and of every delegated role. A change to one model writes
+N+1.<name>.json by the same create-if-absent compare-and-swap, built on the newest N.<name>.json;
+the first write of a name first creates 1.<name>.json, then the targets version that delegates to
+it, then commits: a role is delegated only once its file exists. A repository published before
+delegations moves each name into its role at that name's next write (its entries leave
+targets.json in the same targets version that delegates them); until then devices read that
+name's releases from targets.json as before. A model name that is a top-level role's name
+(root, targets, snapshot, timestamp, ignoring case) cannot be published, nor one that differs
+from an existing model's only in case (devices may have case-insensitive file systems).
+`OTARepository(delegations=False)` keeps names not yet delegated in targets.json (the layout
+before delegations, which benchmarks/ota_metadata.py measures). A writer finds a role's newest
+version by probing N+1, N+2... from the newest it saw (one listing of metadata/ per object seeds
+it): metadata/ grows with the history, and a write should not.
+
+Retention: a write lists, per name and channel, only the newest `keep_versions` versions
+(DEFAULT_KEEP_VERSIONS; None keeps all) plus every version a device may still be sent or that
+waits for a decision: pending releases, and the live releases from the second newest one at
+100% up (what devices outside a rollout keep, and where a halt of the newest sends devices
+back). No release is pinned otherwise: this repository has no pins. Dropped releases
+take their patches and other files they name (a golden record) with them; their target files
+stay in storage until gc() deletes the files that no metadata a device may still read names.
+
 A push that dies at any point leaves clients on the previous release. Its metadata, if any was
 written, is finished by the next push (a re-run of the same push is idempotent and returns the
 same version). Locally an flock also serializes publishers, as before.
@@ -46,7 +72,6 @@ import datetime
 import hashlib
 import logging
 import numbers
-import os
 import posixpath
 import random
 import re
@@ -54,6 +79,8 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import bsdiff4
+from tuf.api.metadata import DelegatedRole
+from tuf.api.metadata import Delegations
 from tuf.api.metadata import MetaFile
 from tuf.api.metadata import Metadata
 from tuf.api.metadata import Root
@@ -79,7 +106,9 @@ CUSTOM = releases_lib.CUSTOM  # Key of our fields in a target's `custom`.
 DEFAULT_CHANNEL = releases_lib.DEFAULT_CHANNEL
 validate_channel = releases_lib.validate_channel
 ONLINE_ROLES = (Snapshot.type, Timestamp.type)  # Roles whose keys rotate-keys replaces.
-_VERSIONED_RE = re.compile(r'^([1-9][0-9]*)\.(root|targets|snapshot)\.json$')
+# N.<role>.json: the top-level roles but timestamp, and the delegated roles (named like models).
+_ROLE_ATTRIBUTE = '_tfx_edge_role'  # Set on a delegated role's Metadata object: its file name.
+_VERSIONED_RE = re.compile(r'^([1-9][0-9]*)\.(.+)\.json$')
 _TIMESTAMP = 'metadata/timestamp.json'
 # Each lost race costs one round of reads and writes; this many means sustained contention.
 MAX_ATTEMPTS = 16
@@ -97,6 +126,13 @@ rollout_percent_of = releases_lib.rollout_percent_of
 _RELEASE_FIELDS = ('name', 'version', 'channel', 'patches', 'state', 'rollout_percent',
                    'approval', 'audit', 'promoted_from')
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
+# How many versions per name and channel targets metadata lists, unless keep_versions= says.
+DEFAULT_KEEP_VERSIONS = 10
+# Delegated roles hold the model files (<name>/<channel>/<file>) and the patches
+# (<name>/<channel>/patches/<file>); TUF matches a pattern against as many path components.
+_DELEGATED_PATHS = ('{name}/*/*', '{name}/*/*/*')
+# gc() keeps files a device may still be sent: files named by metadata signed within this long.
+DEFAULT_GC_MIN_AGE = datetime.timedelta(days=1)
 REFRESHED_ROLES = (Targets.type, Snapshot.type, Timestamp.type)  # What refresh() re-signs.
 # The roles a targets change signs: the root key stays offline.
 _TARGETS_CHANGE_ROLES = REFRESHED_ROLES
@@ -179,6 +215,88 @@ def validate_expiry(expiry: Optional[Mapping[str, Any]],
   return out
 
 
+def validate_role_name(name: str) -> str:
+  """Returns the delegated targets role of model `name` (the name itself), or ConfigError.
+
+  Raises:
+    ConfigError: not a valid model name, or a top-level role's name (ignoring case, as a device's
+      file system may: the role's file would clash with that role's).
+  """
+  validation.model_name(name)
+  clash = next((role for role in ROLES if role.casefold() == name.casefold()), None)
+  if clash:
+    raise ConfigError(f'model name {name!r} cannot be published: each model has a delegated '
+                      f'targets role named like it, and {name!r} is the top-level role '
+                      f'{clash!r} (compared ignoring case). Use another model name (not one of '
+                      f'{", ".join(ROLES)}); nothing was written.')
+  return name
+
+
+def validate_keep_versions(keep: Any, name: str = 'keep_versions') -> Optional[int]:
+  """Returns keep when it is None (keep every version) or a whole number >= 1; else ConfigError."""
+  if keep is None:
+    return None
+  if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or keep < 1:
+    raise ConfigError(f'{name}={keep!r} is not accepted; give how many versions per model name '
+                      'and channel the metadata lists (a whole number >= 1), or None (0 on the '
+                      'command line) to list every version.')
+  return int(keep)
+
+
+def _belongs(path: str, role: str) -> bool:
+  """Whether a target path is one of a delegated role's (its model's files)."""
+  return path.split('/', 1)[0] == role
+
+
+def _strings(value: Any) -> Iterator[str]:
+  """Every string in a custom info: the paths a release names (patches, golden record...)."""
+  if isinstance(value, str):
+    yield value
+  elif isinstance(value, Mapping):
+    for v in value.values():
+      yield from _strings(v)
+  elif isinstance(value, (list, tuple)):
+    for v in value:
+      yield from _strings(v)
+
+
+def retain(targets: Metadata, keep: Optional[int]) -> List[str]:
+  """Removes from targets the releases the retention policy drops; returns the removed paths.
+
+  Per name and channel it keeps the newest `keep` versions, pending releases, and the live
+  releases from the second newest one at 100% up: devices may be sent any of them, and a halt of
+  the newest sends them back to that one. A file that is not a
+  release (a patch, a golden record) goes when a dropped release names it and no kept one does.
+  """
+  if keep is None:
+    return []
+  groups: Dict[Tuple[str, str], List[Release]] = {}
+  for release in _releases_in(targets, None):
+    groups.setdefault((release.name, release.channel), []).append(release)
+  dropped, kept = [], []
+  for group in groups.values():
+    live = [r for r in group if r.state == LIVE]
+    full = [i for i, r in enumerate(live) if r.rollout_percent == FULL_ROLLOUT]
+    # From the live release at 100% before the newest one: where a halt of the newest sends
+    # devices back.
+    selectable = live[full[-2]:] if len(full) > 1 else live
+    protected = {r.path for r in group[-keep:] + selectable}
+    protected.update(r.path for r in group if r.state == PENDING)
+    for release in group:
+      (kept if release.path in protected else dropped).append(release)
+  if not dropped:
+    return []
+  named_by_kept = {s for r in kept for s in _strings(r.custom)}
+  named_by_dropped = {s for r in dropped for s in _strings(r.custom)}
+  removed = [r.path for r in dropped] + [
+      path for path, target in targets.signed.targets.items()
+      if not (target.unrecognized_fields.get('custom') or {}).get(CUSTOM) and
+      path in named_by_dropped and path not in named_by_kept]
+  for path in removed:
+    del targets.signed.targets[path]
+  return removed
+
+
 def _iso(when: datetime.datetime) -> str:
   return when.strftime('%Y-%m-%dT%H:%M:%SZ')
 
@@ -195,10 +313,9 @@ def _utc_now() -> datetime.datetime:
   return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _load_key(keys_dir: str, role: str):
-  """The signer of one role, so that an operation needs only the key files of what it signs."""
-  # signing_keys.load() reads every role; its one-file reader keeps the same errors.
-  return signing_keys._load_one(signing_keys._path(keys_dir, role), role)  # pylint: disable=protected-access
+def _load_key(keys_dir: str, role: str, signers: Optional[Mapping[str, str]] = None):
+  """The signer of one role, so that an operation needs only the keys of what it signs."""
+  return signing_keys.Keyring(keys_dir, signers).signer(role)
 
 
 def validate_rollout_percent(percent: Any, name: str = 'rollout_percent') -> int:
@@ -333,22 +450,34 @@ class OTARepository:
   def __init__(self, repo_dir: str, keys_dir: Optional[str] = None,
                delta_policy: DeltaPolicy = DeltaPolicy(),
                expiry: Optional[Mapping[str, Any]] = None,
-               clock: Optional[Callable[[], datetime.datetime]] = None):
+               clock: Optional[Callable[[], datetime.datetime]] = None,
+               signers: Optional[Mapping[str, str]] = None,
+               keep_versions: Optional[int] = DEFAULT_KEEP_VERSIONS,
+               delegations: bool = True):
     """Opens (without reading) the repository.
 
     Args:
       repo_dir: a local path or an fsspec URI.
-      keys_dir: the local directory of <role>.pem signing keys; only operations that sign
-        need it, and each reads only the keys of the roles it signs.
+      keys_dir: the local directory of <role>.pem signing keys, and of signers.json for the
+        roles whose key is in an HSM or a KMS (signing_keys.py); only operations that sign need
+        it, and each reads only the keys of the roles it signs.
       delta_policy: which bsdiff4 patches publish() adds.
       expiry: {role: period} for the roles whose period differs from EXPIRY: how long the
         metadata this object signs stays valid (a timedelta or a duration such as "7d").
       clock: returns the current time as an aware datetime (tests pass one to sign as if at
         another time); default the system clock.
+      signers: {role: private key URI} for the roles whose key is not the one keys_dir
+        configures (its <role>.pem, or its signers.json): `file:`, `hsm:`, `gcpkms:`,
+        `awskms:` or `azurekms:` (signing_keys.SCHEMES).
+      keep_versions: how many versions per name and channel a write leaves in the targets
+        metadata (plus those still in use, see retain()); None lists every version.
+      delegations: give each model name its own delegated targets role (the default); False
+        keeps names not yet delegated in targets.json, as repositories were before delegations
+        (benchmarks/ota_metadata.py measures that layout).
 
     Raises:
       ConfigError: repo_dir is a URI whose backend has no atomic exclusive create; a bad
-        expiry or clock.
+        expiry, clock, or signer URI (an unknown scheme).
     """
     self.repo_dir = repo_dir
     self.delta_policy = delta_policy
@@ -357,11 +486,21 @@ class OTARepository:
       raise ConfigError(f'clock={clock!r} is not accepted; give a function that returns the '
                         'current time as a timezone-aware datetime.')
     self._clock = clock or _utc_now
+    self.keep_versions = validate_keep_versions(keep_versions)
+    if not isinstance(delegations, bool):
+      raise ConfigError(f'delegations={delegations!r} is not accepted; it must be True or False.')
+    self.delegations = delegations
     self.storage = storage_lib.open_storage(repo_dir)
     self.metadata_dir = self.storage.join('metadata')
     self.targets_dir = self.storage.join('targets')
     self._keys_dir = keys_dir
+    self._signer_uris = signing_keys.validate_signers(signers)
     self._serializer = JSONSerializer(compact=False)
+    # {role: the newest version seen}: versions only go up and every N+1 is built on N, so the
+    # newest is found by probing N+1, N+2... from here instead of listing a directory that
+    # grows with the history (one listing per object seeds it).
+    self._known: Dict[str, int] = {}
+    self._listed = False
 
   # --- time ---------------------------------------------------------------------------------
 
@@ -397,14 +536,39 @@ class OTARepository:
                               '`tfx-edge ota init` first.') from None
     return Metadata.from_bytes(data)
 
-  def _newest(self, role: str) -> Metadata:
-    """The highest N.<role>.json there is, published by timestamp.json or not (yet)."""
-    versions = [int(m.group(1)) for m in map(_VERSIONED_RE.match, self.storage.list('metadata'))
-                if m and m.group(2) == role]
-    if not versions:
+  def _newest_version(self, role: str) -> Optional[int]:
+    """The highest N of the N.<role>.json there are, or None when there is none."""
+    if not self._listed:
+      for listed, version in self._versions().items():
+        self._saw(listed, version)
+      self._listed = True
+    version = self._known.get(role, 0)
+    while self.storage.exists(f'metadata/{version + 1}.{role}.json'):
+      version += 1
+    if not version:
+      return None
+    self._saw(role, version)
+    return version
+
+  def _saw(self, role: str, version: int) -> None:
+    self._known[role] = max(self._known.get(role, 0), version)
+
+  def _versions(self) -> Dict[str, int]:
+    """{role: the highest N of the N.<role>.json there are}, from one listing."""
+    out: Dict[str, int] = {}
+    for match in map(_VERSIONED_RE.match, self.storage.list('metadata')):
+      if match:
+        out[match.group(2)] = max(out.get(match.group(2), 0), int(match.group(1)))
+    return out
+
+  def _newest(self, role: str, versions: Optional[Mapping[str, int]] = None) -> Metadata:
+    """The highest N.<role>.json there is (in `versions`, a listing the caller made),
+    published by timestamp.json or not (yet)."""
+    version = self._newest_version(role) if versions is None else versions.get(role)
+    if version is None:
       raise OTARepositoryError(f'OTA repository {self.repo_dir}: no {role} metadata; run '
                               '`tfx-edge ota init` first.')
-    return self._load(role, max(versions))
+    return self._load(role, version)
 
   def _published(self):
     """(timestamp, snapshot, targets) as timestamp.json publishes them."""
@@ -413,14 +577,116 @@ class OTARepository:
     targets = self._load(Targets.type, snapshot.signed.meta['targets.json'].version)
     return timestamp, snapshot, targets
 
+  def _published_roles(self, snapshot: Metadata,
+                       names: Optional[Any] = None) -> Dict[str, Metadata]:
+    """{role: metadata} of the delegated roles `snapshot` publishes (only `names`' if given)."""
+    out = {}
+    for file_name, meta in snapshot.signed.meta.items():
+      role = file_name[:-len('.json')]
+      if role != Targets.type and (names is None or role in names):
+        out[role] = self._load(role, meta.version)
+    return out
+
   def releases(self, name: Optional[str] = None) -> List[Release]:
     """Published releases, oldest first, optionally of one model name."""
-    return _releases_in(self._published()[2], name)
+    _, snapshot, targets = self._published()
+    roles = [targets, *self._published_roles(snapshot, None if name is None else {name}).values()]
+    return sorted((r for md in roles for r in _releases_in(md, name)),
+                  key=lambda r: (r.name, r.version, r.channel))
 
   def read_target(self, release: Release) -> bytes:
     """The bytes of a published model."""
     directory, base = posixpath.split(release.path)
     return self.storage.read(f'targets/{directory}/{release.sha256}.{base}')
+
+  # --- garbage collection -------------------------------------------------------------------
+
+  def gc(self, dry_run: bool = False, min_age: Any = DEFAULT_GC_MIN_AGE,
+         trim: bool = True) -> Dict[str, Any]:
+    """Deletes the target files that no metadata a device may still be given names.
+
+    With keys_dir (and keep_versions), it first trims every model's metadata to the retention
+    policy, as its next write would (a new version of the roles that list more). Then a target
+    file stays when any of these names it: the metadata timestamp.json publishes; every snapshot
+    written within min_age (the snapshots before it: a device whose fetch began before the last
+    commit, or that a cache serves an older timestamp.json); every snapshot newer than the
+    published one, the newest file of every role and every role file written within min_age (a
+    change being committed); and a file written within min_age stays whatever names it (a
+    publish writes its files before its metadata). Deleting only files nothing names, one at a
+    time, a gc killed at any point leaves a repository devices accept; running it again
+    finishes it.
+
+    Args:
+      dry_run: only report what would be deleted.
+      min_age: the grace period (a timedelta or a duration such as "1d"; "0s" for none).
+      trim: apply the retention policy first (needs keys_dir; skipped without it).
+
+    Returns:
+      {'deleted': the paths deleted (or that would be, with dry_run), 'young': unnamed paths
+       kept because they were written within min_age, 'referenced': how many target files
+       metadata names, 'trimmed': the model names whose metadata was trimmed, 'dry_run'}.
+
+    Raises:
+      ConfigError: a bad min_age or dry_run.
+      OTARepositoryError: the repository is not initialized.
+    """
+    if not isinstance(dry_run, bool):
+      raise ConfigError(f'dry_run={dry_run!r} is not accepted; it must be True or False.')
+    if min_age in (0, '0', '0s') or min_age == datetime.timedelta(0):
+      grace = 0.0
+    else:
+      grace = parse_duration(min_age, 'min_age').total_seconds()
+    trimmed = self._trim() if (trim and not dry_run and self._keys_dir and
+                               self.keep_versions is not None) else []
+    with self._locked():
+      self._time()  # Checks the clock; the ages need its sub-second precision.
+      now = self._clock().timestamp()
+      versions = self._versions()
+      timestamp = self._load(Timestamp.type)
+      published = timestamp.signed.snapshot_meta.version
+      role_versions = {(role, version) for role, version in versions.items()
+                       if role not in (Root.type, Snapshot.type)}
+      snapshots = set(range(published, versions[Snapshot.type] + 1))
+      for path, mtime in self.storage.walk('metadata'):
+        match = _VERSIONED_RE.match(posixpath.basename(path))
+        if match and now - mtime < grace and match.group(2) != Root.type:
+          (snapshots.add(int(match.group(1))) if match.group(2) == Snapshot.type else
+           role_versions.add((match.group(2), int(match.group(1)))))
+      for version in snapshots:
+        for file_name, meta in self._load(Snapshot.type, version).signed.meta.items():
+          role_versions.add((file_name[:-len('.json')], meta.version))
+      referenced = set()
+      for role, version in role_versions:
+        for path, target in self._load(role, version).signed.targets.items():
+          directory, base = posixpath.split(path)
+          referenced.add(f'targets/{directory}/{target.hashes["sha256"]}.{base}')
+      deleted, young = [], []
+      for path, mtime in sorted(self.storage.walk('targets')):
+        if path in referenced:
+          continue
+        if now - mtime < grace:
+          young.append(path)
+          continue
+        if not dry_run:
+          self.storage.delete(path)
+        deleted.append(path)
+    return {'deleted': deleted, 'young': young, 'referenced': len(referenced),
+            'trimmed': trimmed, 'dry_run': dry_run}
+
+  def _trim(self) -> List[str]:
+    """Writes a new version of every model's metadata that lists more than the retention keeps;
+    returns those model names."""
+    _, snapshot, targets = self._published()
+    names = sorted(set(self._published_roles(snapshot)) | {r.name for r in
+                                                            _releases_in(targets, None)})
+    trimmed = []
+    for name in names:
+      def change(md: Metadata) -> Tuple[bool, bool]:
+        dropped = bool(retain(md, self.keep_versions))
+        return dropped, dropped
+      if self._update_targets(change, 'gc', name):
+        trimmed.append(name)
+    return trimmed
 
   # --- writing -----------------------------------------------------------------------------
 
@@ -431,14 +697,16 @@ class OTARepository:
     """
     if self.storage.exists(_TIMESTAMP):
       raise OTARepositoryError(f'OTA repository {self.repo_dir} already exists.')
+    keyring = self._keyring()  # Checks signers.json and the URIs before anything is written.
     with self._locked():
-      signers = signing_keys.create_or_load(self._keys())
+      # PEM files are generated for file roles only; HSM and KMS keys are checked by a signature.
+      signers = keyring.create_or_load()
       root = Metadata(Root(expires=self._expires(Root.type), consistent_snapshot=True))
       for role, signer in signers.items():
         root.signed.add_key(signer.public_key, role)
       for md in (root, Metadata(Targets(expires=self._expires(Targets.type))),
                  Metadata(Snapshot(expires=self._expires(Snapshot.type)))):
-        md.sign(signers[md.signed.type])
+        self._sign(md, signers, root)
         try:
           self._write(md)
         except FileExistsError:
@@ -448,7 +716,7 @@ class OTARepository:
             raise OTARepositoryError(f'OTA repository {self.repo_dir} already has a root with '
                                   'other keys.') from None
       timestamp = Metadata(Timestamp(expires=self._expires(Timestamp.type)))
-      timestamp.sign(signers[Timestamp.type])
+      self._sign(timestamp, signers, root)
       try:
         self.storage.create(_TIMESTAMP, timestamp.to_bytes(self._serializer))
       except FileExistsError:
@@ -456,7 +724,8 @@ class OTARepository:
 
   def publish(self, name: str, model: bytes, channel: str = DEFAULT_CHANNEL,
               info: Optional[Mapping[str, Any]] = None, rollout_percent: int = FULL_ROLLOUT,
-              require_approval: bool = False, by: Optional[str] = None) -> Release:
+              require_approval: bool = False, by: Optional[str] = None,
+              golden: Optional[bytes] = None) -> Release:
     """Publishes model bytes as the next version of `name` on `channel`.
 
     `info` goes into the target's custom info (floats as strings, see canonical_info), next to
@@ -474,9 +743,12 @@ class OTARepository:
       rollout_percent: the percentage (1-100) of the channel's devices that install it.
       require_approval: publish it pending: no device installs it until approve().
       by: who publishes, for the audit record.
+      golden: the model's golden record (tfx_edge_device.health.record_bytes), published as a
+        second target `<model path>.golden.json` in the same commit and named by the custom
+        info's `golden` ({path, sha256, length}): the device's health check runs it.
 
     Raises:
-      ConfigError: a bad name, channel, percent or `by` (nothing is written).
+      ConfigError: a bad name, channel, percent, `by` or golden (nothing is written).
       PublishConflictError: other publishers took the next version MAX_ATTEMPTS times.
     """
     validation.model_name(name)
@@ -486,6 +758,9 @@ class OTARepository:
       raise ConfigError(f'require_approval={require_approval!r} is not accepted; it must be True '
                         'or False.')
     by = _who('by', by, required=False)
+    if golden is not None and (not isinstance(golden, bytes) or not golden):
+      raise ConfigError(f'golden={golden!r:.60} is not accepted; give the golden record\'s bytes '
+                        '(tfx_edge_device.health.record_bytes) or None.')
     sha256 = hashlib.sha256(model).hexdigest()
     info = {k: v for k, v in canonical_info(info or {}).items() if k not in _RELEASE_FIELDS}
 
@@ -512,8 +787,15 @@ class OTARepository:
         new_targets[patch_path] = TargetFile.from_data(patch_path, patch, ['sha256'])
         patches.append({'from_version': old.version, 'from_sha256': old.sha256,
                         'path': patch_path, 'length': len(patch)})
-      custom = dict(info, name=name, version=version, channel=channel, patches=patches,
-                    state=PENDING if require_approval else LIVE,
+      golden_ref = {}
+      if golden is not None:  # Next to its model, in the same targets version.
+        golden_path = f'{path[:-len(".tflite")]}.golden.json'
+        self._write_target(golden_path, golden)
+        new_targets[golden_path] = TargetFile.from_data(golden_path, golden, ['sha256'])
+        golden_ref = {'golden': {'path': golden_path, 'length': len(golden),
+                                 'sha256': hashlib.sha256(golden).hexdigest()}}
+      custom = dict(info, **golden_ref, name=name, version=version, channel=channel,
+                    patches=patches, state=PENDING if require_approval else LIVE,
                     rollout_percent=rollout_percent,
                     audit=[_event('publish', by, channel=channel, percent=rollout_percent)])
       target = TargetFile.from_data(path, model, ['sha256'])
@@ -522,7 +804,7 @@ class OTARepository:
       targets.signed.targets.update(new_targets)
       return Release(name, version, channel, path, sha256, len(model), custom), True
 
-    return self._update_targets(change, 'push')
+    return self._update_targets(change, 'push', name)
 
   def rollback(self, name: str, to_version: int, channel: Optional[str] = None,
                by: Optional[str] = None) -> Release:
@@ -546,7 +828,7 @@ class OTARepository:
     """The entries of name at version (one per channel it is on), or NotPublishedError."""
     releases = _releases_in(targets, name)
     if not releases:
-      names = sorted({r.name for r in _releases_in(targets, None)})
+      names = sorted({r.name for r in self.releases()})
       raise NotPublishedError(f'no model {name!r} is published in OTA repository '
                               f'{self.repo_dir}; published models: {names}.')
     matching = [r for r in releases if r.version == version]
@@ -566,7 +848,7 @@ class OTARepository:
     it yet: a writer died before its commit, and running the change again finishes it."""
     if not releases or not all(done(r) for r in releases):
       return False
-    published = {r.path: r for r in _releases_in(self._published()[2], releases[0].name)}
+    published = {r.path: r for r in self.releases(releases[0].name)}
     return any(r.path not in published or not done(published[r.path]) for r in releases)
 
   @staticmethod
@@ -617,7 +899,7 @@ class OTARepository:
                                                   percent=release.rollout_percent)])
       return self._replace(targets, release, custom), True
 
-    return self._update_targets(change, 'approval')
+    return self._update_targets(change, 'approval', name)
 
   def reject(self, name: str, version: int, by: Optional[str] = None, note: str = '') -> Release:
     """Discards a pending release: it stays in the metadata as rejected, and never ships.
@@ -650,7 +932,7 @@ class OTARepository:
                     audit=release.audit + [_event('reject', by, note)])
       return self._replace(targets, release, custom), True
 
-    return self._update_targets(change, 'rejection')
+    return self._update_targets(change, 'rejection', name)
 
   def halt(self, name: str, version: int, channel: Optional[str] = None,
            by: Optional[str] = None, note: str = '') -> List[Release]:
@@ -690,7 +972,7 @@ class OTARepository:
           r.custom, state=HALTED, audit=r.audit + [_event('halt', by, note, channel=r.channel)]))
               for r in live], True
 
-    return self._update_targets(change, 'halt')
+    return self._update_targets(change, 'halt', name)
 
   def promote(self, name: str, version: int, percent: Optional[int] = None,
               to_channel: Optional[str] = None, channel: Optional[str] = None,
@@ -807,7 +1089,7 @@ class OTARepository:
                      custom), True
 
     return self._update_targets(raise_percent if percent is not None else copy_to_channel,
-                                'promotion')
+                                'promotion', name)
 
   def channel_status(self) -> List[Dict[str, Any]]:
     """Per name and channel: what devices install and what waits, from the published metadata.
@@ -837,51 +1119,156 @@ class OTARepository:
     return out
 
   def _update_targets(self, change: Callable[[Metadata], Tuple[Any, bool]],
-                      operation: str) -> Any:
-    """The one compare-and-swap loop through which every targets change is written.
+                      operation: str, name: str) -> Any:
+    """The one compare-and-swap loop through which every change to a model's releases is written.
 
-    Each attempt loads the newest N.targets.json and calls change(targets), which edits it in
-    place and returns (result, True), or returns (result, False) when the change is already
-    there (then only the commit runs, finishing what a writer that died left uncommitted). It
-    raises to refuse, having written no metadata (it may write target files: immutable and
-    invisible until metadata names them). N+1.targets.json is created only if absent; when
-    another writer took it, change runs again on that newer file.
+    Each attempt loads the newest metadata that holds name's releases (N.<name>.json, its
+    delegated role; targets.json for a name not delegated) and calls change(targets), which
+    edits it in place and returns (result, True), or returns (result, False) when the change is
+    already there (then only the commit runs, finishing what a writer that died left
+    uncommitted). It raises to refuse, having written no metadata (it may write target files:
+    immutable and invisible until metadata names them). The next version is created only if
+    absent; when another writer took it, change runs again on that newer file. Retention
+    (keep_versions) applies to what is written.
 
     Raises:
+      ConfigError: name's role would clash with a top-level role or another model's role.
       PublishConflictError: other writers took the next version MAX_ATTEMPTS times.
     """
+    if self.delegations:
+      validate_role_name(name)
     with self._locked():
       signers = self._load_keys(_TARGETS_CHANGE_ROLES)
-      return self._write_targets(change, operation, signers)[0]
+      return self._write_targets(change, operation, signers, name=name)[0]
+
+  def _holder(self, name: Optional[str], top: Metadata) -> str:
+    """The role that holds name's releases: its delegated role, or targets (name None too)."""
+    delegations = top.signed.delegations
+    if name is None:
+      return Targets.type
+    if (delegations is not None and delegations.roles and name in delegations.roles) or (
+        self.delegations):
+      return name
+    return Targets.type
+
+  def _role_to_write(self, role: str, top: Metadata,
+                     version: Optional[int]) -> Tuple[Metadata, bool]:
+    """(the newest N.<role>.json, False), or (a role to create, True) holding the entries of the
+    model that targets.json still lists (a repository from before delegations)."""
+    if version is not None:
+      return self._load(role, version), False
+    delegations = top.signed.delegations
+    taken = [r for r in (delegations.roles if delegations and delegations.roles else {})
+             if r != role and r.casefold() == role.casefold()]
+    if taken:
+      raise ConfigError(f'model name {role!r} cannot be published: the model {taken[0]!r} is '
+                        'already there, and their delegated roles would clash on a file system '
+                        'that ignores case (a device\'s may). Use another model name; nothing '
+                        'was written.')
+    md = Metadata(Targets(expires=self._expires(Targets.type)))
+    md.signed.version = 0  # The first write makes it 1.
+    md.signed.targets.update({path: target for path, target in top.signed.targets.items()
+                              if _belongs(path, role)})
+    return md, True
 
   def _write_targets(self, change: Callable[[Metadata], Tuple[Any, bool]], operation: str,
-                     signers, windows: Optional[Mapping[str, datetime.timedelta]] = None
+                     signers, windows: Optional[Mapping[str, datetime.timedelta]] = None,
+                     name: Optional[str] = None, commit: bool = True
                      ) -> Tuple[Any, List[str]]:
-    """_update_targets' loop, under the caller's lock: (change's result, the roles written)."""
+    """_update_targets' loop, under the caller's lock: (change's result, the roles written).
+
+    name None changes targets.json itself (a refresh); commit=False leaves the commit to the
+    caller (a refresh re-signing several roles commits once).
+    """
+    role = Targets.type
     for attempt in range(MAX_ATTEMPTS):
       if attempt:
         _backoff(attempt)
-      targets = self._newest(Targets.type)
-      result, changed = change(targets)
+      top = self._newest(Targets.type)
+      root = self._newest(Root.type)
+      role = self._holder(name, top)
+      md, new = (top, False) if role == Targets.type else self._role_to_write(
+          role, top, self._newest_version(role))
+      result, changed = change(md)
+      changed = changed or new  # A new role is written even when its entries are unchanged.
       if changed:
-        targets.signed.version += 1
-        targets.signed.expires = self._expires(Targets.type)
-        self._sign(targets, signers, self._newest(Root.type))
+        if operation != 'refresh':  # A refresh re-signs; it adds and drops nothing.
+          retain(md, self.keep_versions)
+        md.signed.version += 1
+        md.signed.expires = self._expires(Targets.type)
+        self._sign(md, signers, root)
         try:
-          self._write(targets)
+          self._create_role(md, role)
         except FileExistsError:
-          logging.info('OTA repository %s: another writer took targets version %d; '
-                       'retrying.', self.repo_dir, targets.signed.version)
+          logging.info('OTA repository %s: another writer took %s version %d; retrying.',
+                       self.repo_dir, role, md.signed.version)
           continue
-      written = [Targets.type] if changed else []
-      return result, written + self._commit(signers, windows, operation=operation)
+      written = [role] if changed else []
+      if role != Targets.type and not self._delegates(top, root, role):
+        written += self._delegate(role, signers, operation)
+      if commit:
+        written += self._commit(signers, windows, operation=operation)
+      return result, written
     if operation == 'push':
       again = 'nothing of this push was published. Push again.'
     else:
       again = f'nothing of this {operation} was written. Run it again.'
+    what = 'targets version' if role == Targets.type else f'version of the {role} targets role'
+    raise PublishConflictError(
+        f'OTA repository {self.repo_dir}: other publishers took the next {what} '
+        f'{MAX_ATTEMPTS} times in a row; {again}')
+
+  @staticmethod
+  def _wanted_role(role: str, root: Metadata) -> DelegatedRole:
+    # Delegated roles are signed by the targets key: the keys root trusts for targets now.
+    trusted = root.signed.roles[Targets.type]
+    return DelegatedRole(role, list(trusted.keyids), trusted.threshold, True,
+                         paths=[p.format(name=role) for p in _DELEGATED_PATHS])
+
+  def _delegates(self, top: Metadata, root: Metadata, role: str) -> bool:
+    """Whether top delegates role's paths as root's targets keys require, and lists none."""
+    wanted = self._wanted_role(role, root)
+    delegations = top.signed.delegations
+    return (delegations is not None and bool(delegations.roles) and
+            delegations.roles.get(role) == wanted and
+            all(k in delegations.keys for k in wanted.keyids) and
+            not any(_belongs(path, role) for path in top.signed.targets))
+
+  def _delegate(self, role: str, signers, operation: str) -> List[str]:
+    """Makes the newest targets.json delegate role's paths to it, with the targets key, and
+    list none of them itself. Returns [targets] when it wrote a targets version, else []."""
+    for attempt in range(MAX_ATTEMPTS):
+      if attempt:
+        _backoff(attempt)
+      top, root = self._newest(Targets.type), self._newest(Root.type)
+      if self._delegates(top, root, role):
+        return []
+      wanted = self._wanted_role(role, root)
+      delegations = top.signed.delegations
+      moved = [path for path in top.signed.targets if _belongs(path, role)]
+      if delegations is None:
+        delegations = top.signed.delegations = Delegations(keys={}, roles={})
+      delegations.keys.update({k: root.signed.keys[k] for k in wanted.keyids})
+      delegations.roles[role] = wanted
+      for path in moved:
+        del top.signed.targets[path]
+      top.signed.version += 1
+      top.signed.expires = self._expires(Targets.type)
+      self._sign(top, signers, root)
+      try:
+        self._create_role(top, Targets.type)
+      except FileExistsError:
+        continue
+      return [Targets.type]
     raise PublishConflictError(
         f'OTA repository {self.repo_dir}: other publishers took the next targets version '
-        f'{MAX_ATTEMPTS} times in a row; {again}')
+        f'{MAX_ATTEMPTS} times in a row while this {operation} delegated {role!r} to its role; '
+        'its metadata is written but not published: run it again to finish.')
+
+  def _create_role(self, md: Metadata, role: str) -> None:
+    """Creates N.<role>.json (targets.json or a delegated role's), only if absent."""
+    setattr(md, _ROLE_ATTRIBUTE, role)
+    self._write(md)
 
   # --- expiry ---------------------------------------------------------------------------------
 
@@ -904,10 +1291,10 @@ class OTARepository:
         "3d"); default refresh_window(role) for each.
 
     Returns:
-      One dict per role (root, targets, snapshot, timestamp), as timestamp.json publishes them
-      (root: the newest): `role`, `version`, `expires` (ISO 8601, UTC), `expires_in_s`
-      (negative once expired), `refresh_window_s`, and `warning`: None, or what is wrong and
-      the command that fixes it.
+      One dict per role (root, targets, snapshot, timestamp, then each model's delegated role,
+      with `delegated` True), as timestamp.json publishes them (root: the newest): `role`,
+      `version`, `expires` (ISO 8601, UTC), `expires_in_s` (negative once expired),
+      `refresh_window_s`, and `warning`: None, or what is wrong and the command that fixes it.
 
     Raises:
       ConfigError: a bad if_expiring_within.
@@ -930,6 +1317,18 @@ class OTARepository:
       out.append({'role': role, 'version': md.signed.version, 'expires': _iso(md.signed.expires),
                   'expires_in_s': int(left.total_seconds()),
                   'refresh_window_s': int(windows[role].total_seconds()), 'warning': warning})
+    # Then each model's delegated role: signed with the targets key, with targets' period.
+    window = windows[Targets.type]
+    for role, md in self._published_roles(snapshot).items():
+      left = md.signed.expires - now
+      warning = None
+      if left <= window:
+        warning = (f'the delegated targets role {role} version {md.signed.version} '
+                   f'{_when(md, now)}, within its refresh window of {_human(window)}: run '
+                   '`tfx-edge ota refresh` with the targets key.')
+      out.append({'role': role, 'delegated': True, 'version': md.signed.version,
+                  'expires': _iso(md.signed.expires), 'expires_in_s': int(left.total_seconds()),
+                  'refresh_window_s': int(window.total_seconds()), 'warning': warning})
     return out
 
   def refresh(self, if_expiring_within: Any = None, online_only: bool = False) -> Dict[str, Any]:
@@ -954,7 +1353,9 @@ class OTARepository:
         targets file within its window is reported in `warnings` instead.
 
     Returns:
-      {'resigned': the roles written, in signing order, 'roles': expiry_status() after,
+      {'resigned': the top-level roles written, in signing order, 'resigned_delegated': the
+       models' delegated roles re-signed (with the targets key, before targets.json),
+       'roles': expiry_status() after,
        'warnings': the warnings of expiry_status() after (what still needs a hand: root, or
        targets with online_only)}.
 
@@ -969,20 +1370,32 @@ class OTARepository:
       raise ConfigError(f'online_only={online_only!r} is not accepted; it must be True or False.')
     keys_dir = self._keys()
     resigned: List[str] = []
+    resigned_delegated: List[str] = []
     with self._locked():
       now = self._time()
       timestamp, snapshot, targets = self._published()
       root = self._newest(Root.type)
       due = {md.signed.type for md in (targets, snapshot, timestamp)
              if self._due(md, windows, root, now)}
+      # Delegated roles are signed with the targets key and re-signed like targets.json.
+      due_delegated = [role for role, md in self._published_roles(snapshot).items()
+                       if self._due(md, windows, root, now)]
+      if due_delegated:
+        due.add(Targets.type)
       if online_only:
         due.discard(Targets.type)
       needed = [role for i, role in enumerate(REFRESHED_ROLES)
                 if due & set(REFRESHED_ROLES[:i + 1])]
-      targets_key = signing_keys._path(keys_dir, Targets.type)  # pylint: disable=protected-access
-      if Targets.type in needed and not os.path.exists(targets_key):
+      keyring = self._keyring()
+      if Targets.type in needed and not keyring.available(Targets.type):
+        # Name targets.json when it is due, else the first delegated role that is.
+        due_md, what = targets, 'targets'
+        if not self._due(targets, windows, root, now):
+          due_md = self._load(due_delegated[0], snapshot.signed.meta[
+              f'{due_delegated[0]}.json'].version)
+          what = f'the delegated targets role {due_delegated[0]}'
         raise SigningKeyError(
-            f'targets version {targets.signed.version} {_when(targets, now)}, within its '
+            f'{what} version {due_md.signed.version} {_when(due_md, now)}, within its '
             f'refresh window of {_human(windows[Targets.type])}, and must be re-signed with the '
             f'targets key, which is not in {keys_dir}. It is an offline key: run the refresh '
             'where it is available, or pass --online-only (online_only=True) to re-sign only '
@@ -991,7 +1404,7 @@ class OTARepository:
       for role, signer in signers.items():
         if signer.public_key.keyid not in root.signed.roles[role].keyids:
           raise SigningKeyError(
-              f'the {role} key in {keys_dir} is not one that root version '
+              f'the {role} key {keyring.where(role)} is not one that root version '
               f'{root.signed.version} trusts for {role}: it belongs to another repository, or a '
               f'key rotation replaced it (rotate-keys keeps those as {role}.pem.old-N). Give '
               f'the current {role}.pem (after a rotation, update the Secret a scheduled refresh '
@@ -1003,11 +1416,17 @@ class OTARepository:
         return None, self._due(newest, windows, self._newest(Root.type), self._time())
 
       if Targets.type in needed:
-        resigned = self._write_targets(resign_targets, 'refresh', signers, windows)[1]
+        written = []
+        for role in due_delegated:
+          written += self._write_targets(resign_targets, 'refresh', signers, windows, name=role,
+                                         commit=False)[1]
+        written += self._write_targets(resign_targets, 'refresh', signers, windows)[1]
+        resigned = [role for role in REFRESHED_ROLES if role in written]
+        resigned_delegated = [role for role in due_delegated if role in written]
       elif needed:
         resigned = self._commit(signers, windows, advance=False, operation='refresh')
     status = self.expiry_status(if_expiring_within)
-    return {'resigned': resigned, 'roles': status,
+    return {'resigned': resigned, 'resigned_delegated': resigned_delegated, 'roles': status,
             'warnings': [s['warning'] for s in status if s['warning']]}
 
   def renew_root(self, expiry: Any = None) -> int:
@@ -1032,18 +1451,19 @@ class OTARepository:
     period = self.expiry[Root.type] if expiry is None else parse_duration(expiry, 'root expiry')
     keys_dir = self._keys()
     with self._locked():
-      signer = _load_key(keys_dir, Root.type)
+      signer = _load_key(keys_dir, Root.type, self._signer_uris)
+      where = signing_keys.Keyring(keys_dir, self._signer_uris).where(Root.type)
       for attempt in range(MAX_ATTEMPTS):
         if attempt:
           _backoff(attempt)
         root = self._newest(Root.type)
         if signer.public_key.keyid not in root.signed.roles[Root.type].keyids:
-          raise SigningKeyError(f'the root key in {keys_dir} is not one that root version '
+          raise SigningKeyError(f'the root key {where} is not one that root version '
                                 f'{root.signed.version} trusts; nothing was written.')
         root.signed.version += 1
         root.signed.expires = self._time() + period
         root.signatures.clear()
-        root.sign(signer)
+        signing_keys.sign(root, signer, Root.type, lambda: where)
         try:
           self._write(root)  # Only if absent: a concurrent rotation is not overwritten.
         except FileExistsError:
@@ -1053,25 +1473,52 @@ class OTARepository:
                                f'version {MAX_ATTEMPTS} times in a row; nothing was written. Run '
                                'it again.')
 
-  def rotate_keys(self, role: str) -> int:
+  def rotate_keys(self, role: str, new_signer: Optional[str] = None,
+                  new_public_key: Optional[str] = None) -> int:
     """Replaces the signing key of an online role (snapshot or timestamp).
 
-    Generates the new key (kept as <role>.pem.new until root names it), writes root version
-    N+1 naming it instead of the old one, signed with the root key, makes it <role>.pem (the
-    old file is kept as <role>.pem.old-<N+1>), and re-signs the role. Clients that trusted an
-    older root walk the root chain on their next refresh. Running it again after a crash
-    finishes the rotation.
+    For a PEM file key, generates the new key (kept as <role>.pem.new until root names it),
+    writes root version N+1 naming it instead of the old one, signed with the root key, makes
+    it <role>.pem (the old file is kept as <role>.pem.old-<N+1>), and re-signs the role. A key
+    in an HSM or a KMS is replaced by one made there beforehand, given by `new_signer`: it must
+    sign a check payload that its public key verifies before root names it, and once root does,
+    keys_dir's signers.json names it (the old URI kept under `previous`); no key file is
+    written. Clients that trusted an older root walk the root chain on their next refresh.
+    Running it again (with the same new_signer) after a crash finishes the rotation.
+
+    Args:
+      role: snapshot or timestamp.
+      new_signer: the private key URI of the new key (signing_keys.SCHEMES but `file:`);
+        required when the role's key is not a PEM file.
+      new_public_key: the new key's public key (PEM), for a KMS URI; an `hsm:` key's is read
+        from the token.
 
     Returns:
       The new root version.
+
+    Raises:
+      ConfigError: another role, a URI of an unknown scheme, or no new_signer for an HSM or
+        KMS key (nothing written).
+      SigningKeyError: the root key or the new key is missing or unusable (nothing written).
     """
     if role not in ONLINE_ROLES:
       raise ConfigError(f'role={role!r}: rotate-keys replaces the online keys {ONLINE_ROLES}; '
                        'root and targets keys are offline keys.')
+    keyring = self._keyring()
+    if new_signer is None and not keyring.is_file(role):
+      raise ConfigError(
+          f'the {role} key is {keyring.uri(role)}: rotate-keys generates new keys only for PEM '
+          'files. Create the new key in the HSM or KMS and pass its URI (--new-signer URI, '
+          'new_signer=). Nothing was written.')
+    new_key = None
+    if new_signer is not None:
+      new_key = keyring.signer_for(role, new_signer, new_public_key)
+      signing_keys.check(new_key, role, new_signer)
     with self._locked():
-      signers = signing_keys.load(self._keys())
+      root_signer = keyring.signer(Root.type)
       root = self._newest(Root.type)
-      new_key = signing_keys.pending(self._keys(), role)
+      if new_key is None:
+        new_key = signing_keys.pending(self._keys(), role, keyring.path(role))
       if new_key.public_key.keyid not in root.signed.roles[role].keyids:
         for keyid in list(root.signed.roles[role].keyids):
           root.signed.revoke_key(keyid, role)
@@ -1080,10 +1527,14 @@ class OTARepository:
         root.signed.expires = self._expires(Root.type)
         root.signatures.clear()
         # One root key signs for both the old root's threshold and the new one's.
-        root.sign(signers[Root.type])
+        signing_keys.sign(root, root_signer, Root.type, lambda: keyring.where(Root.type))
         self._write(root)  # Only if absent: a concurrent rotation cannot be lost.
-      signing_keys.activate(self._keys(), role, root.signed.version)
-      self._commit(signing_keys.load(self._keys()))  # Re-signs what the old key signed.
+      if new_signer is None:
+        signing_keys.activate(self._keys(), role, root.signed.version, keyring.path(role))
+      else:
+        keyring.activate_uri(role, new_key, new_signer, root.signed.version)
+        self._signer_uris.pop(role, None)  # An override named the key just replaced.
+      self._commit(self._load_keys(ONLINE_ROLES))  # Re-signs what the old key signed.
       return root.signed.version
 
   def _commit(self, signers, windows: Optional[Mapping[str, datetime.timedelta]] = None,
@@ -1111,12 +1562,12 @@ class OTARepository:
       root = self._newest(Root.type)
       now = self._time()
       snapshot = self._newest(Snapshot.type)
-      named = snapshot.signed.meta['targets.json'].version
-      targets_version = max(named, self._newest(Targets.type).signed.version) if advance else (
-          named)
-      if (named < targets_version or not _signed_by_trusted_key(snapshot, root) or
+      named = {file_name: meta.version for file_name, meta in snapshot.signed.meta.items()}
+      wanted = self._snapshot_meta(named) if advance else named
+      if (wanted != named or not _signed_by_trusted_key(snapshot, root) or
           (windows and self._due(snapshot, windows, root, now))):
-        snapshot.signed.meta['targets.json'] = MetaFile(version=targets_version)
+        snapshot.signed.meta = {file_name: MetaFile(version=version)
+                                for file_name, version in wanted.items()}
         snapshot.signed.version += 1
         snapshot.signed.expires = self._expires(Snapshot.type, now)
         self._sign(snapshot, signers, root)
@@ -1148,6 +1599,19 @@ class OTARepository:
         f'timestamp.json up to date ({MAX_ATTEMPTS} attempts). Its metadata is written; '
         f'timestamp.json may not publish it yet: {again}.')
 
+  def _snapshot_meta(self, named: Mapping[str, int]) -> Dict[str, int]:
+    """{file name: version} a snapshot lists: the newest targets.json, and the newest file of
+    every role it delegates (a role is delegated only once its first file exists)."""
+    targets_version = max(named['targets.json'], self._newest_version(Targets.type) or 0)
+    delegations = self._load(Targets.type, targets_version).signed.delegations
+    wanted = {'targets.json': targets_version}
+    for role in (delegations.roles if delegations is not None and delegations.roles else {}):
+      self._saw(role, named.get(f'{role}.json', 0))  # Probe from what snapshot names.
+      version = max(named.get(f'{role}.json', 0), self._newest_version(role) or 0)
+      if version:
+        wanted[f'{role}.json'] = version
+    return wanted
+
   def _sign(self, md: Metadata, signers, root: Metadata) -> None:
     """Signs md with its role's key, checking that root trusts that key."""
     role = md.signed.type
@@ -1155,17 +1619,22 @@ class OTARepository:
         signers[role].public_key.keyid not in root.signed.roles[role].keyids):
       # The key may have been rotated since this publisher loaded it (or, for a refresh, the
       # role came due while it ran).
-      signers[role] = _load_key(self._keys(), role)
+      signers[role] = self._keyring().signer(role)
       if signers[role].public_key.keyid not in root.signed.roles[role].keyids:
-        raise SigningKeyError(f'the {role} key in {self._keys_dir} is not the one root version '
-                         f'{root.signed.version} trusts; if a key rotation was interrupted, run '
-                         f'`tfx-edge ota rotate-keys --role {role}` again.')
+        raise SigningKeyError(f'the {role} key {self._keyring().where(role)} is not the one root '
+                         f'version {root.signed.version} trusts; if a key rotation was '
+                         f'interrupted, run `tfx-edge ota rotate-keys --role {role}` again.')
     md.signatures.clear()
-    md.sign(signers[role])
+    # An HSM or KMS can fail while signing (token removed, PIN, network): a SigningKeyError.
+    signing_keys.sign(md, signers[role], role, lambda: self._keyring().where(role))
+
+  def _keyring(self) -> signing_keys.Keyring:
+    """Where each role's key is: keys_dir (<role>.pem, signers.json) and the signers given."""
+    return signing_keys.Keyring(self._keys(), self._signer_uris)
 
   def _load_keys(self, roles) -> Dict[str, Any]:
-    keys_dir = self._keys()
-    return {role: _load_key(keys_dir, role) for role in roles}
+    keyring = self._keyring()
+    return {role: keyring.signer(role) for role in roles}
 
   def _write_target(self, path: str, data: bytes) -> None:
     directory, base = posixpath.split(path)
@@ -1174,12 +1643,17 @@ class OTARepository:
 
   def _write(self, md: Metadata) -> None:
     """Writes metadata: timestamp.json in place, versioned files only if absent."""
-    role = md.signed.type
+    # A delegated role's metadata is of type targets; _create_role says which role it is.
+    role = getattr(md, _ROLE_ATTRIBUTE, md.signed.type)
     data = md.to_bytes(self._serializer)
     if role == Timestamp.type:
       self.storage.write(_TIMESTAMP, data)
     else:
-      self.storage.create(f'metadata/{md.signed.version}.{role}.json', data)
+      try:
+        self.storage.create(f'metadata/{md.signed.version}.{role}.json', data)
+      finally:  # Written by this call or (FileExistsError) by another writer: it exists.
+        if self.storage.exists(f'metadata/{md.signed.version}.{role}.json'):
+          self._saw(role, md.signed.version)
 
   def _keys(self) -> str:
     if not self._keys_dir:

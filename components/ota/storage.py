@@ -24,6 +24,7 @@ backends' source):
   uploads did, so small files were silently overwritten.
 """
 import contextlib
+import datetime
 import errno
 import fcntl
 import importlib.metadata
@@ -66,6 +67,15 @@ class Storage:
 
   def list(self, directory: str) -> List[str]:
     """Names (not paths) in directory; [] when it does not exist."""
+    raise NotImplementedError
+
+  def walk(self, directory: str) -> List[Tuple[str, float]]:
+    """(path, modification time in seconds since the epoch) of every file under directory,
+    paths relative to the repository root; [] when it does not exist."""
+    raise NotImplementedError
+
+  def delete(self, path: str) -> None:
+    """Removes one file (gc only: every other write adds)."""
     raise NotImplementedError
 
   def join(self, *parts: str) -> str:
@@ -152,6 +162,23 @@ class LocalStorage(Storage):
     except FileNotFoundError:
       return []
 
+  def walk(self, directory: str) -> List[Tuple[str, float]]:
+    out = []
+    for parent, _, names in os.walk(self.join(directory)):
+      for name in names:
+        if name.startswith('.tmp-'):
+          continue  # A write in progress (or one that died): not a file of the repository.
+        path = os.path.join(parent, name)
+        try:
+          out.append((os.path.relpath(path, self.root).replace(os.sep, '/'),
+                      os.stat(path).st_mtime))
+        except FileNotFoundError:
+          pass
+    return out
+
+  def delete(self, path: str) -> None:
+    os.unlink(self.join(path))
+
   def _temp_copy(self, final: str, data: bytes) -> str:
     return durable_temp_file(final, data, 0o644)
 
@@ -191,6 +218,26 @@ class LocalStorage(Storage):
         yield
       finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _mtime(info) -> float:
+  """Seconds since the epoch from an fsspec info dict: each backend names and types it its way
+  (memory: created, a float; s3: LastModified, a datetime; gcs: updated, ISO text)."""
+  for key in ('mtime', 'LastModified', 'updated', 'last_modified', 'created'):
+    value = info.get(key)
+    if isinstance(value, (int, float)):
+      return float(value)
+    if isinstance(value, datetime.datetime):
+      return (value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    if isinstance(value, str):
+      try:
+        when = datetime.datetime.fromisoformat(value.replace('Z', '+00:00'))
+      except ValueError:
+        continue
+      return (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp()
+  # Unknown: never old enough for gc, which could otherwise delete a file a publish in progress
+  # wrote before its metadata.
+  return float('inf')
 
 
 def _installed_version(package: str) -> str:
@@ -249,6 +296,8 @@ class FsspecStorage(Storage):
     return self.fs.cat_file(self._path(path))
 
   def exists(self, path: str) -> bool:
+    # Not from a listing cached earlier: the repository probes for the next metadata version.
+    self.fs.invalidate_cache(self._path(path))
     return self.fs.exists(self._path(path))
 
   def list(self, directory: str) -> List[str]:
@@ -259,6 +308,20 @@ class FsspecStorage(Storage):
       return [posixpath.basename(p.rstrip('/')) for p in self.fs.ls(path, detail=False)]
     except FileNotFoundError:
       return []
+
+  def walk(self, directory: str) -> List[Tuple[str, float]]:
+    path = self._path(directory)
+    self.fs.invalidate_cache(path)
+    try:
+      found = self.fs.find(path, detail=True)
+    except FileNotFoundError:
+      return []
+    prefix = self.root + '/' if self.root else ''
+    return [(name[len(prefix):] if name.startswith(prefix) else name, _mtime(info))
+            for name, info in found.items() if info.get('type', 'file') == 'file']
+
+  def delete(self, path: str) -> None:
+    self.fs.rm_file(self._path(path))
 
   def write(self, path: str, data: bytes) -> None:
     self.fs.pipe_file(self._path(path), data)  # One PUT: the object appears whole or not.

@@ -36,7 +36,8 @@ class Pruner(OptimizerComponent):
                input_fn: Optional[str] = None,
                module_file: Optional[str] = None,
                pruning: Optional[PruningConfig] = None,
-               fine_tuning: Optional[FineTuneConfig] = None):
+               fine_tuning: Optional[FineTuneConfig] = None,
+               record_failure: bool = False):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -47,5 +48,8 @@ class Pruner(OptimizerComponent):
       pruning: what to prune and how (default: 50%, polynomial schedule). Its schedule must fit
         the fine-tuning steps.
       fine_tuning: epochs, steps, batch size, learning rate, optimizer.
+      record_failure: record a failure of this step on its output and let the run go on with
+        the other variants, instead of stopping it (components.common.failures).
     """
-    super().__init__(model, examples, input_fn, module_file, pruning, fine_tuning)
+    super().__init__(model, examples, input_fn, module_file, pruning, fine_tuning,
+                     record_failure)

@@ -15,6 +15,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_uti
 import tf_keras
 
 from components import spec_keys
+from components.common import depthwise
 from components.common import validation
 from components.common.finetune.config import FineTuneConfig
 from components.common.finetune.config import OptimizationConfig
@@ -29,7 +30,9 @@ SCHEDULES = (CONSTANT, POLYNOMIAL)
 UNSTRUCTURED = spec_keys.UNSTRUCTURED
 TWO_FOUR = spec_keys.TWO_FOUR
 STRUCTURES = (UNSTRUCTURED, TWO_FOUR)
-# tfmot applies m:n sparsity to these layer types only (along the input-channel axis).
+# tfmot applies m:n sparsity to these layer types (along the input-channel axis), and to a
+# DepthwiseConv2D kernel through OptimizableDepthwiseConv2D when its depth_multiplier is 1 (its
+# channels are then the last axis of the TFLite kernel, as for these).
 _M_BY_N_LAYERS = (tf_keras.layers.Conv2D, tf_keras.layers.Dense)
 
 Step = Union[int, float]
@@ -132,16 +135,20 @@ def prunable_layers(model: tf_keras.Model, config: PruningConfig) -> List[str]:
   """Names of the layers `prune` will wrap, after skips and structure limits (logged)."""
   names = []
   for layer in weighted_layers(model, config.skip_layers, 'pruning'):
-    if not prune_registry.PruneRegistry.supports(layer):
+    registry = prune_registry.PruneRegistry
+    if not depthwise.is_depthwise(layer) and (
+        not registry.supports(layer) or depthwise.listed_without_weights(registry, layer)):
       _LOG.info('pruning: layer %r (%s) is not prunable; left dense', layer.name,
                 type(layer).__name__)
       continue
     if config.structure == TWO_FOUR:
       kernel = layer.get_weights()[0]
-      if not isinstance(layer, _M_BY_N_LAYERS) or kernel.shape[-2] % 4:
-        _LOG.info('pruning: layer %r (%s, kernel %s) cannot hold 2:4 sparsity (needs a Conv2D '
-                  'or Dense whose input channels are a multiple of 4); left dense', layer.name,
-                  type(layer).__name__, kernel.shape)
+      fits = (layer.depth_multiplier == 1 if depthwise.is_depthwise(layer) else
+              isinstance(layer, _M_BY_N_LAYERS))
+      if not fits or kernel.shape[-2] % 4:
+        _LOG.info('pruning: layer %r (%s, kernel %s) cannot hold 2:4 sparsity (needs a Conv2D, '
+                  'Dense or DepthwiseConv2D with depth_multiplier 1 whose input channels are a '
+                  'multiple of 4); left dense', layer.name, type(layer).__name__, kernel.shape)
         continue
     names.append(layer.name)
   return names
@@ -158,8 +165,9 @@ def prune(model: tf_keras.Model, config: PruningConfig, total_steps: int) -> tf_
 
   def wrap(layer):
     if layer.name in chosen:
+      # A DepthwiseConv2D becomes its twin that tells tfmot to prune the depthwise kernel.
       return tfmot.sparsity.keras.prune_low_magnitude(
-          layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n)
+          depthwise.optimizable(layer), pruning_schedule=schedule, sparsity_m_by_n=m_by_n)
     return layer  # Reusing the layer keeps its trained weights.
 
   return tf_keras.models.clone_model(model, clone_function=wrap)
@@ -172,8 +180,8 @@ def callbacks(log_dir: str) -> List[tf_keras.callbacks.Callback]:
 
 
 def strip(model: tf_keras.Model) -> tf_keras.Model:
-  """Removes the pruning wrappers, keeping the zeros."""
-  return tfmot.sparsity.keras.strip_pruning(model)
+  """Removes the pruning wrappers, keeping the zeros (depthwise layers plain again)."""
+  return depthwise.restore(tfmot.sparsity.keras.strip_pruning(model))
 
 
 def sparsity(model: tf_keras.Model, layer_names: List[str]) -> Tuple[Dict[str, float], float]:

@@ -92,6 +92,23 @@ def _label_of(example: tf.train.Example, label_key: str) -> Tuple:
   return tuple(getattr(feature, kind).value) if kind else ()
 
 
+def label_array(records: Sequence[bytes], label_key: str, source: str) -> np.ndarray:
+  """The label of every record as an array [N] (one value each) or [N, k] (multi-hot)."""
+  values = []
+  for record in records:
+    example = tf.train.Example.FromString(record)
+    label = _label_of(example, label_key)
+    if not label:
+      raise DataError(f'{source}: an example has an empty label feature {label_key!r}.')
+    values.append(label)
+  widths = {len(v) for v in values}
+  if len(widths) > 1:
+    raise DataError(f'{source}: the label feature {label_key!r} has {sorted(widths)} values '
+                    'in different examples; give every example the same number.')
+  array = np.asarray(values, np.float32)
+  return array[:, 0] if array.shape[1] == 1 else array
+
+
 def _sample_key(record: bytes, seed: int) -> int:
   digest = hashlib.sha256(seed.to_bytes(8, 'little', signed=True) + record).digest()
   return int.from_bytes(digest[:8], 'big')

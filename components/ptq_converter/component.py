@@ -13,6 +13,7 @@ from components.common import modes
 from components.common import user_code
 from components.common import validation
 from components.errors import ConfigError
+from components.ptq_converter import auto
 from components.ptq_converter import executor
 from components.ptq_converter.calibration import DEFAULT_CALIBRATION_SAMPLES
 
@@ -28,6 +29,8 @@ class PTQConverterSpec(types.ComponentSpec):
       spec_keys.SEED_KEY: ExecutionParameter(type=int),
       spec_keys.INPUT_FN_KEY: ExecutionParameter(type=str, optional=True),
       spec_keys.MODULE_FILE_KEY: ExecutionParameter(type=str, optional=True),
+      spec_keys.RECORD_FAILURE_KEY: ExecutionParameter(type=int, optional=True),
+      spec_keys.INT8_AUTO_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -75,14 +78,17 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
                label_key: Optional[str] = None,
                seed: int = 0,
                input_fn: Optional[str] = None,
-               module_file: Optional[str] = None):
+               module_file: Optional[str] = None,
+               record_failure: bool = False,
+               int8_auto: Optional[auto.AutoConfig] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
       model: Model channel (a Trainer's output, or an optimizer's) holding a tf_keras SavedModel.
       examples: Examples channel to draw calibration data from; required for calibrated modes.
       mode: one of `float32` (the baseline for TFMA), `dynamic_range`, `float16`, `int8` (full
-        integer), `int8_float_fallback` and `int16x8`.
+        integer), `int8_float_fallback`, `int16x8` and `int8_auto` (int8 with the fewest layers
+        in float that keep the accuracy).
       inference_io: input/output tensor type: `native` (int8 for `int8`, float otherwise),
         `float32`, `int8` (mode `int8` only) or `int16` (mode `int16x8` only).
       calibration_split: split of `examples` to sample from.
@@ -93,6 +99,13 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
         same function the Trainer and the optimizers use); recommended whenever the examples
         can lack a feature or the model's inputs are not the raw features.
       module_file: path of a module file with `input_fn`, instead of input_fn.
+      record_failure: for a variant among others: a failed conversion is recorded on the output
+        (`tfx_edge_failed`, `tfx_edge_failure_reason`) and the run goes on, and a failed variant
+        is passed on without work (components.common.failures). Off for the float32 baseline.
+      int8_auto: options of mode `int8_auto` (auto.AutoConfig: max_drop, fallback_budget,
+        eval_split, eval_examples, task); defaults when None. That mode measures the accuracy
+        on the labelled `eval_split` of `examples` and keeps the fewest layers in float that
+        hold it within `max_drop` of float32; it needs `label_key`.
     """
     modes.validate_mode(mode, inference_io)
     validation.positive_int('calibration_samples', calibration_samples)
@@ -104,6 +117,17 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
     if mode in modes.CALIBRATED_MODES and examples is None:
       raise ConfigError(f'mode={mode!r} calibrates activation ranges and needs examples=; pass '
                        'the Examples channel (for example ExampleGen\'s).')
+    if int8_auto is not None and mode != modes.INT8_AUTO:
+      raise ConfigError(f'int8_auto= options apply to mode={modes.INT8_AUTO!r} only, not '
+                        f'mode={mode!r}.')
+    if int8_auto is not None and not isinstance(int8_auto, auto.AutoConfig):
+      raise ConfigError(f'int8_auto={int8_auto!r} is not accepted: give an '
+                        'components.ptq_converter.auto.AutoConfig.')
+    if mode == modes.INT8_AUTO:
+      int8_auto = int8_auto or auto.AutoConfig()
+      if label_key is None:
+        raise ConfigError(f'mode={modes.INT8_AUTO!r} measures accuracy on labelled examples and '
+                          'needs label_key= (the label feature).')
     spec = PTQConverterSpec(
         model=model,
         examples=examples,
@@ -115,6 +139,8 @@ class PTQConverter(base_beam_component.BaseBeamComponent):
         seed=seed,
         input_fn=input_fn,
         module_file=module_file,
+        record_failure=int(validation.boolean('record_failure', record_failure)),
+        int8_auto=int8_auto.to_json() if int8_auto else None,
         tflite_model=types.Channel(type=standard_artifacts.Model),
         calibration=types.Channel(type=standard_artifacts.Examples))
     super().__init__(spec=spec)

@@ -48,6 +48,10 @@ def convert(model: Union[tf.keras.Model, str],
       float because they have no int8 kernel.
   """
   modes.validate_mode(mode, inference_io)
+  if mode == modes.INT8_AUTO:
+    raise ConfigError(f'mode={mode!r} chooses layers by measuring accuracy on labelled examples: '
+                      'convert with components.ptq_converter.auto.convert_auto (PTQConverter '
+                      'does, with its eval split), not with convert().')
   if mode in modes.CALIBRATED_MODES and representative_data is None:
     raise ConfigError(f'mode={mode!r} needs representative_data (calibration samples).')
 
@@ -94,6 +98,11 @@ def convert(model: Union[tf.keras.Model, str],
           'int8; in the pipeline: int8_mode and allowed_modes, or --int8-mode and '
           '--allowed-modes), or replace them in the model with ops that have int8 kernels.')
   return tflite_model
+
+
+def converter_for(model: Union[tf.keras.Model, str]) -> tf.lite.TFLiteConverter:
+  """A fresh converter of a tf_keras model or a SavedModel's serving signature (no options)."""
+  return _converter(model, modes.FLOAT32)
 
 
 def _converter(model: Union[tf.keras.Model, str], mode: str) -> tf.lite.TFLiteConverter:

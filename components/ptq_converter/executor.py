@@ -16,13 +16,16 @@ from tfx.utils import io_utils
 
 from components import spec_keys
 from components.common import examples_io
+from components.common import failures
 from components.common import lineage
 from components.common import model_io
 from components.common import modes
+from components.common import tasks
 from components.common import tflite
 from components.common import user_code
 from components.errors import ConversionError
 from components.errors import DataError
+from components.ptq_converter import auto
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 
@@ -37,6 +40,38 @@ class Executor(base_beam_executor.BaseBeamExecutor):
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
+    model_artifact = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
+    tflite_artifact = artifact_utils.get_single_instance(output_dict[spec_keys.TFLITE_MODEL_KEY])
+    record = bool(exec_properties.get(spec_keys.RECORD_FAILURE_KEY))
+    upstream = failures.failure_of(model_artifact)
+    if upstream and not record:
+      raise ConversionError(failures.input_failed_error('PTQConverter', model_artifact.uri,
+                                                        upstream))
+    if not upstream:
+      try:
+        self._convert(input_dict, output_dict, exec_properties)
+        return
+      except Exception as e:  # pylint: disable=broad-except
+        if not record or not failures.recordable(e):
+          raise
+        # Only this variant fails; the run goes on with the others (components.common.failures).
+        upstream = failures.describe('PTQConverter', e)
+        logging.warning('PTQConverter: recorded as a failed variant, the run goes on: %s',
+                        upstream)
+    else:
+      logging.warning('PTQConverter: %s is a failed variant (%s); passed on without work.',
+                      model_artifact.uri, upstream)
+    artifact_utils.get_single_instance(
+        output_dict[spec_keys.CALIBRATION_KEY]).split_names = artifact_utils.encode_split_names([])
+    lineage.carry_properties(model_artifact, tflite_artifact)
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_MODE,
+                                               exec_properties[spec_keys.MODE_KEY])
+    failures.mark_failed(tflite_artifact, upstream)
+
+  def _convert(self, input_dict: Dict[str, List[types.Artifact]],
+               output_dict: Dict[str, List[types.Artifact]],
+               exec_properties: Dict[str, Any]) -> None:
+    """Samples, converts, checks and writes: the work whose failure a variant may record."""
     mode = exec_properties[spec_keys.MODE_KEY]
     inference_io = exec_properties[spec_keys.INFERENCE_IO_KEY]
     model_artifact = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
@@ -83,7 +118,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     logging.info('PTQConverter: converting to TFLite, mode=%s inference_io=%s.', mode,
                  inference_io)
-    tflite_model = conversion.convert(model.convertible, mode, representative_data, inference_io)
+    if mode == modes.INT8_AUTO:
+      tflite_model = self._convert_auto(model, representative_data, input_dict, exec_properties,
+                                        tflite_artifact)
+    else:
+      tflite_model = conversion.convert(model.convertible, mode, representative_data,
+                                        inference_io)
     lineage.carry_properties(model_artifact, tflite_artifact)
     if (model_artifact.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) ==
         spec_keys.TWO_FOUR):
@@ -122,6 +162,53 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       logging.info('PTQConverter: integer inputs kept as such: %s.', integer_inputs)
     logging.info('PTQConverter: wrote %d bytes (%s) to %s.', len(tflite_model), mode,
                  tflite_artifact.uri)
+
+  def _convert_auto(self, model: model_io.ModelSource,
+                    representative_data: conversion.RepresentativeData,
+                    input_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any],
+                    tflite_artifact: types.Artifact) -> bytes:
+    """int8 with the fewest layers in float that keep the accuracy (ptq_converter/auto.py)."""
+    config = auto.AutoConfig.from_json(exec_properties.get(spec_keys.INT8_AUTO_KEY) or '{}')
+    label_key = exec_properties.get(spec_keys.LABEL_KEY)
+    examples = artifact_utils.get_single_instance(input_dict[spec_keys.EXAMPLES_KEY])
+    float_model = conversion.convert(model.convertible, modes.FLOAT32)
+    try:
+      int8_model = conversion.convert(model.convertible, modes.INT8, representative_data,
+                                      modes.IO_FLOAT32)
+    except ConversionError as e:
+      # Ops with no int8 kernel: those stay float anyway; start from int8 with float fallback.
+      logging.info('PTQConverter: int8_auto starts from int8_float_fallback: %s', e)
+      int8_model = conversion.convert(model.convertible, modes.INT8_FLOAT_FALLBACK,
+                                      representative_data)
+    pattern = examples_io.split_file_pattern(examples, config.eval_split,
+                                             'int8_auto eval_split')
+    examples_io.check_split_not_empty(examples, config.eval_split, 'int8_auto eval_split')
+    records = examples_io.read_records(pattern, limit=config.eval_examples)
+    source = f'Examples artifact {examples.uri}, split {config.eval_split!r} (int8_auto)'
+    inputs = calibration.to_input_arrays(records, model, source=source)
+    labels = calibration.label_array(records, label_key, source)
+    task = config.task or tasks.infer(tflite.output(float_model))
+    logging.info('PTQConverter: int8_auto measures %s (%s) on %d examples of %s.',
+                 tasks.GATE_METRIC[task][1], task, len(records), source)
+    result = auto.convert_auto(
+        conversion.converter_for(model.convertible), representative_data, int8_model,
+        float_model, lambda m: auto.score(task, auto.predictions(m, inputs), labels),
+        config.max_drop, config.fallback_budget,
+        layer_names=[layer.name for layer in model.keras_model.layers] if model.keras_model
+        else ())
+    summary = result.summary()
+    summary.update(task=task, eval_examples=len(records), metric=tasks.GATE_METRIC[task][1])
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_FLOAT_LAYERS,
+                                               json.dumps(result.float_layers))
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_INT8_AUTO,
+                                               json.dumps(summary, sort_keys=True))
+    logging.info('PTQConverter: int8_auto kept %d of %d layers in float (%s): %s %.4f against '
+                 'float32 %.4f and int8 %.4f; %d bytes against %d for int8.',
+                 len(result.float_layers), result.layers, ', '.join(result.float_layers) or
+                 'none', summary['metric'], result.accuracy['int8_auto'],
+                 result.accuracy['float32'], result.accuracy['int8'],
+                 result.size_bytes['int8_auto'], result.size_bytes['int8'])
+    return result.model
 
   def _sample(self, examples: types.Artifact, split: str, n: int, label_key: Optional[str],
               seed: int, calibration_artifact: types.Artifact) -> List[bytes]:

@@ -30,7 +30,8 @@ class QATTrainer(OptimizerComponent):
                input_fn: Optional[str] = None,
                module_file: Optional[str] = None,
                qat: Optional[QATConfig] = None,
-               fine_tuning: Optional[FineTuneConfig] = None):
+               fine_tuning: Optional[FineTuneConfig] = None,
+               record_failure: bool = False):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -41,5 +42,8 @@ class QATTrainer(OptimizerComponent):
       qat: scheme, skipped layers, whether unsupported layers may stay float (default
         QATConfig()).
       fine_tuning: epochs, steps, batch size, learning rate, optimizer.
+      record_failure: record a failure of this step on its output and let the run go on with
+        the other variants, instead of stopping it (components.common.failures).
     """
-    super().__init__(model, examples, input_fn, module_file, qat, fine_tuning)
+    super().__init__(model, examples, input_fn, module_file, qat, fine_tuning,
+                     record_failure)

@@ -15,7 +15,6 @@ from typing import Any, Dict, Iterator, Optional
 
 import fsspec
 from tuf.api import exceptions as tuf_exceptions
-from tuf.api.metadata import Metadata
 from tuf.ngclient import FetcherInterface
 from tuf.ngclient import Updater
 
@@ -91,8 +90,8 @@ def fetch_released(location: str, trusted_root: str, name: str, channel: str,
   updater = Updater(metadata_dir, f'{base}/metadata/', downloads, f'{base}/targets/',
                     fetcher=fetcher)
   updater.refresh()
-  # What refresh() verified and stored; the device client reads the same file.
-  targets = Metadata.from_file(os.path.join(metadata_dir, 'targets.json'))
+  # What refresh() verified and stored (name's delegated role, if it has one), as a device reads.
+  targets = releases.verified_targets_of(updater, metadata_dir, name)
   selected = releases.select_release(targets, name, channel, device_id=None)
   if selected is None:
     return None

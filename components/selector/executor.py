@@ -13,6 +13,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components import spec_keys
+from components.common import failures
 from components.common import lineage
 from components.errors import DataError
 from components.selector import report
@@ -45,6 +46,8 @@ def _benchmark_entry(variant: str, model: types.Artifact,
 
 def candidate_of(variant: str, entry: Dict[str, Any]) -> selection_lib.Candidate:
   """A Candidate from one benchmark.json entry."""
+  if entry.get('failed'):
+    return selection_lib.Candidate.of_failed(variant, entry['failed'])
   acc = entry.get('accuracy') or {}
   return selection_lib.Candidate(
       name=variant,
@@ -91,6 +94,11 @@ class Executor(base_executor.BaseExecutor):
     models, entries, candidates = {}, {}, []
     for variant in variants:
       models[variant] = artifact_utils.get_single_instance(input_dict[model_key(variant)])
+      failed = failures.failure_of(models[variant])
+      if failed:
+        # Its optimizer or conversion failed: nothing was gated or measured, and it cannot win.
+        candidates.append(selection_lib.Candidate.of_failed(variant, failed))
+        continue
       benchmark = artifact_utils.get_single_instance(input_dict[benchmark_key(variant)])
       entries[variant] = _benchmark_entry(variant, models[variant], benchmark)
       candidates.append(candidate_of(variant, entries[variant]))
@@ -106,8 +114,10 @@ class Executor(base_executor.BaseExecutor):
         'winner': result.winner,
         'pareto_front': list(result.front),
         'reasons': result.reasons,
-        'candidates': [dict(vars(c), eligible=c.eligible, model_uri=models[c.name].uri)
+        'candidates': [dict(vars(c), eligible=c.eligible, model_uri=models[c.name].uri,
+                            p50_ms=None if c.failed else c.p50_ms)
                        for c in candidates],
+        'failed': {c.name: c.failed for c in candidates if c.failed},
     }
     with tempfile.TemporaryDirectory() as tmp:
       with open(os.path.join(tmp, spec_keys.SELECTION_JSON_FILE_NAME), 'w') as f:

@@ -1,4 +1,5 @@
 """The selection report: HTML with PNG plots (matplotlib), plus the JSON; no TFX."""
+import html
 import os
 from typing import Any, Dict, List, Sequence
 
@@ -15,6 +16,8 @@ def _plot(candidates: Sequence[selection_lib.Candidate], result: selection_lib.S
   plt = html_report.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
   for c in candidates:
+    if c.failed:
+      continue  # Nothing measured to plot; the table gives the reason.
     y = c.accuracy if c.accuracy is not None else 0.0
     style = dict(marker='o', s=60, color='#1a7f37' if c.eligible else '#cf222e',
                  edgecolors='black' if c.name in result.front else 'none')
@@ -46,13 +49,20 @@ def write(output_dir: str, candidates: Sequence[selection_lib.Candidate],
               'Nothing selected: no variant is both blessed and within budgets')
   rows = [(c.name, 'yes' if c.name == result.winner else '',
            'n/a' if c.accuracy is None else f'{c.accuracy:.4f}',
-           'yes' if c.accuracy_blessed else 'no', 'yes' if c.within_budget else 'no',
-           f'{c.p50_ms:.4f}', f'{c.size_bytes:,}', f'{c.gzip_bytes:,}',
+           'FAILED' if c.failed else 'yes' if c.accuracy_blessed else 'no',
+           '-' if c.failed else 'yes' if c.within_budget else 'no',
+           '-' if c.failed else f'{c.p50_ms:.4f}', '-' if c.failed else f'{c.size_bytes:,}',
+           '-' if c.failed else f'{c.gzip_bytes:,}',
            'yes' if c.name in result.front else '', result.reasons[c.name])
           for c in candidates]
+  failed = [c for c in candidates if c.failed]
+  failed_note = (f'<p>{len(failed)} variant(s) failed before the gate and were left out: '
+                 + '; '.join(html.escape(f'{c.name}: {c.failed}') for c in failed) + '</p>'
+                 if failed else '')
   body = ''.join([
       html_report.verdict(result.winner is not None, headline),
       f'<p>Preference among eligible variants: {doc["prefer"]}.</p>',
+      failed_note,
       html_report.table(['variant', 'selected', 'accuracy', 'blessed', 'within budgets',
                          'p50 ms', 'size B', 'gzip B', 'Pareto', 'why'], rows),
       f'<img src="{ACCURACY_VS_LATENCY_PNG}" alt="accuracy vs latency">',

@@ -27,6 +27,9 @@ class Candidate:
     size_bytes: the .tflite file.
     higher_is_better: False when the gate metric is an error (regression), which goes down as
       the model gets better.
+    failed: why the variant failed before it could be gated or measured (its optimizer or its
+      conversion; components.common.failures), or '' when it did not. A failed variant is never
+      eligible, on no Pareto front, and dominates nothing.
   """
   name: str
   accuracy: Optional[float]
@@ -38,10 +41,19 @@ class Candidate:
   gzip_bytes: int
   size_bytes: int
   higher_is_better: bool = True
+  failed: str = ''
 
   @property
   def eligible(self) -> bool:
-    return self.accuracy_blessed and self.within_budget
+    return self.accuracy_blessed and self.within_budget and not self.failed
+
+  @classmethod
+  def of_failed(cls, name: str, reason: str) -> 'Candidate':
+    """A variant that failed before the gate: no accuracy, latency or size to compare."""
+    return cls(name=name, accuracy=None, accuracy_blessed=False,
+               accuracy_reason='not evaluated: the variant failed', within_budget=False,
+               budget_reason='not measured: the variant failed', p50_ms=float('nan'),
+               gzip_bytes=0, size_bytes=0, failed=reason)
 
   @property
   def quality(self) -> float:
@@ -77,8 +89,12 @@ def dominates(a: Candidate, b: Candidate) -> bool:
 
 
 def pareto_front(candidates: Sequence[Candidate]) -> List[Candidate]:
-  """Candidates no other candidate dominates (accuracy up, p50 latency and gzip size down)."""
-  return [c for c in candidates if not any(dominates(o, c) for o in candidates if o is not c)]
+  """Candidates no other candidate dominates (accuracy up, p50 latency and gzip size down).
+
+  Failed variants have nothing to compare and take no part.
+  """
+  measured = [c for c in candidates if not c.failed]
+  return [c for c in measured if not any(dominates(o, c) for o in measured if o is not c)]
 
 
 def _rank_key(c: Candidate, prefer: str) -> Tuple[float, ...]:
@@ -98,7 +114,8 @@ def _describe(c: Candidate) -> str:
 def select(candidates: Sequence[Candidate], prefer: str = PREFER_SIZE) -> Selection:
   """Picks the variant to ship and says why every other one lost.
 
-  Only variants the accuracy gate blessed and that fit the device budgets may win. Among them the
+  Only variants the accuracy gate blessed and that fit the device budgets may win; a variant
+  that failed (Candidate.failed) is listed with its reason and ranks nowhere. Among them the
   best by `prefer` wins: `size` (smallest gzip payload, then latency, then accuracy), `latency` or
   `accuracy`. That winner is always on the Pareto front of the eligible variants.
 
@@ -118,6 +135,9 @@ def select(candidates: Sequence[Candidate], prefer: str = PREFER_SIZE) -> Select
   winner = eligible[0] if eligible else None
   reasons = {}
   for c in candidates:
+    if c.failed:
+      reasons[c.name] = f'failed: {c.failed}'
+      continue
     if winner is not None and c is winner:
       reasons[c.name] = (f'selected: blessed, within budgets and the best by {prefer} among the '
                          f'{len(eligible)} eligible variant(s) ({_describe(c)})')
@@ -130,7 +150,7 @@ def select(candidates: Sequence[Candidate], prefer: str = PREFER_SIZE) -> Select
     if not lost and winner is not None:
       lost.append(f'eligible, but {winner.name} is better by {prefer} ({_describe(c)} against '
                   f'{_describe(winner)})')
-    dominators = [o.name for o in candidates if dominates(o, c)]
+    dominators = [o.name for o in candidates if not o.failed and dominates(o, c)]
     if dominators:
       lost.append(f'dominated by {", ".join(dominators)}')
     reasons[c.name] = '; '.join(lost)

@@ -49,3 +49,31 @@ def test_memory_that_grows_with_the_data_misses_the_goal():
 
   assert not any(g['memory_ok'] for g in results['goals'])
   assert 'MISSED' in data_scale.report(results)
+
+
+def test_both_gates_side_by_side_and_a_merge_that_keeps_what_was_not_measured_again():
+  old = _results({10**4: (11.0, 800.0), 10**5: (20.0, 820.0)})
+  old['started'] = 'yesterday'
+  old['runs'] = [r for r in old['runs'] if r['stage'] != 'evaluator_tfma']  # A pre-split JSON.
+  for run in old['runs']:
+    if run['stage'] == 'evaluator':
+      run['accuracy'] = {'candidate': 0.9, 'baseline': 0.91}
+  new = _results({10**5: (5.0, 800.0), 10**6: (40.0, 820.0)})
+  new['runs'] = [dict(r, accuracy={'candidate': 0.9, 'baseline': 0.91}) for r in new['runs']
+                 if r['stage'] == 'evaluator']
+
+  merged = data_scale.merge(old, new)
+
+  by_key = {(r['stage'], r['size']): r for r in merged['runs']}
+  # The old `evaluator` runs measured TFMA's extractor: read as evaluator_tfma, kept.
+  assert by_key[('evaluator_tfma', 10**5)]['seconds'] == 20.0
+  assert by_key[('evaluator', 10**5)]['seconds'] == 5.0  # Measured again: the new run wins.
+  assert ('evaluator', 10**4) not in by_key and ('calibration', 10**4) in by_key
+  assert merged['started'] == 'now and yesterday'
+  [row] = [r for r in data_scale.gate_comparison(merged) if r['step'] == 'evaluator']
+  assert row['size'] == 10**5 and row['speedup'] == 4.0
+  assert row['tfma_accuracy'] == row['fast_accuracy'] == {'candidate': 0.9, 'baseline': 0.91}
+  text = data_scale.report(merged)
+  assert ('| evaluator | in_process | 100,000 | 20.00 | 5.00 | 4.00x | - | 0.9000, 0.9100 / '
+          '0.9000, 0.9100 |'
+          in text)

@@ -40,4 +40,4 @@ def test_the_default_allowed_modes_are_int8_only_and_int8_is_calibrated():
   modes.validate_allowed_modes(modes.DEFAULT_ALLOWED_MODES)
 
   assert modes.DEFAULT_ALLOWED_MODES == ('int8',)
-  assert modes.CALIBRATED_MODES == {'int8', 'int8_float_fallback', 'int16x8'}
+  assert modes.CALIBRATED_MODES == {'int8', 'int8_float_fallback', 'int16x8', 'int8_auto'}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import tomli
 import yaml
 
 from pipelines import run_kubeflow
@@ -207,3 +208,14 @@ def test_dockerfile_installs_the_lock_runs_non_root_and_enters_through_the_kfp_e
           'kubeflow_v2_run_executor"]') in text
   # The data the compiled pipeline imports by default is baked in at that path.
   assert f'python -m pipelines.data {run_kubeflow.DEFAULT_DATA_ROOT}' in text
+  # Every directory the project's package discovery reads is copied in before the install, or
+  # the image silently lacks a package (device/src holds the device client OTAPusher imports).
+  with open(os.path.join(REPO_ROOT, 'pyproject.toml'), 'rb') as f:
+    where = tomli.load(f)['tool']['setuptools']['packages']['find']['where']
+  copied = re.findall(r'^COPY (\S+) \./', text, re.M)
+  for directory in where:
+    top = directory.split('/')[0]
+    if top != '.':
+      assert top in copied, f'k8s/Dockerfile does not COPY {top}/ (package discovery: {where})'
+  for package in ('components', 'pipelines'):
+    assert package in copied

@@ -67,9 +67,12 @@ def installed(dest, name='digits'):
     return f.read()
 
 
-def verified_targets(dest):
-  """The targets metadata a device verified (tuf.ngclient) and keeps in its directory."""
-  return Metadata.from_file(os.path.join(dest, 'metadata', 'targets.json'))
+def verified_targets(dest, name='digits'):
+  """The targets metadata listing name's releases that a device verified (tuf.ngclient) and
+  keeps in its directory: name's delegated role, or targets.json when it has none."""
+  delegated = os.path.join(dest, 'metadata', f'{name}.json')
+  return Metadata.from_file(delegated if os.path.exists(delegated) else
+                            os.path.join(dest, 'metadata', 'targets.json'))
 
 
 def files(repo):

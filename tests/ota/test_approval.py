@@ -153,7 +153,8 @@ def test_cli_approval_and_rollout_flow(cli_run, repo, server, tmp_path, tflite_m
   assert [(r['version'], r['state'], r['rollout_percent'], r['released']) for r in releases] == [
       (1, 'live', 100, True), (2, 'halted', 50, False)]
   assert releases[1]['approval']['by'] == 'alice'
-  assert [r['role'] for r in roles] == ['root', 'targets', 'snapshot', 'timestamp']
+  # The top-level roles, then digits' delegated targets role.
+  assert [r['role'] for r in roles] == ['root', 'targets', 'snapshot', 'timestamp', 'digits']
   assert [e['action'] for e in releases[1]['audit']] == ['publish', 'approve', 'promote', 'halt']
   assert channels == [{'name': 'digits', 'channel': 'stable', 'released_version': 1,
                        'rollout_percent': 100, 'approval': None, 'previous_version': None,

@@ -41,7 +41,7 @@ def test_version_names_the_installed_release():
 @pytest.mark.parametrize('args,message', [
     ((), 'tfx-edge: error: a command group is required: ota (see tfx-edge --help)'),
     (('ota',), 'a command is required: tfx-edge ota {init,publish,approve,reject,promote,halt,'
-               'rollback,rotate-keys,refresh,renew-root,status,fetch}'),
+               'rollback,rotate-keys,refresh,renew-root,status,gc,fetch}'),
     (('ota', 'publish', '--repo', 'r', '--keys', 'k', '--name', 'n', '--model', 'missing.tflite'),
      '--model missing.tflite: no such file'),
     (('ota', 'fetch', '--url', 'http://127.0.0.1:9', '--trusted-root', 'nope.json', '--name', 'n',
@@ -112,7 +112,8 @@ def test_commands_print_only_their_result(tmp_path, model_file):
   [release], roles = status_lines(status.stdout)
   assert release['name'] == 'digits' and release['version'] == 1
   assert [(r['role'], r['warning']) for r in roles] == [
-      ('root', None), ('targets', None), ('snapshot', None), ('timestamp', None)]
+      ('root', None), ('targets', None), ('snapshot', None), ('timestamp', None),
+      ('digits', None)]
 
 
 def test_publish_inspects_the_model_without_tensorflow(tmp_path, model_file):

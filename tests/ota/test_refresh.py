@@ -76,7 +76,8 @@ def test_refresh_needs_only_the_online_keys_until_targets_is_due(repo, server, t
   first = job.refresh()
   assert first['resigned'] == ['snapshot', 'timestamp']
   assert fetch(repo, server, tmp_path / 'device').version == 1
-  # Targets signed 50 days ago is within its 45-day window: the targets key is needed.
+  # digits' targets role signed 50 days ago is within its 45-day window: the targets key is
+  # needed (targets.json itself, which only delegates, was signed 20 days ago).
   days_ago(repo, 50).publish('digits', b'model-two')
   before = files(repo)
   with pytest.raises(errors.SigningKeyError) as raised:
@@ -86,16 +87,19 @@ def test_refresh_needs_only_the_online_keys_until_targets_is_due(repo, server, t
   with_targets_key = repo.refresh()
 
   assert re.fullmatch(
-      r'targets version 3 expires in (39d 23h|40d) \(\S+Z\), within its refresh window of 45d, and '
+      r'the delegated targets role digits version 2 expires in (39d 23h|40d) \(\S+Z\), within its '
+      r'refresh window of 45d, and '
       rf'must be re-signed with the targets key, which is not in {re.escape(online)}\. It is an '
       r'offline key: run the refresh where it is available, or pass --online-only '
       r'\(online_only=True\) to re-sign only snapshot and timestamp\. Nothing was written\.',
       str(raised.value)), str(raised.value)
   assert online_only['resigned'] == ['snapshot', 'timestamp']
   [warning] = online_only['warnings']
-  assert re.match(r'targets version 3 expires in (39d 23h|40d) ', warning) and warning.endswith(
+  assert re.match(r'the delegated targets role digits version 2 expires in (39d 23h|40d) ',
+                  warning) and warning.endswith(
       'within its refresh window of 45d: run `tfx-edge ota refresh` with the targets key.')
-  assert with_targets_key['resigned'] == ['targets', 'snapshot', 'timestamp']
+  assert with_targets_key['resigned'] == ['snapshot', 'timestamp']
+  assert with_targets_key['resigned_delegated'] == ['digits']
   assert with_targets_key['warnings'] == []
   assert sorted(os.listdir(online)) == ['snapshot.pem', 'timestamp.pem']
   assert fetch(repo, server, tmp_path / 'device').version == 2
@@ -155,7 +159,8 @@ def test_refreshes_racing_publishes_lose_no_release(mem_uri, tmp_path, monkeypat
   create = storage_lib.FsspecStorage.create
 
   def racing_create(self, path, data):
-    if path.endswith('.targets.json') and next(first_rounds, None) is not None:
+    # A refresh's first write is targets.json; a publish's, its model's delegated role.
+    if path.endswith(('.targets.json', '.digits.json')) and next(first_rounds, None) is not None:
       barrier.wait()
     try:
       create(self, path, data)
@@ -181,7 +186,10 @@ def test_refreshes_racing_publishes_lose_no_release(mem_uri, tmp_path, monkeypat
   pushed = dict(r for kind, r in results if kind == 'publish')
   refreshed = [r for kind, r in results if kind == 'refresh']
   assert sorted(pushed) == [1, 2, 3]
-  assert lost.count('metadata/2.targets.json') == n - 1  # One writer of six got version 2.
+  # One refresher got targets version 2 and one publisher digits version 1 (a publish's own
+  # delegation may also have lost targets version 2).
+  assert lost.count('metadata/2.targets.json') >= refreshers - 1
+  assert lost.count('metadata/1.digits.json') == publishers - 1
   assert refreshed == [['targets', 'snapshot', 'timestamp']] * refreshers
   assert {r.version: repo.read_target(r) for r in repo.releases('digits')} == pushed
   newest_targets = max(int(f.split('.')[0]) for f in repo.storage.list('metadata')
@@ -331,7 +339,7 @@ def test_cli_status_warns_then_refresh_re_signs_and_a_second_refresh_says_nothin
   releases, roles = status_lines(status[1])
   assert [r['version'] for r in releases] == [1]
   assert [(r['role'], r['version']) for r in roles] == [
-      ('root', 1), ('targets', 2), ('snapshot', 2), ('timestamp', 2)]
+      ('root', 1), ('targets', 2), ('snapshot', 2), ('timestamp', 2), ('digits', 1)]
   timestamp = roles[3]
   assert set(timestamp) == {'role', 'version', 'expires', 'expires_in_s', 'refresh_window_s',
                             'warning'}

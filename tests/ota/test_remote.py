@@ -81,8 +81,9 @@ def test_publish_to_a_memory_uri_and_a_client_verifies_v1_then_v2(repo, tmp_path
   assert (second.version, second.updated) == (2, True)
   assert _installed(device) == b'model-two'
   assert [r.version for r in repository.OTARepository(repo.repo_dir).releases('digits')] == [1, 2]
-  assert {'1.root.json', '3.targets.json', '3.snapshot.json', 'timestamp.json'} <= set(
-      repo.storage.list('metadata'))
+  # targets.json version 2 delegates to digits' role, which each push writes a version of.
+  assert {'1.root.json', '2.targets.json', '2.digits.json', '3.snapshot.json',
+          'timestamp.json'} <= set(repo.storage.list('metadata'))
   assert sorted(os.listdir(tmp_path)) == ['device', 'device-root.json', 'keys']
 
 
@@ -90,15 +91,15 @@ def test_concurrent_publishers_on_memory_get_distinct_versions(mem_uri, keys_dir
                                                                monkeypatch):
   repository.OTARepository(mem_uri, keys_dir).init()
   n = 4
-  # Hold every publisher's first targets write until all n have built one on the same base,
-  # so they really race for the same version.
+  # Hold every publisher's first write of digits' targets role until all n have built one on
+  # the same base, so they really race for the same version.
   barrier = threading.Barrier(n, timeout=30)
   first_rounds = iter(range(n))
   lost = []
   create = storage_lib.FsspecStorage.create
 
   def racing_create(self, path, data):
-    if path.endswith('.targets.json') and next(first_rounds, None) is not None:
+    if path.endswith('.digits.json') and next(first_rounds, None) is not None:
       barrier.wait()
     try:
       create(self, path, data)
@@ -117,7 +118,7 @@ def test_concurrent_publishers_on_memory_get_distinct_versions(mem_uri, keys_dir
 
   repo = repository.OTARepository(mem_uri, keys_dir)
   assert sorted(pushed) == [1, 2, 3, 4]
-  assert lost.count('metadata/2.targets.json') == n - 1  # Only one publisher got version 2.
+  assert lost.count('metadata/1.digits.json') == n - 1  # Only one publisher got version 1.
   assert {r.version: repo.read_target(r) for r in repo.releases('digits')} == pushed
   with _serve(repo) as url:
     assert _fetch(repo, url, tmp_path / 'device').version == 4
@@ -128,8 +129,8 @@ def test_sustained_contention_gives_up_with_a_conflict_and_publishes_nothing(rep
   repo.publish('digits', b'model-one')
   create = storage_lib.FsspecStorage.create
 
-  def always_taken(self, path, data):  # Another publisher wins every targets version.
-    if path.endswith('.targets.json'):
+  def always_taken(self, path, data):  # Another publisher wins every version of digits' role.
+    if path.endswith('.digits.json'):
       raise FileExistsError(path)
     create(self, path, data)
 
@@ -140,8 +141,9 @@ def test_sustained_contention_gives_up_with_a_conflict_and_publishes_nothing(rep
   monkeypatch.undo()
 
   assert str(raised.value) == (
-      f'OTA repository {repo.repo_dir}: other publishers took the next targets version '
-      f'{repository.MAX_ATTEMPTS} times in a row; nothing of this push was published. Push again.')
+      f'OTA repository {repo.repo_dir}: other publishers took the next version of the digits '
+      f'targets role {repository.MAX_ATTEMPTS} times in a row; nothing of this push was '
+      'published. Push again.')
   assert isinstance(raised.value, errors.PublishError)
   assert [r.version for r in repo.releases('digits')] == [1]
   assert repo.publish('digits', b'model-two').version == 2  # Once the contention is over.
@@ -191,7 +193,8 @@ def test_create_never_replaces_an_existing_file(backend, mem_uri, tmp_path, monk
   assert storage.list('metadata') == ['2.targets.json']  # No temp file left behind.
 
 
-_WRITES = ['target file', 'patch', 'targets', 'snapshot', 'timestamp']
+# A push writes its model's delegated targets role (digits), not targets.json.
+_WRITES = ['target file', 'patch', 'digits', 'snapshot', 'timestamp']
 
 
 def _kind(path):

@@ -66,14 +66,14 @@ def test_a_tampered_target_is_rejected_and_the_old_model_stays(repo, server, tmp
 
 def test_tampered_metadata_is_rejected(repo, server, tmp_path):
   repo.publish('digits', b'model-one')
-  path = os.path.join(repo.metadata_dir, '2.targets.json')
+  path = os.path.join(repo.metadata_dir, '1.digits.json')  # digits' delegated targets role.
   with open(path) as f:
     text = f.read()
   with open(path, 'w') as f:
     f.write(text.replace('"stable"', '"canary"'))
 
   # The signature no longer matches the signed content.
-  with pytest.raises(tuf_exceptions.UnsignedMetadataError, match='targets'):
+  with pytest.raises(tuf_exceptions.UnsignedMetadataError, match='digits'):
     _fetch(repo, server, tmp_path / 'device')
 
   assert not os.path.exists(tmp_path / 'device' / 'digits.tflite')

@@ -42,6 +42,37 @@ def test_the_fallback_mode_reaches_every_converter_and_the_pusher(tmp_path):
 
 
 @pytest.mark.parametrize('runner', [run_local, run_kubeflow])
+def test_int8_auto_reaches_every_variant_converter_with_the_gates_tolerance(runner, tmp_path):
+  argv = ['--int8-mode', 'int8_auto', '--allowed-modes', 'int8,int8_auto',
+          '--int8-auto-budget', '0.2']
+  if runner is run_kubeflow:
+    argv += ['--output', str(tmp_path / 'p.yaml')]
+  kwargs = pipeline_lib.optimization_kwargs(runner.parse_args(argv))
+  components = _by_id(_build(tmp_path, max_accuracy_drop=0.02, **kwargs))
+
+  converters = {i: c.exec_properties for i, c in components.items()
+                if isinstance(c, PTQConverter) and i != pipeline_lib.PTQ_FLOAT32}
+  assert {p['mode'] for p in converters.values()} == {modes.INT8_AUTO} and len(converters) == 4
+  for properties in converters.values():
+    auto = json.loads(properties['int8_auto'])
+    assert (auto['max_drop'], auto['fallback_budget'], auto['task']) == (0.02, 0.2, 'multiclass')
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(int8_mode='int8_auto'), r"int8_mode='int8_auto' is not in allowed_modes"),
+    (dict(int8_mode='int8_auto', allowed_modes=['int8_auto'], int8_auto_budget=0),
+     'fallback_budget=0 is not accepted'),
+    (dict(int8_mode='int8_auto', allowed_modes=['int8_auto'], int8_auto_budget=1.5),
+     'fallback_budget=1.5 is not accepted'),
+    (dict(int8_mode='int8_auto', allowed_modes=['int8_auto'], task='regression'),
+     "not accepted with task='regression'"),
+])
+def test_bad_int8_auto_options_fail_when_the_pipeline_is_built(tmp_path, kwargs, message):
+  with pytest.raises(errors.ConfigError, match=message):
+    _build(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize('runner', [run_local, run_kubeflow])
 def test_the_runners_flags_reach_the_optimizers_and_the_pusher(runner, tmp_path):
   argv = ['--int8-mode', 'int8_float_fallback', '--allowed-modes', 'int8,int8_float_fallback',
           '--sparsity', '0.6', '--clusters', '8', '--skip-layers', '^classifier$',

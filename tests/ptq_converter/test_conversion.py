@@ -115,8 +115,14 @@ def test_representative_data_is_fed_by_input_name_not_position():
   assert scales['serving_default_large:0'] == pytest.approx(1000 / 255, rel=0.05)
 
 
-@pytest.mark.parametrize('mode', sorted(modes.CALIBRATED_MODES))
+@pytest.mark.parametrize('mode', sorted(modes.CALIBRATED_MODES - {modes.INT8_AUTO}))
 def test_calibrated_mode_without_representative_data_is_rejected(tiny_model, mode):
   with pytest.raises(errors.ConfigError, match=f"mode='{mode}' needs representative_data "
                      r'\(calibration samples\)'):
     conversion.convert(tiny_model, mode, None)
+
+
+def test_int8_auto_is_refused_by_convert_which_has_no_labelled_examples(tiny_model):
+  with pytest.raises(errors.ConfigError, match="mode='int8_auto' chooses layers by measuring "
+                     'accuracy on labelled examples: convert with .*convert_auto'):
+    conversion.convert(tiny_model, modes.INT8_AUTO, lambda: [])

@@ -9,6 +9,7 @@ from components import artifact_types
 from components import errors
 from components import spec_keys
 from components.benchmarker import budgets as budgets_lib
+from components.common import failures
 from components.pusher import executor as pusher_executor
 from components.selector import executor as selector_executor
 from components.selector import selection as selection_lib
@@ -201,3 +202,72 @@ def test_a_benchmark_that_is_not_of_the_variant_model_is_refused(tmp_path, tflit
     _select(tmp_path, model, measured_other)
 
   assert not os.path.exists(tmp_path / 'selected')
+
+
+def _failed_model(tmp_path, name, reason):
+  """An int8 Model artifact as PTQConverter leaves it for a failed variant: marked, no file."""
+  model = standard_artifacts.Model()
+  model.uri = str(tmp_path / 'models' / name)
+  model.set_string_custom_property(spec_keys.PROP_MODE, 'int8')
+  failures.mark_failed(model, reason)
+  return model
+
+
+def test_a_failed_variant_ranks_nowhere_and_the_best_other_one_wins():
+  failed = selection_lib.Candidate.of_failed('pcqat', 'QATTrainer failed: ConfigError: layer x')
+  candidates = [_candidate('ptq', 0.98, True, 37_000), _candidate('clustered', 0.98, True, 25_000),
+                failed]
+
+  result = selection_lib.select(candidates)
+
+  assert result.winner == 'clustered'
+  assert result.reasons['pcqat'] == 'failed: QATTrainer failed: ConfigError: layer x'
+  assert 'pcqat' not in result.front and not failed.eligible
+  # Its zero size and unknown latency dominate nothing.
+  assert result.reasons['ptq'].endswith('dominated by clustered')
+  assert selection_lib.select([failed]).winner is None
+
+
+def test_selector_lists_a_failed_variant_with_its_reason_and_ships_the_best_other(
+    tmp_path, tflite_models):
+  reason = 'Clusterer failed: ValueError: k-means found 3 values for 16 clusters'
+  models = {
+      'ptq': _model_artifact(tmp_path, 'ptq', tflite_models['int8'], 'int8'),
+      'clustered': _failed_model(tmp_path, 'clustered', reason),
+  }
+  inputs = {}
+  for name, model in models.items():
+    inputs[selector_executor.model_key(name)] = [model]
+    # The real DeviceBenchmarker: it passes the failed variant on without measuring it.
+    inputs[selector_executor.benchmark_key(name)] = [
+        run_benchmark(tmp_path, name, model, _blessing(tmp_path, name, model, True))]
+  benchmark = json.loads((tmp_path / 'benchmarks/clustered/benchmark.json').read_text())
+  assert benchmark['models'][0]['failed'] == reason
+  assert benchmark['models'][0]['measurements'] == []
+  assert inputs['benchmark_clustered'][0].get_int_custom_property(spec_keys.PROP_FAILED) == 1
+  outs = {spec_keys.SELECTED_MODEL_KEY: standard_artifacts.Model(),
+          spec_keys.SELECTED_BLESSING_KEY: standard_artifacts.ModelBlessing(),
+          spec_keys.SELECTION_KEY: artifact_types.VariantSelection()}
+  for key, artifact in outs.items():
+    artifact.uri = str(tmp_path / key)
+
+  selector_executor.Executor().Do(inputs, {k: [v] for k, v in outs.items()}, {
+      spec_keys.VARIANTS_KEY: json.dumps(list(models)), spec_keys.PREFER_KEY: 'size'})
+
+  doc = json.loads((tmp_path / spec_keys.SELECTION_KEY / 'selection.json').read_text())
+  assert doc['winner'] == 'ptq'
+  assert doc['failed'] == {'clustered': reason}
+  assert doc['reasons']['clustered'] == f'failed: {reason}'
+  assert pusher_executor.refusal_reason(outs[spec_keys.SELECTED_MODEL_KEY],
+                                        outs[spec_keys.SELECTED_BLESSING_KEY], ['int8']) == ''
+  html = (tmp_path / spec_keys.SELECTION_KEY / 'index.html').read_text()
+  assert 'Selected: ptq' in html and 'FAILED' in html
+  assert '1 variant(s) failed before the gate' in html and 'k-means found 3 values' in html
+
+
+def test_a_benchmark_of_a_failed_variant_counts_as_failed_even_if_the_model_is_not_marked(
+    tmp_path):
+  entry = {'failed': 'PTQConverter failed: ConversionError: op X', 'accuracy': {}}
+  candidate = selector_executor.candidate_of('ptq', entry)
+  assert candidate.failed == 'PTQConverter failed: ConversionError: op X'
+  assert not candidate.eligible

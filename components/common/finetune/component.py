@@ -26,6 +26,8 @@ class OptimizerSpec(types.ComponentSpec):
       spec_keys.MODULE_FILE_KEY: ExecutionParameter(type=str, optional=True),
       spec_keys.FINE_TUNING_KEY: ExecutionParameter(type=str),  # JSON of FineTuneConfig.
       spec_keys.OPTIMIZATION_KEY: ExecutionParameter(type=str),  # JSON of the CONFIG_CLASS.
+      # 1: a failure of the optimization is recorded on the output (components.common.failures).
+      spec_keys.RECORD_FAILURE_KEY: ExecutionParameter(type=int, optional=True),
   }
   INPUTS = {
       spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -42,6 +44,11 @@ class OptimizerComponent(base_component.BaseComponent):
 
   A subclass's constructor names its config argument (`pruning=`, `clustering=`, `qat=`) and
   passes everything on to `__init__` here, which validates when the pipeline is built.
+
+  With `record_failure=True` (what create_pipeline sets when it builds several variants) a
+  failure of the optimization does not stop the run: the output is marked as a failed variant
+  with the reason (`tfx_edge_failed`, `tfx_edge_failure_reason`), and a failed input is passed on
+  without work. See components.common.failures.
   """
 
   SPEC_CLASS = OptimizerSpec
@@ -50,8 +57,10 @@ class OptimizerComponent(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                input_fn: Optional[str], module_file: Optional[str],
-               config: Optional[OptimizationConfig], fine_tuning: Optional[FineTuneConfig]):
+               config: Optional[OptimizationConfig], fine_tuning: Optional[FineTuneConfig],
+               record_failure: bool = False):
     validate_input_fn_source(input_fn, module_file)
+    validation.boolean('record_failure', record_failure)
     fine_tuning = fine_tuning_or_default(fine_tuning)
     config = self.CONFIG_CLASS() if config is None else validation.instance_of(
         self.CONFIG_ARGUMENT, config, self.CONFIG_CLASS)
@@ -63,5 +72,6 @@ class OptimizerComponent(base_component.BaseComponent):
         module_file=module_file,
         fine_tuning=fine_tuning.to_json(),
         optimization=config.to_json(),
+        record_failure=int(record_failure),
         optimized_model=types.Channel(type=standard_artifacts.Model),
         model_run=types.Channel(type=standard_artifacts.ModelRun)))

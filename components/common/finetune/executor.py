@@ -19,6 +19,7 @@ from tfx.types import artifact_utils
 
 from components import spec_keys
 from components.common import examples_io
+from components.common import failures
 from components.common import lineage
 from components.common import model_io
 from components.common import user_code
@@ -28,6 +29,12 @@ from components.common.finetune.config import OptimizationConfig
 from components.common.finetune.config import SPARSE_CATEGORICAL
 from components.common.finetune.training import FineTuneData
 from components.errors import DataError
+from components.errors import OptimizationError
+
+
+# The component each step belongs to, as messages and failure reasons name it.
+_COMPONENT_NAMES = {lineage.PRUNE: 'Pruner', lineage.CLUSTER: 'Clusterer',
+                    lineage.QAT: 'QATTrainer'}
 
 
 @dataclasses.dataclass
@@ -53,8 +60,34 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     source = artifact_utils.get_single_instance(input_dict[spec_keys.MODEL_KEY])
-    examples = input_dict[spec_keys.EXAMPLES_KEY]
     output = artifact_utils.get_single_instance(output_dict[spec_keys.OPTIMIZED_MODEL_KEY])
+    record = bool(exec_properties.get(spec_keys.RECORD_FAILURE_KEY))
+    name = _COMPONENT_NAMES.get(self.STEP, type(self).__name__)
+    upstream = failures.failure_of(source)
+    if upstream:
+      if not record:
+        raise OptimizationError(failures.input_failed_error(name, source.uri, upstream))
+      # An earlier step of this variant failed: pass the failure on without work.
+      lineage.carry_properties(source, output)
+      logging.warning('%s: %s is a failed variant (%s); passed on without work.', name,
+                      source.uri, upstream)
+      return
+    try:
+      self._optimize(source, input_dict, output, output_dict, exec_properties)
+    except Exception as e:  # pylint: disable=broad-except
+      if not record or not failures.recordable(e):
+        raise
+      # Only this variant fails; the run goes on with the others (components.common.failures).
+      reason = failures.describe(name, e)
+      lineage.carry_properties(source, output)
+      failures.mark_failed(output, reason)
+      logging.warning('%s: recorded as a failed variant, the run goes on: %s', name, reason)
+
+  def _optimize(self, source: types.Artifact, input_dict: Dict[str, List[types.Artifact]],
+                output: types.Artifact, output_dict: Dict[str, List[types.Artifact]],
+                exec_properties: Dict[str, Any]) -> None:
+    """Load, fine-tune, record and save: the work whose failure a variant may record."""
+    examples = input_dict[spec_keys.EXAMPLES_KEY]
     model_run = artifact_utils.get_single_instance(output_dict[spec_keys.MODEL_RUN_KEY])
     fine_tuning = FineTuneConfig.from_json(exec_properties[spec_keys.FINE_TUNING_KEY])
     config = self.CONFIG_CLASS.from_json(exec_properties[spec_keys.OPTIMIZATION_KEY])
