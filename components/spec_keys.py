@@ -81,6 +81,8 @@ PROP_FOLDED_BATCHNORM = 'tfx_edge_folded_batchnorm'  # JSON list of [conv, batch
 # what it chose (JSON: layers in float with their errors, accuracy, size and latency against int8;
 # the layers are also in PROP_FLOAT_LAYERS).
 INT8_AUTO_KEY = 'int8_auto'
+# PTQConverter, for a clustered model: JSON {TFLite weight tensor: distinct int8 values}.
+PROP_INT8_UNIQUE_WEIGHTS = 'tfx_edge_int8_unique_weights'
 PROP_INT8_AUTO = 'tfx_edge_int8_auto'
 MODEL_RUN_KEY = 'model_run'  # TensorBoard logs of fine-tuning, as the Trainer's model_run.
 

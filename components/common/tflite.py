@@ -156,6 +156,28 @@ def tensor_dtypes(tflite_model: bytes) -> Dict[str, str]:
           for d in interpreter(tflite_model).get_tensor_details()}
 
 
+def unique_int8_weights(tflite_model: bytes) -> Dict[str, int]:
+  """{op: distinct int8 values of its weights} for every CONV_2D, DEPTHWISE_CONV_2D and
+  FULLY_CONNECTED op whose weights are int8 (what a clustered layer's kernel becomes).
+
+  An op is named by its output tensor, which carries the Keras layer's name
+  (`model/conv/BiasAdd;model/conv/Conv2D`); the weight constants themselves are often named
+  `tfl.pseudo_qconst`.
+  """
+  interp = interpreter(tflite_model)
+  interp.allocate_tensors()
+  details = {d['index']: d for d in interp.get_tensor_details()}
+  counts = {}
+  for op in interp._get_ops_details():  # pylint: disable=protected-access
+    if op['op_name'] not in _KERNEL_OPS + ('DEPTHWISE_CONV_2D',):
+      continue
+    weights = details[op['inputs'][1]]
+    if weights['dtype'] == np.int8:
+      counts[details[op['outputs'][0]]['name']] = int(
+          np.unique(interp.get_tensor(weights['index'])).size)
+  return counts
+
+
 def weights_violating_2by4(tflite_model: bytes) -> Tuple[List[str], List[str]]:
   """(checked, violating) weight tensors of CONV_2D / FULLY_CONNECTED ops in a TFLite model.
 

@@ -27,7 +27,8 @@ RepresentativeData = Callable[[], Iterable[Mapping[str, np.ndarray]]]
 def convert(model: Union[tf.keras.Model, str],
             mode: str,
             representative_data: Optional[RepresentativeData] = None,
-            inference_io: str = modes.IO_NATIVE) -> bytes:
+            inference_io: str = modes.IO_NATIVE,
+            per_tensor_weights: bool = False) -> bytes:
   """Converts a Keras 2 (tf_keras) model, or a SavedModel's serving signature, to TFLite.
 
   Args:
@@ -38,6 +39,9 @@ def convert(model: Union[tf.keras.Model, str],
     representative_data: required for the calibrated modes (int8, int8_float_fallback,
       int16x8); a callable that returns an iterable of {input_name: array with batch dim 1}.
     inference_io: tensor type of the model's inputs and outputs (see modes.INFERENCE_IO).
+    per_tensor_weights: one int8 scale per weight tensor instead of one per output channel. For
+      a clustered model: its k shared values then stay k int8 values in the whole tensor
+      (per-channel scales map each to a different int8 value in every channel).
 
   Returns:
     The serialized TFLite model.
@@ -66,6 +70,9 @@ def convert(model: Union[tf.keras.Model, str],
     converter.target_spec.supported_types = [tf.float16]
   if mode in modes.CALIBRATED_MODES:
     converter.representative_dataset = representative_data
+  if per_tensor_weights:
+    # The converter's only switch for it (private in TF 2.16; the QuantizationDebugger reads it).
+    converter._experimental_disable_per_channel = True  # pylint: disable=protected-access
   if mode == modes.INT8:
     # Full integer: the converter fails instead of silently keeping float ops.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

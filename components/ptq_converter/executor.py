@@ -122,8 +122,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       tflite_model = self._convert_auto(model, representative_data, input_dict, exec_properties,
                                         tflite_artifact)
     else:
+      clusters = _clusters_to_keep(model_artifact, mode)
       tflite_model = conversion.convert(model.convertible, mode, representative_data,
-                                        inference_io)
+                                        inference_io, per_tensor_weights=bool(clusters))
+      if clusters and not self._keeps_clusters(model_artifact, tflite_model, clusters,
+                                               tflite_artifact):
+        tflite_model = conversion.convert(model.convertible, mode, representative_data,
+                                          inference_io)
     lineage.carry_properties(model_artifact, tflite_artifact)
     if (model_artifact.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) ==
         spec_keys.TWO_FOUR):
@@ -162,6 +167,32 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       logging.info('PTQConverter: integer inputs kept as such: %s.', integer_inputs)
     logging.info('PTQConverter: wrote %d bytes (%s) to %s.', len(tflite_model), mode,
                  tflite_artifact.uri)
+
+  def _keeps_clusters(self, model_artifact: types.Artifact, tflite_model: bytes, clusters: int,
+                      tflite_artifact: types.Artifact) -> bool:
+    """Whether each clustered kernel kept at most `clusters` int8 values in the per-tensor model.
+
+    Not when a BatchNormalization was folded into a clustered kernel: the converter multiplies
+    each output channel by its own factor, so the shared values differ per channel and one scale
+    per tensor cannot keep them; the caller then converts with per-channel scales (at most k
+    values in each channel).
+    """
+    clustered = [layer for layer, n in json.loads(model_artifact.get_string_custom_property(
+        spec_keys.PROP_UNIQUE_WEIGHTS) or '{}').items() if n <= clusters]
+    counts = tflite.unique_int8_weights(tflite_model)
+    checked = {name: n for name, n in counts.items()
+               if any(f'/{layer}/' in f'/{name}' for layer in clustered)}
+    spread = {name: n for name, n in checked.items() if n > clusters}
+    if spread:
+      logging.info('PTQConverter: %d clustered kernel(s) hold more than %d values once converted '
+                   '(BatchNormalization folded in rescales each channel): %s; keeping per-channel '
+                   'int8 scales.', len(spread), clusters, spread)
+      return False
+    logging.info('PTQConverter: per-tensor int8 weights keep the %d clusters: distinct values %s',
+                 clusters, checked)
+    tflite_artifact.set_string_custom_property(spec_keys.PROP_INT8_UNIQUE_WEIGHTS,
+                                               json.dumps(checked, sort_keys=True))
+    return True
 
   def _convert_auto(self, model: model_io.ModelSource,
                     representative_data: conversion.RepresentativeData,
@@ -248,3 +279,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
           'PTQConverter: split %r of %s holds only %d examples, fewer than calibration_samples='
           '%d; calibrating on all of them.', split, examples.uri, len(records), n)
     return records
+
+
+def _clusters_to_keep(model_artifact: types.Artifact, mode: str) -> int:
+  """The clusters a model's kernels hold when its last step was clustering, else 0.
+
+  Then int8 weights are quantized per tensor, so that k shared values stay k int8 values. After
+  QAT (PCQAT) the quantization scheme is the one QAT trained with, and is left alone.
+  """
+  history = lineage.history_of(model_artifact)
+  if mode not in (modes.INT8, modes.INT8_FLOAT_FALLBACK) or not history or (
+      history[-1] != lineage.CLUSTER):
+    return 0
+  clusters = model_artifact.get_int_custom_property(spec_keys.PROP_CLUSTERS)
+  unique = json.loads(model_artifact.get_string_custom_property(
+      spec_keys.PROP_UNIQUE_WEIGHTS) or '{}')
+  # Per-channel clustering (k values in each channel, different across channels) or kept zeros
+  # beside k centroids: one scale per tensor would not keep the values apart; leave per channel.
+  if not unique or any(n > clusters for n in unique.values()):
+    return 0
+  return clusters

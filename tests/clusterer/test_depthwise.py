@@ -56,7 +56,28 @@ def test_clusterer_records_depthwise_unique_values_and_converts_to_int8(digits_e
   assert np.unique(reloaded.get_layer('dw_1').get_weights()[0]).size <= 4
   weights = _depthwise_weights(model_io.read_tflite(tflite_artifact.uri, 'test'))
   assert len(weights) == 2 and all(w.dtype == np.int8 for w in weights)
-  # TFLite keeps depthwise channels on the last axis; 4 float values give at most 4 int8 values
-  # in each channel (per-channel scales).
+  # BatchNormalization folded into the clustered kernels rescales each channel, so one int8
+  # scale per tensor cannot keep the 4 values: PTQConverter keeps per-channel scales here (it
+  # records per-tensor counts only when they hold), and 4 float values stay at most 4 int8
+  # values in each channel. TFLite keeps depthwise channels on the last axis.
+  assert not tflite_artifact.get_string_custom_property(spec_keys.PROP_INT8_UNIQUE_WEIGHTS)
   for w in weights:
     assert max(np.unique(w[..., c]).size for c in range(w.shape[-1])) <= 4
+
+
+@pytest.mark.e2e  # Fine-tunes and converts the digits CNN: about 20 s.
+def test_a_clustered_model_without_batchnorm_keeps_k_int8_values_per_tensor(
+    trained_model_artifact, digits_examples, tmp_path):
+  clusterer = Clusterer(model=channel(), examples=channel(standard_artifacts.Examples),
+                        input_fn=INPUT_FN, fine_tuning=TINY,
+                        clustering=clustering.ClusteringConfig(number_of_clusters=8))
+  clustered, _ = run_optimizer(clusterer, trained_model_artifact, digits_examples,
+                               tmp_path / 'clustered')
+  tflite_artifact, _ = run_ptq(clustered, digits_examples, tmp_path / 'int8')
+
+  recorded = json.loads(tflite_artifact.get_string_custom_property(
+      spec_keys.PROP_INT8_UNIQUE_WEIGHTS))
+  # Every kernel of the digits CNN is clustered (no BatchNormalization folds into them), and
+  # one int8 scale per tensor keeps its 8 shared values as at most 8 int8 values.
+  assert {name.split('/')[1] for name in recorded} >= {'conv_1', 'conv_2', 'dense', 'classifier'}
+  assert all(1 < n <= 8 for n in recorded.values()), recorded

@@ -6,6 +6,7 @@ import tf_keras
 from components import errors
 from components.common import modes
 from components.common import tflite
+from components.clusterer import clustering
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
 from tests.conftest import random_pixels
@@ -126,3 +127,26 @@ def test_int8_auto_is_refused_by_convert_which_has_no_labelled_examples(tiny_mod
   with pytest.raises(errors.ConfigError, match="mode='int8_auto' chooses layers by measuring "
                      'accuracy on labelled examples: convert with .*convert_auto'):
     conversion.convert(tiny_model, modes.INT8_AUTO, lambda: [])
+
+
+def test_per_tensor_weights_keep_a_clustered_kernel_at_k_int8_values():
+  tf_keras.utils.set_random_seed(0)
+  inputs = tf_keras.Input((8, 8, 1), name='pixels')
+  x = tf_keras.layers.Conv2D(16, 3, name='conv')(inputs)
+  x = tf_keras.layers.Flatten()(x)
+  model = tf_keras.Model(inputs, tf_keras.layers.Dense(10, name='head')(x))
+  clustered = clustering.strip(clustering.cluster(
+      model, clustering.ClusteringConfig(number_of_clusters=4), preserve_sparsity=False))
+  pixels = random_pixels(32).reshape(-1, 8, 8, 1)
+
+  def representative():
+    return ({'pixels': pixels[i:i + 1]} for i in range(len(pixels)))
+
+  per_channel = tflite.unique_int8_weights(
+      conversion.convert(clustered, modes.INT8, representative))
+  per_tensor = tflite.unique_int8_weights(
+      conversion.convert(clustered, modes.INT8, representative, per_tensor_weights=True))
+
+  conv = next(name for name in per_tensor if '/conv/' in name)
+  assert 1 < per_tensor[conv] <= 4
+  assert per_channel[conv] > 4  # one scale per channel maps the 4 values apart in each channel
