@@ -74,6 +74,9 @@ PROP_CLUSTER_PRESERVE_SPARSITY = 'tfx_edge_cluster_preserve_sparsity'
 PROP_UNCLUSTERED_LAYERS = 'tfx_edge_unclustered_layers'  # JSON {layer: why it has too few weights}
 # Keras accuracy on the eval split after fine-tuning.
 PROP_FINETUNE_VAL_ACCURACY = 'tfx_edge_finetune_val_accuracy'
+# JSON: epochs run, the epoch whose weights were kept, and the BatchNorm re-estimation's eval
+# scores before and after (components.common.finetune.training.record).
+PROP_FINE_TUNING = 'tfx_edge_fine_tuning'
 PROP_QAT_SCHEME = 'tfx_edge_qat_scheme'
 PROP_FLOAT_LAYERS = 'tfx_edge_float_layers'  # JSON list of layers QAT left in float
 PROP_FOLDED_BATCHNORM = 'tfx_edge_folded_batchnorm'  # JSON list of [conv, batchnorm] QAT folded

@@ -22,6 +22,7 @@ class Executor(finetune_executor.OptimizerExecutor):
     wrapped = clustering.cluster(model, config, preserve)
     metrics = training.fine_tune(wrapped, data, fine_tuning, log_dir, name='Clusterer')
     stripped = clustering.strip(wrapped)
+    batchnorm = training.reestimate_batch_norm_if_better(stripped, data, fine_tuning, 'Clusterer')
     unique = clustering.unique_weights(stripped, layers)
     logging.info('Clusterer: %d clusters (preserve_sparsity=%s), unique weights per layer %s',
                  config.number_of_clusters, preserve, unique)
@@ -31,4 +32,5 @@ class Executor(finetune_executor.OptimizerExecutor):
         spec_keys.PROP_CLUSTER_PRESERVE_SPARSITY: preserve,
         spec_keys.PROP_UNCLUSTERED_LAYERS: too_small,
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
+        spec_keys.PROP_FINE_TUNING: training.record(metrics, batchnorm),
     })

@@ -19,8 +19,10 @@ class Executor(finetune_executor.OptimizerExecutor):
     layers = pruning.prunable_layers(model, config)
     wrapped = pruning.prune(model, config, fine_tuning.total_steps)
     metrics = training.fine_tune(wrapped, data, fine_tuning, log_dir,
-                                 pruning.callbacks(log_dir), name='Pruner')
+                                 pruning.callbacks(log_dir), name='Pruner',
+                                 first_complete_epoch=config.first_complete_epoch(fine_tuning))
     stripped = pruning.strip(wrapped)
+    batchnorm = training.reestimate_batch_norm_if_better(stripped, data, fine_tuning, 'Pruner')
     per_layer, overall = pruning.sparsity(stripped, layers)
     logging.info('Pruner: sparsity %.4f overall, per layer %s', overall, per_layer)
     if config.structure == pruning.TWO_FOUR:
@@ -33,4 +35,5 @@ class Executor(finetune_executor.OptimizerExecutor):
         spec_keys.PROP_SPARSITY_PER_LAYER: per_layer,
         spec_keys.PROP_SPARSITY_STRUCTURE: config.structure,
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
+        spec_keys.PROP_FINE_TUNING: training.record(metrics, batchnorm),
     })

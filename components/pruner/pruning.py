@@ -130,6 +130,17 @@ class PruningConfig(OptimizationConfig):
         initial_sparsity=self.initial_sparsity, final_sparsity=target, begin_step=begin,
         end_step=end, frequency=frequency)
 
+  def first_complete_epoch(self, fine_tuning: FineTuneConfig) -> int:
+    """The first fine-tuning epoch (from 0) that ends with the masks at the target sparsity.
+
+    The mask update at global step s happens in batch s, in epoch s // steps_per_epoch; a
+    constant schedule is at its target from its first update, a polynomial one at its last.
+    Fine-tuning never keeps an earlier epoch's weights (they are less sparse).
+    """
+    schedule = self.make_schedule(fine_tuning.total_steps)
+    step = schedule.begin_step if self.schedule == CONSTANT else schedule.end_step
+    return min(step // fine_tuning.steps_per_epoch, fine_tuning.epochs - 1)
+
 
 def prunable_layers(model: tf_keras.Model, config: PruningConfig) -> List[str]:
   """Names of the layers `prune` will wrap, after skips and structure limits (logged)."""

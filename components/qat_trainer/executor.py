@@ -25,4 +25,5 @@ class Executor(finetune_executor.OptimizerExecutor):
         spec_keys.PROP_FLOAT_LAYERS: floats,
         spec_keys.PROP_FOLDED_BATCHNORM: qat.folded_batchnorm(model, quantized),
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
+        spec_keys.PROP_FINE_TUNING: training.record(metrics, None),
     })

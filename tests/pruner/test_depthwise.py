@@ -96,3 +96,8 @@ def test_pruner_records_depthwise_sparsity_and_the_int8_model_keeps_the_zeros(
   weights = _depthwise_weights(model_io.read_tflite(tflite_artifact.uri, 'test'))
   assert len(weights) == 2 and all(w.dtype == np.int8 for w in weights)
   assert all(np.mean(w == 0) >= 0.74 for w in weights)
+  # BatchNorm statistics were re-estimated after pruning and the outcome recorded.
+  reestimated = json.loads(pruned.get_string_custom_property(
+      spec_keys.PROP_FINE_TUNING))['batchnorm_reestimation']
+  assert reestimated['layers'] == 5 and reestimated['batches'] == TINY.batchnorm_batches
+  assert reestimated['kept'] == (reestimated['after'] >= reestimated['before'])

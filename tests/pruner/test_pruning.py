@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from components import errors
+from components.common.finetune.config import FineTuneConfig
 from components.common import tflite
 from components.pruner import pruning
 from tests.helpers import OPTIMIZATION_STEPS
@@ -101,6 +102,18 @@ def test_pruning_schedule_that_cannot_fit_the_fine_tuning_is_rejected():
 def test_fractions_of_fine_tuning_resolve_to_steps():
   assert pruning.PruningConfig(begin=0.25, end=0.5).steps(OPTIMIZATION_STEPS) == (5, 10)
   assert pruning.PruningConfig(schedule='constant', begin=3, end=-1).steps(20) == (3, -1)
+
+
+def test_the_first_complete_epoch_is_the_one_that_ends_at_the_target_sparsity():
+  fine = FineTuneConfig(epochs=3, steps_per_epoch=10)
+  # end 0.6 of 30 steps = 18, aligned down to the last mask update (15), in epoch 1.
+  assert pruning.PruningConfig(end=0.6, frequency=5).first_complete_epoch(fine) == 1
+  assert pruning.PruningConfig(end=0.3, frequency=3).first_complete_epoch(fine) == 0
+  # Constant sparsity is at its target from its first update.
+  assert pruning.PruningConfig(schedule='constant', begin=12, end=-1).first_complete_epoch(
+      fine) == 1
+  # A ramp to the very last step: the last epoch.
+  assert pruning.PruningConfig(end=1.0, frequency=5).first_complete_epoch(fine) == 2
 
 
 def test_a_model_with_nothing_to_prune_is_refused():

@@ -16,6 +16,8 @@ from components.errors import ConfigError
 _LOG = logging.getLogger(__name__)
 
 OPTIMIZERS = ('adam', 'sgd', 'rmsprop')
+CONSTANT, COSINE = 'constant', 'cosine'
+LR_SCHEDULES = (CONSTANT, COSINE)
 AUTO_LOSS = 'auto'  # The loss follows the model's output (see FineTuneConfig.loss_for).
 SPARSE_CATEGORICAL = 'sparse_categorical_crossentropy'
 BINARY_CROSSENTROPY = 'binary_crossentropy'
@@ -44,6 +46,18 @@ class FineTuneConfig(JsonConfig):
     train_split: split to fine-tune on.
     eval_split: split to validate on after each epoch.
     eval_steps: validation batches per epoch.
+    lr_schedule: `cosine` (the default): a linear warm-up from 0 to `learning_rate` over
+      `warmup_fraction` of the steps, then a cosine decay to 0; or `constant`.
+    warmup_fraction: share of the steps spent warming up, in [0, 1) (cosine only).
+    keep_best_epoch: at the end, keep the weights of the epoch with the best eval-split accuracy
+      (mean absolute error for a regression) instead of the last epoch's. Only epochs in which
+      the optimization is complete count (a Pruner's epochs after its schedule reached the
+      target sparsity).
+    early_stopping_patience: stop after this many epochs without a better eval-split score
+      (counted as for keep_best_epoch); 0 never stops early.
+    batchnorm_batches: after pruning or clustering, re-estimate BatchNormalization moving
+      statistics from this many training batches (the weights moved under them); the new
+      statistics are kept only when the eval split does not score worse. 0 turns it off.
   """
   epochs: int = 3
   steps_per_epoch: int = 50
@@ -54,10 +68,22 @@ class FineTuneConfig(JsonConfig):
   train_split: str = 'train'
   eval_split: str = 'eval'
   eval_steps: int = 10
+  lr_schedule: str = COSINE
+  warmup_fraction: float = 0.1
+  keep_best_epoch: bool = True
+  early_stopping_patience: int = 2
+  batchnorm_batches: int = 20
 
   def __post_init__(self):
     for name in ('epochs', 'steps_per_epoch', 'batch_size', 'eval_steps'):
       validation.positive_int(name, getattr(self, name))
+    for name in ('early_stopping_patience', 'batchnorm_batches'):
+      validation.non_negative_int(name, getattr(self, name))
+    validation.boolean('keep_best_epoch', self.keep_best_epoch)
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ConfigError(f'lr_schedule={self.lr_schedule!r} is not accepted; accepted: '
+                        f'{", ".join(LR_SCHEDULES)}.')
+    validation.fraction('warmup_fraction', self.warmup_fraction, high_open=True)
     validation.positive_number('learning_rate', self.learning_rate)
     if self.optimizer not in OPTIMIZERS:
       raise ConfigError(f'optimizer={self.optimizer!r} is not accepted; accepted: '
@@ -88,12 +114,29 @@ class FineTuneConfig(JsonConfig):
       return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return _LOSS_OF_TASK[task]
 
+  @property
+  def warmup_steps(self) -> int:
+    return int(self.total_steps * self.warmup_fraction) if self.lr_schedule == COSINE else 0
+
+  def learning_rate_schedule(self) -> Union[float,
+                                            tf_keras.optimizers.schedules.LearningRateSchedule]:
+    """The learning rate, or its schedule over `total_steps` optimizer steps."""
+    if self.lr_schedule == CONSTANT:
+      return self.learning_rate
+    warmup = self.warmup_steps
+    # Keras' CosineDecay warms up linearly from initial_learning_rate to warmup_target, then
+    # decays from warmup_target; without warm-up it decays from initial_learning_rate.
+    return tf_keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else self.learning_rate,
+        decay_steps=max(self.total_steps - warmup, 1),
+        warmup_target=self.learning_rate if warmup else None, warmup_steps=warmup)
+
   def make_optimizer(self) -> tf_keras.optimizers.Optimizer:
     return {
         'adam': tf_keras.optimizers.Adam,
         'sgd': tf_keras.optimizers.SGD,
         'rmsprop': tf_keras.optimizers.RMSprop,
-    }[self.optimizer](learning_rate=self.learning_rate)
+    }[self.optimizer](learning_rate=self.learning_rate_schedule())
 
 
 class OptimizationConfig(JsonConfig):

@@ -18,6 +18,13 @@ from components.common.finetune import config as config_lib
     (dict(loss='no_such_loss'), "loss='no_such_loss' is not a Keras loss name"),
     (dict(train_split=''), "train_split='' is not accepted; it must name a split of the "
      'examples'),
+    (dict(lr_schedule='step'), "lr_schedule='step' is not accepted; accepted: constant, cosine"),
+    (dict(warmup_fraction=1.0), r'warmup_fraction=1.0 is not accepted; it must lie in \[0, 1\)'),
+    (dict(early_stopping_patience=-1), 'early_stopping_patience=-1 is not accepted; it must be an '
+     'integer >= 0'),
+    (dict(batchnorm_batches=2.5), 'batchnorm_batches=2.5 is not accepted'),
+    (dict(keep_best_epoch='yes'), "keep_best_epoch='yes' is not accepted; it must be True or "
+     'False'),
 ])
 def test_fine_tune_config_names_the_bad_value(kwargs, message):
   with pytest.raises(errors.ConfigError, match=message):
@@ -26,13 +33,27 @@ def test_fine_tune_config_names_the_bad_value(kwargs, message):
 
 def test_fine_tune_config_makes_its_optimizer_and_counts_its_steps():
   config = config_lib.FineTuneConfig(epochs=3, steps_per_epoch=7, optimizer='sgd',
-                                     learning_rate=0.05)
+                                     learning_rate=0.05, lr_schedule='constant')
 
   optimizer = config.make_optimizer()
 
   assert config.total_steps == 21
   assert isinstance(optimizer, tf_keras.optimizers.SGD)
   assert float(optimizer.learning_rate) == pytest.approx(0.05)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_to_zero_over_the_fine_tuning():
+  config = config_lib.FineTuneConfig(epochs=2, steps_per_epoch=50, learning_rate=0.01)
+  no_warmup = config_lib.FineTuneConfig(epochs=2, steps_per_epoch=50, learning_rate=0.01,
+                                        warmup_fraction=0.0)
+
+  schedule = config.make_optimizer()._learning_rate  # pylint: disable=protected-access
+
+  assert config.warmup_steps == 10
+  assert [float(schedule(step)) for step in (0, 5, 10, 55, 100, 150)] == pytest.approx(
+      [0.0, 0.005, 0.01, 0.005, 0.0, 0.0], abs=1e-7)
+  assert float(no_warmup.learning_rate_schedule()(0)) == pytest.approx(0.01)
+  assert float(no_warmup.learning_rate_schedule()(50)) == pytest.approx(0.005)
 
 
 def test_weighted_layers_skip_unweighted_and_matching_layers_and_log_the_skips(caplog):

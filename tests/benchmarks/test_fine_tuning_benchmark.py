@@ -1,0 +1,36 @@
+"""The fine-tuning recovery benchmark (benchmarks/fine_tuning.py) in --quick mode, end to end.
+
+Runs the script as a user does, in a subprocess, on the digits CNN and one variant: both settings
+go through the Clusterer's own executor, and the report shows them side by side.
+"""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.helpers import ENV
+
+pytestmark = pytest.mark.e2e  # Trains, fine-tunes twice and converts: about a minute.
+
+
+def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.fine_tuning', '--quick', '--models', 'digits_cnn',
+       '--variants', 'clustered16', '--output-dir', str(tmp_path)],
+      cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+  results = json.loads((tmp_path / 'fine_tuning.json').read_text())
+  record = results['models']['digits_cnn']
+  row = record['variants']['clustered16']
+  assert record['fp32_accuracy'] > 0.3  # Ten classes: a briefly trained CNN is far above chance.
+  for setting in ('former', 'defaults'):
+    assert row[setting]['delta_points'] == pytest.approx(
+        100 * (row[setting]['accuracy'] - record['fp32_accuracy']))
+    assert row[setting]['fine_tuning']['epochs_run'] >= 1
+  report = (tmp_path / 'fine_tuning.md').read_text()
+  gained = row['defaults']['delta_points'] - row['former']['delta_points']
+  assert f'| clustered 16 + int8 | {row["former"]["delta_points"]:+.1f} | ' in report
+  assert f'| {gained:+.1f} |' in report and results['host']['cpu_model'] in report
