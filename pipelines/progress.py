@@ -25,6 +25,10 @@ from typing import Dict, Optional, TextIO
 # step, and what the launcher logs when a step reuses a cached execution.
 _STEP = re.compile(r'^(?:Component|node) (\S+) is (running|finished)\.$')
 _CACHED = re.compile(r'^A cached execution \d+ is used\.$')
+# What the project's executors log when a variant fails (components/common/failures.py): the
+# step then finishes without a usable model, and its progress line must not say `done`.
+_OUTCOMES = (('recorded as a failed variant', 'FAILED (recorded; the run goes on)'),
+             ('is a failed variant', 'skipped (its variant failed earlier)'))
 # Warnings from these directories are the project's own, written for users.
 _OWN_CODE = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d)
                   + os.sep for d in ('components', 'pipelines'))
@@ -46,6 +50,7 @@ class ProgressHandler(logging.Handler):
     self._started: Dict[str, float] = {}
     self._running: Optional[str] = None
     self._cached = False
+    self._outcome: Optional[str] = None
     self.seconds: Dict[str, float] = {}
 
   def _print(self, line: str) -> None:
@@ -63,9 +68,10 @@ class ProgressHandler(logging.Handler):
       node, state = step.groups()
       if state == 'running':
         self._started[node], self._running, self._cached = time.monotonic(), node, False
+        self._outcome = None
       else:
         self.seconds[node] = time.monotonic() - self._started.pop(node, time.monotonic())
-        how = 'reused from cache' if self._cached else 'done'
+        how = self._outcome or ('reused from cache' if self._cached else 'done')
         self._print(f'[{len(self.seconds)}/{self._total}] {node} {how} in '
                     f'{self.seconds[node]:.1f} s')
       return
@@ -73,6 +79,9 @@ class ProgressHandler(logging.Handler):
       self._cached = True
       return
     own = record.pathname.startswith(_OWN_CODE)
+    if own and record.levelno == logging.WARNING:
+      self._outcome = next((how for marker, how in _OUTCOMES if marker in message),
+                           self._outcome)
     if record.levelno >= logging.ERROR or (record.levelno >= logging.WARNING and own):
       where = f' ({self._running})' if self._running else ''
       self._print(f'{record.levelname}{where}: {message}')

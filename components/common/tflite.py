@@ -5,7 +5,7 @@ measurement process can use it without TensorFlow.
 """
 import dataclasses
 import gzip
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -178,11 +178,27 @@ def unique_int8_weights(tflite_model: bytes) -> Dict[str, int]:
   return counts
 
 
-def weights_violating_2by4(tflite_model: bytes) -> Tuple[List[str], List[str]]:
-  """(checked, violating) weight tensors of CONV_2D / FULLY_CONNECTED ops in a TFLite model.
+def of_layers(tensor_name: str, layers: Sequence[str]) -> bool:
+  """Whether a TFLite op's output tensor belongs to one of the Keras `layers`.
 
-  TFLite stores these kernels as [C_OUT, ..., C_IN], so 2:4 runs along the last axis. Kernels
-  whose input channels are not a multiple of 4 cannot hold the pattern and are not checked.
+  The converter names an op's output after the layer scope (`model/conv_1/BiasAdd;...`), so a
+  layer `conv_1` appears as a `/conv_1/` path component; `conv_10` does not match it.
+  """
+  return any(f'/{layer}/' in f'/{tensor_name}' for layer in layers)
+
+
+def weights_violating_2by4(tflite_model: bytes,
+                           layers: Optional[Sequence[str]] = None) -> Tuple[List[str], List[str]]:
+  """(checked, violating) weight tensors of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops.
+
+  TFLite stores these kernels as [C_OUT, ..., C_IN] (a depthwise kernel as [1, H, W, C]), so
+  2:4 runs along the last axis. Kernels whose last axis is not a multiple of 4 cannot hold the
+  pattern and are not checked.
+
+  Args:
+    tflite_model: the model.
+    layers: the Keras layers that were pruned to 2:4: only their ops are checked (a layer
+      skipped by `skip_layers` is dense). None checks every CONV_2D and FULLY_CONNECTED op.
   """
   # tfmot's own check, the one its m_by_n pruning guarantees (imported here: it loads TF).
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -190,9 +206,12 @@ def weights_violating_2by4(tflite_model: bytes) -> Tuple[List[str], List[str]]:
   interp = interpreter(tflite_model)
   interp.allocate_tensors()
   names = {d['index']: d['name'] for d in interp.get_tensor_details()}
+  kernel_ops = _KERNEL_OPS if layers is None else _KERNEL_OPS + ('DEPTHWISE_CONV_2D',)
   checked, violating = [], []
   for op in interp._get_ops_details():  # pylint: disable=protected-access
-    if op['op_name'] not in _KERNEL_OPS:
+    if op['op_name'] not in kernel_ops:
+      continue
+    if layers is not None and not of_layers(names[op['outputs'][0]], layers):
       continue
     weights = interp.get_tensor(op['inputs'][1])
     if weights.shape[-1] % 4:

@@ -133,7 +133,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     if (model_artifact.get_string_custom_property(spec_keys.PROP_SPARSITY_STRUCTURE) ==
         spec_keys.TWO_FOUR):
       # The pattern only speeds up inference if it survives conversion; prove it does.
-      checked, broken = tflite.weights_violating_2by4(tflite_model)
+      # Only the layers the Pruner pruned (its per-layer record): a skipped layer is dense.
+      pruned = json.loads(model_artifact.get_string_custom_property(
+          spec_keys.PROP_SPARSITY_PER_LAYER) or 'null')
+      checked, broken = tflite.weights_violating_2by4(tflite_model,
+                                                      sorted(pruned) if pruned else None)
       if broken:
         raise ConversionError(f'PTQConverter: the 2:4 pattern of {model_artifact.uri} is lost in '
                            f'the {mode} TFLite model, in tensors {broken}.')
@@ -180,8 +184,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     clustered = [layer for layer, n in json.loads(model_artifact.get_string_custom_property(
         spec_keys.PROP_UNIQUE_WEIGHTS) or '{}').items() if n <= clusters]
     counts = tflite.unique_int8_weights(tflite_model)
-    checked = {name: n for name, n in counts.items()
-               if any(f'/{layer}/' in f'/{name}' for layer in clustered)}
+    checked = {name: n for name, n in counts.items() if tflite.of_layers(name, clustered)}
     spread = {name: n for name, n in checked.items() if n > clusters}
     if spread:
       logging.info('PTQConverter: %d clustered kernel(s) hold more than %d values once converted '

@@ -9,6 +9,7 @@ is gated, measured and published.
 import html
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -228,6 +229,11 @@ def test_a_variant_whose_qat_fails_is_recorded_and_the_best_other_variant_ships(
   assert rows['ptq'].pushed_to and not rows['ptq'].pushed_to.startswith('not pushed')
   assert '1 variant(s) FAILED' in proc.stdout and QAT_REFUSAL in proc.stdout
   assert 'OTAPusher: pushed ' in proc.stdout
+  # The progress lines say which steps failed or were passed over, not `done`.
+  assert re.search(rf'\] {pipeline_lib.QAT_TRAINER} FAILED \(recorded; the run goes on\) in ',
+                   proc.stdout), proc.stdout[-5000:]
+  assert re.search(rf'\] {pipeline_lib.int8_node("pcqat")} skipped \(its variant failed '
+                   r'earlier\) in ', proc.stdout), proc.stdout[-5000:]
 
   report = summary.selection_report(paths['metadata_path'], 'tfx_edge_digits')
   doc = json.loads(open(os.path.join(os.path.dirname(report), 'selection.json')).read())

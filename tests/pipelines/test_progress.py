@@ -71,6 +71,26 @@ def test_warnings_of_the_project_are_shown_and_library_chatter_is_not(quiet_log)
   ]
 
 
+def test_a_step_that_recorded_or_passed_on_a_failed_variant_does_not_say_done(quiet_log):
+  handler, stream = quiet_log
+  own = os.path.join(REPO_ROOT, 'components', 'common', 'finetune', 'executor.py')
+  # The messages the executors log (components/common/finetune/executor.py).
+  for node, message in (
+      ('qat_trainer_pcqat', 'QATTrainer: recorded as a failed variant, the run goes on: x'),
+      ('ptq_converter_pcqat', 'PTQConverter: /p is a failed variant (x); passed on without '
+       'work.'),
+      ('ptq_converter_ptq', None)):
+    absl_logging.info('Component %s is running.', node)
+    if message:
+      handler.handle(_record(logging.WARNING, message, own))
+    absl_logging.info('Component %s is finished.', node)
+
+  steps = [line for line in stream.getvalue().splitlines() if line.startswith('[')]
+  assert steps[0].startswith('[1/3] qat_trainer_pcqat FAILED (recorded; the run goes on) in ')
+  assert steps[1].startswith('[2/3] ptq_converter_pcqat skipped (its variant failed earlier) in ')
+  assert steps[2].startswith('[3/3] ptq_converter_ptq done in ')
+
+
 def test_quiet_takes_over_the_root_logger(quiet_log):
   handler, _ = quiet_log
   root = logging.getLogger()

@@ -14,6 +14,7 @@ from components.pruner import pruning
 from tests.helpers import INPUT_FN
 from tests.helpers import TINY
 from tests.helpers import channel
+from tests.helpers import int8_of
 from tests.helpers import keras_model_artifact
 from tests.helpers import prune_briefly
 from tests.helpers import run_optimizer
@@ -66,6 +67,22 @@ def test_two_four_reaches_depthwise_kernels_whose_channels_allow_it(tmp_path):
   assert set(DEPTHWISE) <= set(layers) and 'stem' not in layers
   assert pruning.layers_violating_2by4(stripped, list(DEPTHWISE)) == []
   assert pruning.sparsity(stripped, list(DEPTHWISE))[1] == 0.5
+
+
+def test_the_tflite_2by4_check_covers_depthwise_kernels_and_catches_a_dense_one(tmp_path):
+  dense = int8_of(mobilenet_style())
+  stripped, layers = prune_briefly(
+      pruning.PruningConfig(structure='2:4', schedule='constant', end=-1), tmp_path,
+      mobilenet_style())
+  sparse = int8_of(stripped)
+
+  assert sorted(layers) == sorted([*DEPTHWISE, 'pw_1', 'pw_2', 'head'])  # stem: 1 channel in.
+  checked, broken = tflite.weights_violating_2by4(dense, list(DEPTHWISE))
+  assert len(checked) == 2 and broken == checked  # Unpruned kernels break the pattern.
+  checked, broken = tflite.weights_violating_2by4(sparse, layers)
+  assert len(checked) == 5 and broken == []
+  # Only the named layers are held to the pattern: the dense model passes for none of its own.
+  assert tflite.weights_violating_2by4(dense, []) == ([], [])
 
 
 def _depthwise_weights(tflite_model):
