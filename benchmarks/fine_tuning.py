@@ -5,13 +5,16 @@
 
 Each model is trained once on real data that ships with scikit-learn (the 8x8 digits; for
 MobileNetV2 upsampled to 32x32 RGB). Then every optimizer (Pruner 50% and 80%, Clusterer 16,
-QATTrainer) fine-tunes a copy of the same trained model twice through its own executor code
-(`Executor.optimize`, as in a pipeline): once with the settings the project had before
+QATTrainer, and PCQAT: Pruner 50% then QATTrainer, which preserves the sparsity) fine-tunes a
+copy of the same trained model twice through its own executor code (`Executor.optimize`, as in
+a pipeline): once with the settings the project had before
 (constant learning rate, the last epoch kept, no BatchNorm re-estimation) and once with
 FineTuneConfig's defaults (warm-up + cosine, best epoch kept with early stopping, BatchNorm
 statistics re-estimated after pruning and clustering). Both results are converted to int8 TFLite
 and scored on the held-out images against the float32 TFLite of the trained model, side by side
 in one run: the accuracy points each setting loses are what the report compares.
+`--longer-epochs N` adds a third run with the defaults over N epochs: what a bigger fine-tuning
+budget recovers.
 """
 import argparse
 import dataclasses
@@ -34,10 +37,12 @@ import tf_keras  # noqa: E402
 from benchmarks import model_zoo  # noqa: E402
 from benchmarks import zoo_models  # noqa: E402
 from components import FineTuneConfig  # noqa: E402
+from components import spec_keys  # noqa: E402
 from pipelines import digits_module  # noqa: E402
 from components.benchmarker import measure  # noqa: E402
 from components.clusterer import clustering  # noqa: E402
 from components.clusterer import executor as clusterer_executor  # noqa: E402
+from components.common import lineage  # noqa: E402
 from components.common import modes  # noqa: E402
 from components.common import tflite  # noqa: E402
 from components.common.finetune import training  # noqa: E402
@@ -55,15 +60,21 @@ _LOG = logging.getLogger('fine_tuning')
 FORMER = dict(lr_schedule='constant', keep_best_epoch=False, early_stopping_patience=0,
               batchnorm_batches=0)
 
-# Variant key -> (label, the optimizer's executor, its config).
+# The optimizers' steps: (the executor, its config, the lineage step it adds to the history).
+_PRUNE50 = (pruner_executor.Executor, pruning.PruningConfig(target_sparsity=0.5, end=0.6),
+            lineage.PRUNE)
+_QAT = (qat_executor.Executor, qat.QATConfig(), lineage.QAT)
+# Variant key -> (label, its steps in order, as the pipeline chains them). PCQAT is the pruned
+# model fine-tuned again with QAT's prune-preserving scheme (chosen from the history).
 VARIANTS = {
-    'pruned50': ('pruned 50% + int8', pruner_executor.Executor,
-                 pruning.PruningConfig(target_sparsity=0.5, end=0.6)),
-    'pruned80': ('pruned 80% + int8', pruner_executor.Executor,
-                 pruning.PruningConfig(target_sparsity=0.8, end=0.6)),
-    'clustered16': ('clustered 16 + int8', clusterer_executor.Executor,
-                    clustering.ClusteringConfig(number_of_clusters=16)),
-    'qat': ('QAT int8', qat_executor.Executor, qat.QATConfig()),
+    'pruned50': ('pruned 50% + int8', (_PRUNE50,)),
+    'pruned80': ('pruned 80% + int8', ((pruner_executor.Executor, pruning.PruningConfig(
+        target_sparsity=0.8, end=0.6), lineage.PRUNE),)),
+    'clustered16': ('clustered 16 + int8', ((clusterer_executor.Executor,
+                                             clustering.ClusteringConfig(number_of_clusters=16),
+                                             lineage.CLUSTER),)),
+    'qat': ('QAT int8', (_QAT,)),
+    'pcqat': ('pruned 50% + PCQAT int8', (_PRUNE50, _QAT)),
 }
 
 
@@ -138,9 +149,24 @@ def _int8(model: tf_keras.Model, data: Data) -> bytes:
   return conversion.convert(model, modes.INT8, representative)
 
 
+def _optimize(steps, model: tf_keras.Model, feed: training.FineTuneData,
+              fine_tuning: FineTuneConfig):
+  """Runs a variant's steps in order, each through its executor; returns the last result."""
+  history, result = [], None
+  for executor_class, config, step in steps:
+    with tempfile.TemporaryDirectory() as log_dir:
+      result = executor_class().optimize(model, feed, fine_tuning, config, list(history),
+                                         log_dir)
+    model = result.model
+    history.append(step)
+  return result
+
+
 def benchmark_model(name: str, bench: BenchModel, variants: Sequence[str], quick: bool,
-                    clock: Callable[[], float]) -> Dict[str, Any]:
-  """Trains the model, then runs each variant with the former settings and the defaults."""
+                    clock: Callable[[], float], longer_epochs: Optional[int] = None
+                    ) -> Dict[str, Any]:
+  """Trains the model, then runs each variant with the former settings and the defaults (and
+  the defaults with `longer_epochs` epochs, when given)."""
   tf_keras.backend.clear_session()
   tf_keras.utils.set_random_seed(0)
   data = load_data(bench.shape)
@@ -166,21 +192,23 @@ def benchmark_model(name: str, bench: BenchModel, variants: Sequence[str], quick
             record['int8_accuracy'])
   defaults = FineTuneConfig(steps_per_epoch=10 if quick else 50, epochs=2 if quick else 3)
   settings = {'former': dataclasses.replace(defaults, **FORMER), 'defaults': defaults}
+  if longer_epochs:
+    settings['longer'] = dataclasses.replace(defaults, epochs=longer_epochs)
+  record['longer_epochs'] = longer_epochs
   for key in variants:
-    label, executor_class, config = VARIANTS[key]
+    label, steps = VARIANTS[key]
     row = record['variants'][key] = {'label': label}
     for setting, fine_tuning in settings.items():
-      tf_keras.utils.set_random_seed(0)  # Both settings start from the same state.
+      tf_keras.utils.set_random_seed(0)  # Every setting starts from the same state.
       start = time.perf_counter()
-      with tempfile.TemporaryDirectory() as log_dir:
-        result = executor_class().optimize(_copy(trained), feed, fine_tuning, config, [],
-                                           log_dir)
+      result = _optimize(steps, _copy(trained), feed, fine_tuning)
       int8 = _int8(result.model, data)
       accuracy = model_zoo.tflite_accuracy(int8, data.x_eval, data.y_eval)
       row[setting] = {
           'accuracy': accuracy, 'delta_points': 100 * (accuracy - base),
           'gzip_ratio': record['fp32_gzip_bytes'] / tflite.gzip_size(int8),
-          'fine_tuning': result.properties.get('tfx_edge_fine_tuning'),
+          'fine_tuning': result.properties.get(spec_keys.PROP_FINE_TUNING),
+          'qat_scheme': result.properties.get(spec_keys.PROP_QAT_SCHEME),
           'seconds': time.perf_counter() - start}
       _LOG.info('[%5.0fs] %s %s, %s: int8 accuracy %.4f (%+.1f points), %s', clock(), name,
                 label, setting, accuracy, row[setting]['delta_points'],
@@ -202,17 +230,25 @@ def markdown(results: Dict[str, Any]) -> str:
       'code, with the former settings (constant learning rate, the last epoch kept, no '
       'BatchNorm re-estimation) and with `FineTuneConfig()` defaults (warm-up + cosine, best '
       'epoch kept with early stopping, BatchNorm re-estimated after pruning and clustering); '
-      'both 3 epochs x 50 steps of 32 (the defaults).',
+      'both 3 epochs x 50 steps of 32 (the defaults).' + (
+          f' The last column: the defaults over {results["longer_epochs"]} epochs of 50 steps.'
+          if results.get('longer_epochs') else ''),
       '- Δ = int8 TFLite accuracy − float32 TFLite accuracy of the trained model, in points, on '
       'the 360 held-out digits; gzip = float32 gzip bytes / variant gzip bytes.', '']
   for name, record in results['models'].items():
+    longer_head = (f' {record["longer_epochs"]} epochs Δ (kept epoch) |'
+                   if record.get('longer_epochs') else '')
     lines += [f'## {name}', '', f'{record["description"]}; {record["params"]:,} params. '
               f'Float32 TFLite {100 * record["fp32_accuracy"]:.2f}%, plain int8 '
               f'{100 * record["int8_accuracy"]:.2f}%.', '',
               '| variant | former Δ | defaults Δ | gained | gzip | kept epoch (of run) | '
-              'BatchNorm re-estimation |', '|---|---|---|---|---|---|---|']
+              'BatchNorm re-estimation |' + longer_head, '|---|---|---|---|---|---|---|' +
+              ('---|' if longer_head else '')]
     for row in record['variants'].values():
       former, new = row['former'], row['defaults']
+      longer = row.get('longer')
+      longer_text = (f' {longer["delta_points"]:+.1f} ({longer["fine_tuning"]["kept_epoch"] + 1}'
+                     f' of {longer["fine_tuning"]["epochs_run"]}) |' if longer else '')
       ft = new['fine_tuning'] or {}
       bn = ft.get('batchnorm_reestimation')
       bn_text = ('-' if not bn else f'{bn["layers"]} layers: {bn["before"]:.3f} → '
@@ -221,15 +257,24 @@ def markdown(results: Dict[str, Any]) -> str:
       lines.append(f'| {row["label"]} | {former["delta_points"]:+.1f} | '
                    f'{new["delta_points"]:+.1f} | '
                    f'{new["delta_points"] - former["delta_points"]:+.1f} | '
-                   f'{new["gzip_ratio"]:.2f}x | {epochs} | {bn_text} |')
+                   f'{new["gzip_ratio"]:.2f}x | {epochs} | {bn_text} |{longer_text}')
     lines.append('')
   return '\n'.join(lines)
+
+
+def _positive(text: str) -> int:
+  if not text.isdigit() or int(text) < 1:
+    raise argparse.ArgumentTypeError(f'{text!r} is not a positive number of epochs')
+  return int(text)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--models', nargs='+', choices=list(MODELS), default=list(MODELS))
   parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS))
+  parser.add_argument('--longer-epochs', type=_positive, default=None, metavar='N',
+                      help='also fine-tune with the defaults for N epochs (of 50 steps), in '
+                      'another column: what a bigger fine-tuning budget recovers.')
   parser.add_argument('--quick', action='store_true',
                       help='few training steps: a smoke test, not a benchmark.')
   parser.add_argument('--output-dir', default=os.path.join('benchmarks', 'results'))
@@ -244,10 +289,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   start = time.perf_counter()
   clock = lambda: time.perf_counter() - start  # noqa: E731
   results = {'host': measure.host_info(), 'quick': args.quick,
+             'longer_epochs': args.longer_epochs,
              'started': datetime.datetime.now().isoformat(timespec='seconds'), 'models': {}}
   for name in args.models:
     results['models'][name] = benchmark_model(name, MODELS[name], args.variants, args.quick,
-                                              clock)
+                                              clock, args.longer_epochs)
   results['duration_s'] = clock()
   report = markdown(results)
   os.makedirs(args.output_dir, exist_ok=True)

@@ -165,6 +165,10 @@ PROP_ROLLOUT_PERCENT = 'tfx_edge_rollout_percent'
 OTA_METADATA_EXPIRY_KEY = 'metadata_expiry'
 # OTAPusher: how many versions per name and channel the targets metadata lists; 0 lists all.
 OTA_KEEP_VERSIONS_KEY = 'keep_versions'
+# OTAPusher: the split of its `examples` whose first example is the golden input, and where the
+# golden input of a push came from (JSON: {"source": "examples", ...} or "deterministic").
+OTA_GOLDEN_SPLIT_KEY = 'golden_split'
+PROP_GOLDEN_INPUT = 'tfx_edge_golden_input'
 # A release decision made after the push (`tfx-edge ota approve/reject --mlmd-...`), on the
 # PushedModel artifact: who, when (ISO UTC), and the note.
 PROP_DECIDED_BY = 'tfx_edge_decided_by'

@@ -406,6 +406,8 @@ def create_pipeline(
       allowed_modes=allowed_modes,
       require_approval=require_approval,
       rollout_percent=rollout_percent,
+      # The device's health check runs the first eval example, fed as the gate fed it.
+      examples=gate_examples.outputs['gate_examples'],
       **release_gate).with_id(PUSHER)
   components.append(pusher)
 

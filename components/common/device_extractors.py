@@ -26,6 +26,8 @@ from tensorflow_model_analysis.api import types as tfma_types
 from tensorflow_model_analysis.extractors import tflite_predict_extractor
 from tensorflow_model_analysis.utils import util as tfma_util
 
+from components.common import tflite
+
 # What the Evaluator's module_path names.
 MODULE_PATH = __name__
 # XNNPACK threads per interpreter. Beam already runs one DoFn per worker (thread or process),
@@ -42,14 +44,9 @@ class DeviceQuantizationDoFn(tflite_predict_extractor.TFLitePredictionDoFn):
 
   def _quantize(self, tensor: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
                 dtype: np.dtype) -> np.ndarray:
-    if not np.issubdtype(dtype, np.integer):
-      return tensor  # A float input: fed as is, as TFMA does.
-    if scale.size == 0 or zero_point.size == 0:
-      # An integer model input (an id, a count): tf.Example holds int64 only, and LiteRT
-      # refuses int64 values for an int32 input, which TFMA would feed unconverted.
-      return np.asarray(tensor).astype(dtype)
-    limits = np.iinfo(dtype)
-    return np.clip(np.round(tensor / scale + zero_point), limits.min, limits.max).astype(dtype)
+    # Integer inputs too: tf.Example holds int64 only, and LiteRT refuses int64 values for an
+    # int32 input, which TFMA would feed unconverted.
+    return tflite.device_input(tensor, scale, zero_point, dtype)
 
 
 class DevicePredictionDoFn(DeviceQuantizationDoFn):

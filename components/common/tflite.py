@@ -16,6 +16,8 @@ from components.errors import DataError
 _CONVERSION_OPS = ('QUANTIZE', 'DEQUANTIZE')
 # Ops whose second input is a weight kernel stored [C_OUT, ..., C_IN].
 _KERNEL_OPS = ('CONV_2D', 'FULLY_CONNECTED')
+# The prefix a SavedModel conversion gives input names, which TFMA strips (feature_name).
+_TFMA_PREFIX = 'serving_default_'
 
 
 def interpreter(tflite_model: bytes):
@@ -74,6 +76,42 @@ def _is_integer_input(detail: Dict[str, Any]) -> bool:
   """
   return (np.issubdtype(np.dtype(detail['dtype']), np.integer) and
           not detail['quantization'][0])
+
+
+def feature_name(tflite_input_name: str) -> str:
+  """The tf.Example feature TFMA feeds a TFLite input from.
+
+  TFMA strips the 'serving_default_' prefix a SavedModel conversion adds and the ':N' suffix
+  (tflite_predict_extractor's _get_input_name_from_input_detail); the same rule here, for the
+  gate's schema and the golden input of a release alike.
+  """
+  if tflite_input_name.startswith(_TFMA_PREFIX):
+    tflite_input_name = tflite_input_name[len(_TFMA_PREFIX):]
+  return tflite_input_name.split(':')[0]
+
+
+def device_input(values: Any, scales: Any, zero_points: Any, dtype: Any) -> np.ndarray:
+  """Values for a model input as a device feeds them: quantized inputs rounded and saturated.
+
+  A quantized (int8/int16) input gets round(x / scale + zero_point), clipped to its type's range,
+  where TFMA's extractor truncates and wraps around; an integer input without a scale (an id, a
+  count) and a float input are cast to the input's dtype. The gate's extractors, int8_auto and the
+  golden input of a release (components/ota/golden.py) all feed inputs through here.
+
+  Args:
+    values: the float (or integer) values of one input, any shape.
+    scales: the input's quantization scales (empty when it is not quantized).
+    zero_points: its zero points.
+    dtype: the input tensor's dtype.
+  """
+  dtype = np.dtype(dtype)
+  scales, zero_points = np.asarray(scales), np.asarray(zero_points)
+  if not np.issubdtype(dtype, np.integer) or scales.size == 0 or zero_points.size == 0 or (
+      not scales.any()):
+    return np.asarray(values).astype(dtype, copy=False)
+  limits = np.iinfo(dtype)
+  return np.clip(np.round(np.asarray(values) / scales + zero_points), limits.min,
+                 limits.max).astype(dtype)
 
 
 def integer_inputs(tflite_model: bytes) -> Dict[str, str]:

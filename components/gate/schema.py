@@ -31,7 +31,6 @@ _SCHEMA_TYPES = {FLOAT: schema_pb2.FLOAT, INT64: schema_pb2.INT, BYTES: schema_p
 # The gate's extractors (components/common/device_extractors.py) cast int64 values for int32.
 _KIND_FOR_DTYPE = {'float32': FLOAT, 'int8': FLOAT, 'uint8': FLOAT, 'int16': FLOAT,
                    'int64': INT64, 'int32': INT64}
-_TFMA_PREFIX = 'serving_default_'
 # In fill_missing: the value for every model input not named on its own.
 EVERY_INPUT = '*'
 
@@ -188,22 +187,11 @@ def fill_example(serialized: bytes, fill: Mapping[str, float],
   return example.SerializeToString() if changed else serialized
 
 
-def feature_name(tflite_input_name: str) -> str:
-  """The feature TFMA feeds a TFLite input from.
-
-  TFMA strips the 'serving_default_' prefix a SavedModel conversion adds and the ':N' suffix
-  (tflite_predict_extractor's _get_input_name_from_input_detail); the same rule here.
-  """
-  if tflite_input_name.startswith(_TFMA_PREFIX):
-    tflite_input_name = tflite_input_name[len(_TFMA_PREFIX):]
-  return tflite_input_name.split(':')[0]
-
-
 def model_inputs(tflite_model: bytes) -> Dict[str, Tuple[str, int]]:
   """{feature name: (dtype, values per example)} of a TFLite model's inputs."""
   inputs = {}
   for tensor in tflite.io_details(tflite_model)['inputs']:
-    inputs[feature_name(tensor.name)] = (tensor.dtype, int(math.prod(tensor.shape[1:])))
+    inputs[tflite.feature_name(tensor.name)] = (tensor.dtype, int(math.prod(tensor.shape[1:])))
   return inputs
 
 

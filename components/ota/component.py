@@ -42,6 +42,8 @@ class OTAPusherSpec(types.ComponentSpec):
       spec_keys.OTA_METADATA_EXPIRY_KEY: ExecutionParameter(type=str, optional=True),
       # Versions per name and channel the targets metadata lists; 0 lists every version.
       spec_keys.OTA_KEEP_VERSIONS_KEY: ExecutionParameter(type=int, optional=True),
+      # The split of `examples` whose first example is the golden input.
+      spec_keys.OTA_GOLDEN_SPLIT_KEY: ExecutionParameter(type=str, optional=True),
   }
   # The same channels as TFLitePusher's, whose gating the executor inherits.
   INPUTS = {
@@ -51,6 +53,8 @@ class OTAPusherSpec(types.ComponentSpec):
           type=standard_artifacts.ModelEvaluation, optional=True),
       spec_keys.REGRESSION_BLESSING_KEY: ChannelParameter(
           type=standard_artifacts.ModelBlessing, optional=True),
+      # The examples the gate evaluated: the golden input is taken from them.
+      spec_keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
   }
   OUTPUTS = {
       spec_keys.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
@@ -63,9 +67,12 @@ class OTAPusher(base_component.BaseComponent):
   The gate is TFLitePusher's: the Evaluator's blessing for this very model, and a mode in
   `allowed_modes` (int8). The target's custom info holds the model name, its monotonic version,
   channel, quantization mode, input/output tensor specs, the TFMA accuracy, the minimum runtime
-  version, the bsdiff4 patches from recent versions, and its golden record (a deterministic input
-  and the output LiteRT computes on it, a signed target of its own, which devices run before
-  switching: docs/ota.md, "Health check and rollback"). The `pushed_model` artifact records
+  version, the bsdiff4 patches from recent versions, and its golden record (an input and the
+  output LiteRT computes on it, a signed target of its own, which devices run before switching:
+  docs/ota.md, "Health check and rollback"). With `examples=` wired (the pipeline wires
+  GateExamplesGen's `gate_examples`) the golden input is the first example of `golden_split`,
+  fed as the gate feeds it; without, a deterministic input. The custom info's `golden_input`
+  and the artifact's `tfx_edge_golden_input` say which. The `pushed_model` artifact records
   `pushed`, `pushed_version`, `pushed_destination` (the TUF target path),
   `tfx_edge_release_state` (`live`, or `pending` when approval is required) and
   `tfx_edge_rollout_percent`.
@@ -97,7 +104,9 @@ class OTAPusher(base_component.BaseComponent):
                require_approval: bool = False,
                rollout_percent: int = repository.FULL_ROLLOUT,
                metadata_expiry: Optional[Mapping[str, Union[str, datetime.timedelta]]] = None,
-               keep_versions: Optional[int] = repository.DEFAULT_KEEP_VERSIONS):
+               keep_versions: Optional[int] = repository.DEFAULT_KEEP_VERSIONS,
+               examples: Optional[types.BaseChannel] = None,
+               golden_split: Optional[str] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -122,6 +131,10 @@ class OTAPusher(base_component.BaseComponent):
       keep_versions: how many versions per name and channel the targets metadata a push signs
         lists (plus those a rollout, a pending approval or a halt still needs); None lists every
         version. Older target files stay until `tfx-edge ota gc`.
+      examples: Examples holding every model input by its feature name (GateExamplesGen's
+        `gate_examples`): the golden input the device's health check runs is taken from them.
+      golden_split: the split of `examples` whose first example is the golden input (default
+        `eval`); only with `examples`.
     """
     repository.validate_role_name(model_name)  # Its delegated role must not clash.
     repository.validate_channel(channel)
@@ -143,6 +156,12 @@ class OTAPusher(base_component.BaseComponent):
                         'key.')
     overrides = {role: repository.format_duration(expiry[role])
                  for role in (metadata_expiry or {})}
+    if golden_split is not None and examples is None:
+      raise ConfigError(f'golden_split={golden_split!r} is given without examples; wire the '
+                        'examples the gate evaluated (examples=gate_examples.outputs['
+                        '"gate_examples"]) or leave golden_split out.')
+    golden_split = 'eval' if golden_split is None else golden_split
+    validation.non_empty_str('golden_split', golden_split, 'a split of the examples')
     if not isinstance(require_approval, bool):
       raise ConfigError(f'require_approval={require_approval!r} is not accepted; it must be True '
                         'or False.')
@@ -151,6 +170,8 @@ class OTAPusher(base_component.BaseComponent):
         model_blessing=model_blessing,
         evaluation=evaluation,
         regression_blessing=regression_blessing,
+        examples=examples,
+        golden_split=golden_split if examples is not None else None,
         repository=repository_dir,
         keys_dir=keys_dir,
         model_name=model_name,

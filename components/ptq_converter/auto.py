@@ -343,11 +343,10 @@ def predictions(model: bytes, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
   out = []
   for i in range(rows):
     for detail, values in feeds:
-      value = values[i:i + 1].astype(np.float32)
-      scale, zero_point = detail['quantization']
-      if detail['dtype'] in (np.int8, np.uint8, np.int16) and scale:
-        value = np.round(value / scale + zero_point)
-      interpreter.set_tensor(detail['index'], value.astype(detail['dtype']))
+      params = detail['quantization_parameters']
+      interpreter.set_tensor(detail['index'], tflite.device_input(
+          values[i:i + 1].astype(np.float32), params['scales'], params['zero_points'],
+          detail['dtype']))
     interpreter.invoke()
     result = interpreter.get_tensor(output['index']).astype(np.float32)
     scale, zero_point = output['quantization']

@@ -1,7 +1,8 @@
 """The fine-tuning recovery benchmark (benchmarks/fine_tuning.py) in --quick mode, end to end.
 
-Runs the script as a user does, in a subprocess, on the digits CNN and one variant: both settings
-go through the Clusterer's own executor, and the report shows them side by side.
+Runs the script as a user does, in a subprocess, on the digits CNN and two variants (the
+Clusterer, and PCQAT: the Pruner then QATTrainer): every setting goes through the optimizers' own
+executors, and the report shows them side by side.
 """
 import json
 import subprocess
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.e2e  # Trains, fine-tunes twice and converts: about a m
 def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.fine_tuning', '--quick', '--models', 'digits_cnn',
-       '--variants', 'clustered16', '--output-dir', str(tmp_path)],
+       '--variants', 'clustered16', 'pcqat', '--longer-epochs', '3', '--output-dir',
+       str(tmp_path)],
       cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -34,3 +36,11 @@ def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tm
   gained = row['defaults']['delta_points'] - row['former']['delta_points']
   assert f'| clustered 16 + int8 | {row["former"]["delta_points"]:+.1f} | ' in report
   assert f'| {gained:+.1f} |' in report and results['host']['cpu_model'] in report
+  # The longer run: the defaults over 3 epochs, in its own column.
+  assert row['longer']['fine_tuning']['epochs_run'] == 3 > row['defaults']['fine_tuning'][
+      'epochs_run'] - 1
+  assert '| 3 epochs Δ (kept epoch) |' in report
+  # PCQAT: QATTrainer chose the prune-preserving scheme from the history the Pruner left.
+  pcqat = record['variants']['pcqat']
+  assert pcqat['defaults']['qat_scheme'] == 'prune_preserve'
+  assert f'| pruned 50% + PCQAT int8 | {pcqat["former"]["delta_points"]:+.1f} | ' in report

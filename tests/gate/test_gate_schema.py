@@ -167,7 +167,7 @@ def _litert_accuracy(tflite_model, x, y):
   correct = 0
   for row, label in zip(x, y):
     for detail in details:
-      value = np.float32(row[module.FEATURES.index(schema_lib.feature_name(detail['name']))])
+      value = np.float32(row[module.FEATURES.index(tflite.feature_name(detail['name']))])
       value = np.full((1, 1), value, np.float32)
       if detail['dtype'] == np.int8:
         scale, zero = detail['quantization']

@@ -1,17 +1,26 @@
 """What the OTA tests share: a device fetching over HTTP, a server answering from any storage, the
-repository's files to compare, and `tfx-edge ota status` output read back."""
+repository's files to compare, `tfx-edge ota status` output read back, and a virtualenv with only
+the device distribution installed."""
 import contextlib
 import datetime
+import glob
 import http.server
 import json
 import os
+import shutil
+import subprocess
 import threading
+import time
 import urllib.parse
 
+import pytest
 from tuf.api.metadata import Metadata
 
 from components.ota import client
 from components.ota import repository
+from tests.conftest import REPO_ROOT
+
+DEVICE = os.path.join(REPO_ROOT, 'device')  # The device distribution's source.
 
 
 def days_ago(repo, days, keys_dir=None, **kwargs):
@@ -91,3 +100,50 @@ def status_lines(stdout):
   """(release lines, role lines) of `tfx-edge ota status`: role lines have `role`, not `name`."""
   lines = [json.loads(line) for line in stdout.splitlines()]
   return [x for x in lines if 'name' in x], [x for x in lines if 'role' in x]
+
+
+# --- a fresh virtualenv on a device's Python: only the device distribution ---------------------
+
+
+def python_interpreter(version):
+  """A Python `version` interpreter: on PATH, or one of pyenv's (which need not be selected)."""
+  candidates = [shutil.which(f'python{version}')]
+  roots = [os.environ.get('PYENV_ROOT', os.path.expanduser('~/.pyenv'))]
+  for root in roots:
+    candidates += sorted(glob.glob(os.path.join(root, 'versions', f'{version}.*', 'bin',
+                                                'python')), reverse=True)
+  for candidate in filter(None, candidates):
+    if subprocess.run([candidate, '-c', 'import venv'], capture_output=True).returncode == 0:
+      return candidate
+  pytest.skip(f'no Python {version} here (pyenv install {version})')
+
+
+def device_venv(tmp_path, version, extra=''):
+  """A virtualenv with only the device distribution (and its dependencies) installed."""
+  venv = tmp_path / f'venv{version}'
+  subprocess.run([python_interpreter(version), '-m', 'venv', str(venv)], check=True)
+  # From a copy: setuptools builds in the source tree (build/, *.egg-info).
+  source = tmp_path / 'device-dist'
+  shutil.copytree(DEVICE, source, ignore=shutil.ignore_patterns('build', '*.egg-info',
+                                                                '__pycache__'))
+  start = time.monotonic()
+  proc = subprocess.run([str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '--quiet',
+                         f'{source}{extra}'], capture_output=True, text=True, timeout=600)
+  took = time.monotonic() - start
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  installed = subprocess.run([str(venv / 'bin' / 'python'), '-m', 'pip', 'list',
+                              '--format=json'], capture_output=True, text=True, check=True)
+  names = {p['name'].lower() for p in json.loads(installed.stdout)}
+  print(f'pip install device{extra} on Python {version}: {took:.1f}s, {sorted(names)}')
+  assert not names & {'tensorflow', 'tfx', 'tf-keras', 'apache-beam', 'tfx-edge'}
+  return venv, names
+
+
+def device_fetch(venv, metadata_dir, url, dest, name='digits'):
+  """Runs the device CLI's fetch in venv; returns (the process, its status file as a dict)."""
+  proc = subprocess.run([str(venv / 'bin' / 'tfx-edge-device'), 'fetch', '--url', url,
+                         '--trusted-root', os.path.join(metadata_dir, '1.root.json'),
+                         '--name', name, '--dest', str(dest)],
+                        capture_output=True, text=True, timeout=120)
+  with open(os.path.join(dest, f'{name}.status.json')) as f:
+    return proc, json.load(f)

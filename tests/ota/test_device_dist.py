@@ -4,13 +4,9 @@ fetches, health-checks and installs a model from a repository published over loo
 """
 import ast
 import glob
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import time
 
 import numpy as np
 from packaging.requirements import Requirement
@@ -21,6 +17,8 @@ from tfx_edge_device import releases as device_releases
 from components.common import releases
 from components.common import tflite
 from tests.conftest import REPO_ROOT
+from tests.ota.support import device_fetch
+from tests.ota.support import device_venv
 from tests.ota.support import fetch
 from tests.ota.support import verified_targets
 from tests.ota.test_health import counting_server
@@ -97,52 +95,6 @@ def test_the_device_selection_rule_is_the_projects(repo, server, tmp_path):
               releases.select_release(targets, 'digits', channel, device_id)), device_id
 
 
-# --- a fresh virtualenv on a device's Python ----------------------------------------------------
-
-
-def _python(version):
-  """A Python `version` interpreter: on PATH, or one of pyenv's (which need not be selected)."""
-  candidates = [shutil.which(f'python{version}')]
-  roots = [os.environ.get('PYENV_ROOT', os.path.expanduser('~/.pyenv'))]
-  for root in roots:
-    candidates += sorted(glob.glob(os.path.join(root, 'versions', f'{version}.*', 'bin',
-                                                'python')), reverse=True)
-  for candidate in filter(None, candidates):
-    if subprocess.run([candidate, '-c', 'import venv'], capture_output=True).returncode == 0:
-      return candidate
-  pytest.skip(f'no Python {version} here (pyenv install {version})')
-
-
-def _device_venv(tmp_path, version, extra=''):
-  """A virtualenv with only the device distribution (and its dependencies) installed."""
-  venv = tmp_path / f'venv{version}'
-  subprocess.run([_python(version), '-m', 'venv', str(venv)], check=True)
-  # From a copy: setuptools builds in the source tree (build/, *.egg-info).
-  source = tmp_path / 'device-dist'
-  shutil.copytree(DEVICE, source, ignore=shutil.ignore_patterns('build', '*.egg-info',
-                                                                '__pycache__'))
-  start = time.monotonic()
-  proc = subprocess.run([str(venv / 'bin' / 'python'), '-m', 'pip', 'install', '--quiet',
-                         f'{source}{extra}'], capture_output=True, text=True, timeout=600)
-  took = time.monotonic() - start
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  installed = subprocess.run([str(venv / 'bin' / 'python'), '-m', 'pip', 'list',
-                              '--format=json'], capture_output=True, text=True, check=True)
-  names = {p['name'].lower() for p in json.loads(installed.stdout)}
-  print(f'pip install device{extra} on Python {version}: {took:.1f}s, {sorted(names)}')
-  assert not names & {'tensorflow', 'tfx', 'tf-keras', 'apache-beam', 'tfx-edge'}
-  return venv, names
-
-
-def _device_fetch(venv, repo, url, dest):
-  proc = subprocess.run([str(venv / 'bin' / 'tfx-edge-device'), 'fetch', '--url', url,
-                         '--trusted-root', os.path.join(repo.metadata_dir, '1.root.json'),
-                         '--name', 'digits', '--dest', str(dest)],
-                        capture_output=True, text=True, timeout=120)
-  with open(dest / 'digits.status.json') as f:
-    return proc, json.load(f)
-
-
 def _publish_as_the_pusher(repo, model, golden_of=None):
   return repo.publish('digits', model, info={'tensors': tflite.io_specs(golden_of or model)},
                       golden=health.record_bytes(health.golden_record(golden_of or model)))
@@ -151,12 +103,12 @@ def _publish_as_the_pusher(repo, model, golden_of=None):
 @pytest.mark.e2e
 def test_a_python_3_12_device_installs_only_the_client_and_health_checks_with_litert(
     repo, tmp_path, tflite_models):
-  venv, names = _device_venv(tmp_path, '3.12', '[litert]')
+  venv, names = device_venv(tmp_path, '3.12', '[litert]')
   assert {'tuf', 'bsdiff4', 'ai-edge-litert', 'numpy'} <= names
   release = _publish_as_the_pusher(repo, tflite_models['int8'])
   dest = tmp_path / 'device'
   with counting_server(repo.repo_dir) as (url, _):
-    proc, status = _device_fetch(venv, repo, url, dest)
+    proc, status = device_fetch(venv, repo.metadata_dir, url, dest)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (dest / 'digits.tflite').read_bytes() == tflite_models['int8']
     assert status['installed']['sha256'] == release.sha256
@@ -166,7 +118,7 @@ def test_a_python_3_12_device_installs_only_the_client_and_health_checks_with_li
 
     garbage = np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes()
     _publish_as_the_pusher(repo, garbage, golden_of=tflite_models['int8'])
-    proc, status = _device_fetch(venv, repo, url, dest)
+    proc, status = device_fetch(venv, repo.metadata_dir, url, dest)
   assert proc.returncode == 4, proc.stderr[-2000:]
   assert 'failed its health check' in proc.stderr
   assert status['outcome'] == 'refused' and status['installed']['version'] == 1
@@ -176,12 +128,12 @@ def test_a_python_3_12_device_installs_only_the_client_and_health_checks_with_li
 @pytest.mark.e2e
 def test_a_python_3_9_device_without_litert_installs_and_says_the_check_was_skipped(
     repo, tmp_path, tflite_models):
-  venv, names = _device_venv(tmp_path, '3.9')
+  venv, names = device_venv(tmp_path, '3.9')
   assert 'numpy' not in names and 'ai-edge-litert' not in names
   _publish_as_the_pusher(repo, tflite_models['fp32'])
   dest = tmp_path / 'device'
   with counting_server(repo.repo_dir) as (url, _):
-    proc, status = _device_fetch(venv, repo, url, dest)
+    proc, status = device_fetch(venv, repo.metadata_dir, url, dest)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert (dest / 'digits.tflite').read_bytes() == tflite_models['fp32']
   assert status['outcome'] == 'installed' and not status['health_check']['ran']

@@ -330,6 +330,97 @@ def test_the_ota_pusher_signs_a_golden_record_that_a_device_checks(repo, served,
   assert result.health['passed'] and result.health['ran']
 
 
+def _push_with_examples(repo, tmp_path, model_bytes, examples, **kwargs):
+  """Runs OTAPusher's executor on a blessed model with `examples` wired; returns the artifact."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components import OTAPusher  # pylint: disable=g-import-not-at-top
+  from components import spec_keys  # pylint: disable=g-import-not-at-top
+  from components.ota import executor as ota_executor  # pylint: disable=g-import-not-at-top
+  from tests.helpers import blessing_artifact  # pylint: disable=g-import-not-at-top
+  from tests.helpers import channel  # pylint: disable=g-import-not-at-top
+  from tests.helpers import tflite_model_artifact  # pylint: disable=g-import-not-at-top
+  model = tflite_model_artifact(tmp_path / 'model', model_bytes)
+  pushed = standard_artifacts.PushedModel()
+  pushed.uri = str(tmp_path / 'pushed')
+  component = OTAPusher(model=channel(), model_blessing=channel(standard_artifacts.ModelBlessing),
+                        repository_dir=repo.repo_dir, keys_dir=repo._keys_dir,  # pylint: disable=protected-access
+                        model_name='digits', examples=channel(standard_artifacts.Examples),
+                        **kwargs)
+  ota_executor.Executor().Do(
+      {spec_keys.MODEL_KEY: [model], spec_keys.EXAMPLES_KEY: [examples],
+       spec_keys.MODEL_BLESSING_KEY: [blessing_artifact(tmp_path / 'blessing', model, True)]},
+      {spec_keys.PUSHED_MODEL_KEY: [pushed]}, dict(component.exec_properties))
+  return pushed
+
+
+def test_the_golden_input_is_the_first_eval_example_quantized_as_a_device_does(
+    repo, served, tmp_path, tflite_models, digits_examples, digits_records):
+  from components import spec_keys  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  url, _ = served
+  pushed = _push_with_examples(repo, tmp_path, tflite_models['int8'], digits_examples)
+
+  [release] = repo.releases('digits')
+  source = {'source': 'examples', 'examples': digits_examples.uri, 'split': 'eval', 'index': 0}
+  assert release.custom['golden_input'] == source
+  assert json.loads(pushed.get_string_custom_property(spec_keys.PROP_GOLDEN_INPUT)) == source
+  ref = release.custom['golden']
+  golden = json.loads(repo.storage.read(
+      f'targets/digits/stable/{ref["sha256"]}.model-v000001.golden.json'))
+  # The first example of the eval split (the 1,438th digit), rounded to the int8 input's grid.
+  pixels = np.array(tf.train.Example.FromString(digits_records[1437]).features.feature[
+      'pixels'].float_list.value)
+  [detail] = tflite.interpreter(tflite_models['int8']).get_input_details()
+  scale, zero_point = detail['quantization']
+  assert detail['dtype'] == np.int8 and scale > 0
+  want = np.clip(np.round(pixels / scale + zero_point), -128, 127).astype(np.int8)
+  [entry] = golden['inputs']
+  got = np.frombuffer(base64.b64decode(entry['data']), np.int8)
+  np.testing.assert_array_equal(got, want)
+  assert (entry['shape'], entry['name']) == ([1, 64], detail['name'])
+  assert len(set(got.tolist())) > 2  # A digit, not the uniform noise of the default input.
+  assert golden == health.golden_record(tflite_models['int8'], [want.reshape(1, 64)])
+  result = _fetch(repo, url, tmp_path / 'device', health_check='require')
+  assert result.health['passed'] and result.health['ran']
+
+
+def test_a_golden_split_or_feature_the_examples_lack_stops_the_push_before_anything_is_signed(
+    repo, tmp_path, tflite_models, digits_examples, digits_records):
+  from components.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from components.errors import DataError  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tests.conftest import write_examples  # pylint: disable=g-import-not-at-top
+  with pytest.raises(DataError, match=r"no split 'test' \(golden_split\); its splits are "
+                     r"\['train', 'eval'\]"):
+    _push_with_examples(repo, tmp_path / 'a', tflite_models['int8'], digits_examples,
+                        golden_split='test')
+  renamed = []
+  for record in digits_records[:3]:
+    example = tf.train.Example.FromString(record)
+    example.features.feature['image'].CopyFrom(example.features.feature['pixels'])
+    del example.features.feature['pixels']
+    renamed.append(example.SerializeToString())
+  other = write_examples(str(tmp_path / 'other'), {'eval': renamed})
+  with pytest.raises(DataError, match=r"no feature 'pixels' for the model input .*its features "
+                     r"are \['image', 'label'\].*gate_examples"):
+    _push_with_examples(repo, tmp_path / 'b', tflite_models['int8'], other)
+  short = []
+  for record in digits_records[:3]:
+    example = tf.train.Example.FromString(record)
+    del example.features.feature['pixels'].float_list.value[60:]
+    short.append(example.SerializeToString())
+  with pytest.raises(DataError, match=r"'pixels' of the golden example has 60 values, which do "
+                     r"not fill the model input .* of shape \[-1, 64\]"):
+    _push_with_examples(repo, tmp_path / 'c', tflite_models['int8'],
+                        write_examples(str(tmp_path / 'short'), {'eval': short}))
+  assert repo.releases('digits') == []  # Nothing signed.
+  with pytest.raises(ConfigError, match='golden_split=.eval. is given without examples'):
+    from components import OTAPusher  # pylint: disable=g-import-not-at-top
+    from tests.helpers import channel  # pylint: disable=g-import-not-at-top
+    OTAPusher(model=channel(), model_blessing=channel(), repository_dir=repo.repo_dir,
+              keys_dir=repo._keys_dir, model_name='digits', golden_split='eval')  # pylint: disable=protected-access
+
+
 def test_a_fetch_killed_while_switching_leaves_a_model_and_a_rerun_keeps_the_right_previous(
     repo, served, tmp_path, tflite_models, monkeypatch):
   from tfx_edge_device import client as device_client  # pylint: disable=g-import-not-at-top

@@ -22,6 +22,8 @@ from pipelines import pipeline as pipeline_lib
 from pipelines import summary
 from tests.conftest import REPO_ROOT
 from tests.helpers import http_server
+from tests.ota.support import device_fetch
+from tests.ota.support import device_venv
 
 pytestmark = pytest.mark.e2e
 PIPELINE = 'tfx_edge_digits'
@@ -107,9 +109,13 @@ def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run,
   [release] = ota.releases('digits')
   with http_server(ota.repo_dir) as url:
     result = client.fetch(url, os.path.join(ota.metadata_dir, '1.root.json'), 'digits',
-                          str(tmp_path / 'device'))
+                          str(tmp_path / 'device'), health_check='require')
 
   assert (result.version, result.updated) == (1, True)
+  # The health check ran the first example of the gate's eval split, fed as the gate fed it.
+  assert result.health['passed'] and result.health['ran']
+  assert release.custom['golden_input']['source'] == 'examples'
+  assert release.custom['golden_input']['split'] == 'eval'
   with open(result.path, 'rb') as f:
     installed = f.read()
   assert installed == ota.read_target(release)
@@ -119,6 +125,25 @@ def test_a_device_fetches_the_pushed_model_from_the_served_repository(local_run,
   # The benchmark figures travel with the release (floats are strings in canonical JSON).
   assert float(release.custom['benchmark']['latency_ms']['1']['p50']) > 0
   assert release.custom['benchmark']['variant'] == expected_winner(rows_by_variant(output_dir))
+
+
+def test_a_python_3_12_device_with_only_the_device_distribution_installs_the_pushed_model(
+    local_run, tmp_path):
+  """The device as it ships: only tfx_edge_device (and LiteRT) on another Python, fetching the
+  pipeline's own repository over loopback HTTP and running its golden eval example."""
+  output_dir, _ = local_run
+  ota = repository.OTARepository(pipeline_lib.demo_paths(str(output_dir))['ota_repository'])
+  [release] = ota.releases('digits')
+  venv, _ = device_venv(tmp_path, '3.12', '[litert]')
+  with http_server(ota.repo_dir) as url:
+    proc, status = device_fetch(venv, ota.metadata_dir, url, tmp_path / 'device')
+
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert (tmp_path / 'device' / 'digits.tflite').read_bytes() == ota.read_target(release)
+  assert status['outcome'] == 'installed' and status['installed']['version'] == 1
+  assert status['health_check']['passed'] and status['health_check']['ran']
+  [golden] = [c for c in status['health_check']['checks'] if c['check'] == 'golden']
+  assert golden['passed']
 
 
 def test_every_variant_is_built_gated_and_listed(local_run):

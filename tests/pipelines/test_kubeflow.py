@@ -64,7 +64,8 @@ def test_every_component_is_compiled_with_its_dependencies_image_and_command(ful
       for f in (pipeline_lib.int8_node, pipeline_lib.benchmark_node)}
   # The regression gate compares the choice with the released model on the gate's examples.
   assert _upstream(tasks, 'RegressionGate') == {'VariantSelector', 'GateExamplesGen'}
-  assert _upstream(tasks, 'OTAPusher') == {'VariantSelector', 'RegressionGate'}
+  # The golden input of the device's health check comes from the gate's examples.
+  assert _upstream(tasks, 'OTAPusher') == {'VariantSelector', 'RegressionGate', 'GateExamplesGen'}
   for task_id, task in tasks.items():
     assert set(task.get('dependentTasks', [])) == _upstream(tasks, task_id)
     container = executors[full_spec['components'][task['componentRef']['name']]['executorLabel']][

@@ -95,6 +95,8 @@ def create_pipeline(root):
       model=int8.outputs['tflite_model'],
       model_blessing=evaluator.outputs['blessing'],
       evaluation=evaluator.outputs['evaluation'],
+      # The golden input of the device's health check: the first transformed eval example.
+      examples=transformed,
       repository_dir=os.path.join(root, 'ota_repository'),
       keys_dir=os.path.join(root, 'ota_keys'),
       model_name=MODEL_NAME)
@@ -238,7 +240,9 @@ def test_the_blessed_int8_model_is_pushed_and_a_device_fetches_it(run, tmp_path)
   assert outputs['OTAPusher']['pushed_model'].custom_properties['pushed'].int_value == 1
   with http_server(ota.repo_dir) as url:
     fetched = client.fetch(url, os.path.join(ota.metadata_dir, '1.root.json'), MODEL_NAME,
-                           str(tmp_path / 'device'))
+                           str(tmp_path / 'device'), health_check='require')
+  # Its golden input is the first transformed eval example (several inputs, filled values).
+  assert fetched.health['passed'] and release.custom['golden_input']['source'] == 'examples'
   with open(fetched.path, 'rb') as f:
     assert f.read() == int8 == ota.read_target(release)
   assert release.custom['mode'] == 'int8'

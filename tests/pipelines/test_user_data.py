@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from components.common import examples_io
 from components.common import tflite
-from components.gate import schema as schema_lib
 from components.ota import repository
 from pipelines import pipeline as pipeline_lib
 from pipelines import summary
@@ -66,7 +65,7 @@ def _litert_accuracy(tflite_model, x, y):
   for row, label in zip(x, y):
     for detail in interp.get_input_details():
       value = np.full((1, 1), row[module.FEATURES.index(
-          schema_lib.feature_name(detail['name']))], np.float32)
+          tflite.feature_name(detail['name']))], np.float32)
       if detail['dtype'] == np.int8:
         scale, zero = detail['quantization']
         value = np.clip(np.round(value / scale + zero), -128, 127).astype(np.int8)
@@ -145,7 +144,7 @@ def test_a_two_input_model_with_an_int64_input_goes_through_every_variant_to_a_p
   [release] = repository.OTARepository(paths['ota_repository']).releases('digits_ink')
   tflite_model = repository.OTARepository(paths['ota_repository']).read_target(release)
   interp = tf.lite.Interpreter(model_content=tflite_model)
-  dtypes = {schema_lib.feature_name(d['name']): np.dtype(d['dtype']).name
+  dtypes = {tflite.feature_name(d['name']): np.dtype(d['dtype']).name
             for d in interp.get_input_details()}
   assert dtypes == {'pixels': 'int8', 'ink': 'int64'}  # The count stays an integer.
   assert tflite.float_ops(tflite_model) == []  # The CAST at `ink` is part of the input.
