@@ -17,6 +17,7 @@
                              [--online-only]
     tfx-edge ota renew-root  --repo REPO --keys DIR [--root-expiry DURATION]
     tfx-edge ota status      --repo REPO [--channels] [--if-expiring-within DURATION]
+    tfx-edge ota config      --repo REPO [--ROLE-expiry DURATION ...]
     tfx-edge ota gc          --repo REPO [--keys DIR] [--dry-run] [--min-age DURATION]
     tfx-edge ota fetch       --url URL --trusted-root FILE --name NAME --dest DIR [--channel C]
                              [--device-id ID] [--health-check {auto,require,off}]
@@ -28,7 +29,9 @@ roles whose key is in an HSM or a KMS; every command given --keys also takes --s
 (repeatable) for a key elsewhere (file:, hsm:, gcpkms:, awskms:, azurekms:; docs/ota.md, "Where
 the keys live"). Every command given --repo also takes
 --root-expiry, --targets-expiry, --snapshot-expiry and --timestamp-expiry: how long what it signs
-stays valid (DURATION: 7d, 12h, 30m, 1d12h...), and the base of the refresh windows. The
+stays valid (DURATION: 7d, 12h, 30m, 1d12h...), and the base of the refresh windows; a role not
+given takes the period in the repository's config.json, which `init` writes from its flags and
+`config` rewrites (then 365d, 90d, 30d, 7d). The
 commands that write releases (publish, approve, reject, promote, halt, rollback, gc) take
 --keep-versions K: the targets metadata lists the newest K versions per name and channel, plus
 those still in use (0: every version).
@@ -55,7 +58,7 @@ from components.ota import repository
 from components.ota import signing_keys
 
 COMMANDS = ('init', 'publish', 'approve', 'reject', 'promote', 'halt', 'rollback',
-            'rotate-keys', 'refresh', 'renew-root', 'status', 'gc', 'fetch')
+            'rotate-keys', 'refresh', 'renew-root', 'status', 'gc', 'config', 'fetch')
 STATE_CHANGES = ('approve', 'reject', 'promote', 'halt')
 
 
@@ -107,8 +110,10 @@ def _parser() -> argparse.ArgumentParser:
   fetch = command('fetch', 'device side: verify, download and install the release for this '
                   'device')
   gc = command('gc', 'delete the target files no metadata a device may still be given names')
+  config = command('config', 'store the expiry periods every later command signs with in the '
+                   'repository\'s config.json (given flags), then print them')
   changes = (approve, reject, promote, halt)
-  with_repo = (init, publish, rollback, rotate, refresh, renew, status, gc, *changes)
+  with_repo = (init, publish, rollback, rotate, refresh, renew, status, gc, config, *changes)
   for sub in with_repo:
     sub.add_argument('--repo', required=True, help='repository directory or fsspec URI')
   for sub in (init, publish, rollback, rotate, refresh, renew, *changes):
@@ -118,9 +123,11 @@ def _parser() -> argparse.ArgumentParser:
                      'azurekms:) instead of what --keys configures; repeatable')
   for sub in with_repo:
     for role in repository.ROLES:
-      sub.add_argument(f'--{role}-expiry', default=repository.format_duration(
-          repository.EXPIRY[role]), help=f'how long {role} metadata this command signs stays '
-                       'valid (DURATION: 7d, 12h, 30m, 1d12h...); refresh windows are half of it')
+      sub.add_argument(f'--{role}-expiry', default=None, metavar='DURATION',
+                       help=f'how long {role} metadata this command signs stays valid (7d, 12h, '
+                       '30m, 1d12h...); refresh windows are half of it (default: the '
+                       'repository\'s config.json, else '
+                       f'{repository.format_duration(repository.EXPIRY[role])})')
   for sub in (refresh, status):
     sub.add_argument('--if-expiring-within', default=None, metavar='DURATION',
                      help='the refresh window of every role (default: half its expiry period, '
@@ -240,7 +247,7 @@ def _run(args: argparse.Namespace) -> None:
     repository.validate_rollout_percent(args.rollout_percent, '--rollout-percent')
   # Every value is checked before the repository is touched.
   expiry = {role: repository.parse_duration(getattr(args, f'{role}_expiry'), f'--{role}-expiry')
-            for role in repository.ROLES}
+            for role in repository.ROLES if getattr(args, f'{role}_expiry') is not None}
   window = getattr(args, 'if_expiring_within', None)
   if window is not None:
     window = repository.parse_duration(window, '--if-expiring-within')
@@ -264,6 +271,10 @@ def _run(args: argparse.Namespace) -> None:
     print(f'renewed root: version {version} expires {root["expires"]} '
           f'({_relative(root["expires_in_s"])}); devices walk the root chain '
           'to it on their next fetch')
+  elif args.command == 'config':
+    periods = repo.save_expiry() if expiry else repo.expiry
+    print(json.dumps({'expiry': {role: repository.format_duration(periods[role])
+                                 for role in repository.ROLES}}))
   elif args.command == 'init':
     repo.init()
     print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')

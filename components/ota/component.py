@@ -126,8 +126,10 @@ class OTAPusher(base_component.BaseComponent):
       require_approval: publish the model pending, for `tfx-edge ota approve` to make live.
       rollout_percent: the percentage (1-100) of the channel's devices that install it.
       metadata_expiry: {role: duration} for the roles (targets, snapshot, timestamp; root is
-        not signed by a push) whose expiry differs from repository.EXPIRY, as a duration such
-        as "30d" or a timedelta. Give `tfx-edge ota refresh` the same periods.
+        not signed by a push) whose expiry differs from the repository's config.json (which
+        `tfx-edge ota init` and `tfx-edge ota config` write; else repository.EXPIRY), as a
+        duration such as "30d" or a timedelta. Store the periods with `tfx-edge ota config`
+        instead, and every push and refresh (the k8s CronJob's too) signs with them.
       keep_versions: how many versions per name and channel the targets metadata a push signs
         lists (plus those a rollout, a pending approval or a halt still needs); None lists every
         version. Older target files stay until `tfx-edge ota gc`.

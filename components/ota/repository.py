@@ -59,17 +59,19 @@ a new targets version with the changed entry, written by the same compare-and-sw
 commit as a publish (`_update_targets`). Devices install only live releases whose rollout
 includes them (components/common/releases.py).
 
-Metadata expires (EXPIRY, configurable per role with `expiry=`), and devices refuse expired
-metadata. refresh() re-signs timestamp, snapshot and targets when they expire within their refresh
-window, adding and changing no release: a new targets version goes through the same
-compare-and-swap loop as a publish, snapshot and timestamp through the same commit, so a refresh
-racing a publish loses nothing. renew_root() writes the next root with a new expiry (the root key
-is an offline key). Each operation loads only the keys of the roles it signs.
+Metadata expires (EXPIRY, configurable per role in the repository's config.json or with
+`expiry=`), and devices refuse expired metadata. refresh() re-signs timestamp, snapshot and
+targets when they expire within their refresh window, adding and changing no release: a new
+targets version goes through the same compare-and-swap loop as a publish, snapshot and timestamp
+through the same commit, so a refresh racing a publish loses nothing. renew_root() writes the
+next root with a new expiry (the root key is an offline key). Each operation loads only the keys
+of the roles it signs.
 """
 import contextlib
 import dataclasses
 import datetime
 import hashlib
+import json
 import logging
 import numbers
 import posixpath
@@ -110,6 +112,9 @@ ONLINE_ROLES = (Snapshot.type, Timestamp.type)  # Roles whose keys rotate-keys r
 _ROLE_ATTRIBUTE = '_tfx_edge_role'  # Set on a delegated role's Metadata object: its file name.
 _VERSIONED_RE = re.compile(r'^([1-9][0-9]*)\.(.+)\.json$')
 _TIMESTAMP = 'metadata/timestamp.json'
+# The repository's own settings (the expiry periods), next to metadata/ and targets/: pushes,
+# refreshes and `status` sign and warn with the same periods without repeating them as flags.
+CONFIG = 'config.json'
 # Each lost race costs one round of reads and writes; this many means sustained contention.
 MAX_ATTEMPTS = 16
 # Release states (components/common/releases.py, with the rule that selects what a device
@@ -481,7 +486,9 @@ class OTARepository:
     """
     self.repo_dir = repo_dir
     self.delta_policy = delta_policy
-    self.expiry = validate_expiry(expiry)
+    validate_expiry(expiry)  # Checked now; merged with the repository's config.json when used.
+    self._expiry_given = {role: parse_duration(v) for role, v in (expiry or {}).items()}
+    self._expiry: Optional[Dict[str, datetime.timedelta]] = None
     if clock is not None and not callable(clock):
       raise ConfigError(f'clock={clock!r} is not accepted; give a function that returns the '
                         'current time as a timezone-aware datetime.')
@@ -501,6 +508,53 @@ class OTARepository:
     # grows with the history (one listing per object seeds it).
     self._known: Dict[str, int] = {}
     self._listed = False
+
+  # --- settings ------------------------------------------------------------------------------
+
+  def stored_expiry(self) -> Dict[str, datetime.timedelta]:
+    """{role: period} that the repository's config.json sets (empty when it has none).
+
+    Raises:
+      OTARepositoryError: config.json is not a JSON object whose `expiry` maps roles to
+        durations.
+    """
+    if not self.storage.exists(CONFIG):
+      return {}
+    path = self.storage.join(CONFIG)
+    try:
+      stored = json.loads(self.storage.read(CONFIG)).get('expiry', {})
+      return {role: value for role, value in validate_expiry(stored, f'{path} expiry').items()
+              if role in stored}
+    except (ValueError, AttributeError) as e:  # JSONDecodeError and ConfigError are ValueErrors.
+      raise OTARepositoryError(f'{path} cannot be read as the repository\'s settings: {e}. It '
+                               'holds {"expiry": {ROLE: DURATION}}; rewrite it with '
+                               '`tfx-edge ota config`.') from e
+
+  @property
+  def expiry(self) -> Dict[str, datetime.timedelta]:
+    """{role: period} this object signs with: EXPIRY, then config.json, then `expiry=`."""
+    if self._expiry is None:
+      self._expiry = {**EXPIRY, **self.stored_expiry(), **self._expiry_given}
+    return self._expiry
+
+  def save_expiry(self) -> Dict[str, datetime.timedelta]:
+    """Writes the periods in effect (EXPIRY, config.json, `expiry=`) to config.json, atomically.
+
+    Returns:
+      The periods written, for every role.
+
+    Raises:
+      OTARepositoryError: there is no repository at repo_dir (`init` writes config.json itself).
+    """
+    if not self.storage.exists(_TIMESTAMP):
+      raise OTARepositoryError(f'{self.repo_dir} is not an OTA repository (no {_TIMESTAMP}); '
+                               '`tfx-edge ota init` creates one and stores its expiry flags.')
+    periods = dict(self.expiry)
+    data = json.dumps({'expiry': {role: format_duration(periods[role]) for role in ROLES}},
+                      indent=1).encode()
+    with self._locked():
+      self.storage.write(CONFIG, data)
+    return periods
 
   # --- time ---------------------------------------------------------------------------------
 
@@ -701,6 +755,9 @@ class OTARepository:
     with self._locked():
       # PEM files are generated for file roles only; HSM and KMS keys are checked by a signature.
       signers = keyring.create_or_load()
+      # The periods go with the repository (written first: timestamp.json marks a finished init).
+      self.storage.write(CONFIG, json.dumps({'expiry': {
+          role: format_duration(self.expiry[role]) for role in ROLES}}, indent=1).encode())
       root = Metadata(Root(expires=self._expires(Root.type), consistent_snapshot=True))
       for role, signer in signers.items():
         root.signed.add_key(signer.public_key, role)

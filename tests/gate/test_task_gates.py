@@ -3,6 +3,7 @@
 Real data (scikit-learn's breast cancer, a binary task), a real one-sigmoid-unit classifier, real
 TFLite models and real TFMA evaluations, compared with accuracies computed directly with LiteRT.
 """
+import json
 import os
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 import tf_keras
+from tfx.types import standard_artifacts
 
+from components import spec_keys
 from components.benchmarker import executor as bench_executor
 from components.common import evaluation
 from components.common import tasks
@@ -19,6 +22,7 @@ from components.gate import accuracy_gate_config
 from components.gate import gate_config
 from components.ptq_converter import calibration
 from components.ptq_converter import conversion
+from components.pusher import executor as pusher_executor
 from tests.helpers import blessing_artifact
 from tests.helpers import breast_cancer_data
 from tests.helpers import tflite_model_artifact
@@ -161,6 +165,19 @@ def test_accuracy_over_the_argmax_of_one_unit_is_refused_though_tfma_blessed_it(
   verdict = bench_executor.accuracy_of(model, data, blessing, evaluation_artifact)
   assert verdict['blessed'] is False
   assert verdict['reason'].startswith('the gate cannot measure this model:')
+  # The pusher, given the same TFMA blessing directly, refuses it too and publishes nothing.
+  pushed = standard_artifacts.PushedModel()
+  pushed.uri = str(tmp_path / 'pushed')
+  pusher_executor.Executor().Do(
+      {spec_keys.MODEL_KEY: [model], spec_keys.MODEL_BLESSING_KEY: [blessing],
+       spec_keys.EVALUATION_KEY: [evaluation_artifact]},
+      {spec_keys.PUSHED_MODEL_KEY: [pushed]},
+      {spec_keys.PUSH_DESTINATION_KEY: str(tmp_path / 'dest'), spec_keys.MODEL_NAME_KEY: 'binary',
+       spec_keys.ALLOWED_MODES_KEY: json.dumps(['int8'])})
+  assert pushed.get_int_custom_property(spec_keys.PROP_PUSHED) == 0
+  assert 'the argmax of one unit is always class 0' in pushed.get_string_custom_property(
+      spec_keys.PROP_PUSH_REASON)
+  assert not os.path.exists(tmp_path / 'dest')
 
 
 def tfma_evaluation_artifact(uri):

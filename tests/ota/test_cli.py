@@ -41,7 +41,7 @@ def test_version_names_the_installed_release():
 @pytest.mark.parametrize('args,message', [
     ((), 'tfx-edge: error: a command group is required: ota (see tfx-edge --help)'),
     (('ota',), 'a command is required: tfx-edge ota {init,publish,approve,reject,promote,halt,'
-               'rollback,rotate-keys,refresh,renew-root,status,gc,fetch}'),
+               'rollback,rotate-keys,refresh,renew-root,status,gc,config,fetch}'),
     (('ota', 'publish', '--repo', 'r', '--keys', 'k', '--name', 'n', '--model', 'missing.tflite'),
      '--model missing.tflite: no such file'),
     (('ota', 'fetch', '--url', 'http://127.0.0.1:9', '--trusted-root', 'nope.json', '--name', 'n',

@@ -6,6 +6,7 @@ the real device client (tuf.ngclient over loopback HTTP).
 """
 import concurrent.futures
 import datetime
+import json
 import os
 import re
 import shutil
@@ -258,9 +259,70 @@ def test_expiry_periods_are_per_role_and_the_windows_follow_them(tmp_path):
   # Half of each period; root's window is at most 30 days.
   assert [status[r]['refresh_window_s'] for r in ('root', 'targets', 'snapshot', 'timestamp')] == [
       15 * 86400, 36 * 3600, 86400, 6 * 3600]
-  assert repository.OTARepository(repo.repo_dir).refresh_window('root') == (
-      repository.MAX_ROOT_WINDOW)
-  assert repository.OTARepository(repo.repo_dir).refresh_window('timestamp') == 3.5 * DAY
+  # Opened again without expiry=, the repository signs with the periods init stored.
+  assert repository.OTARepository(repo.repo_dir).refresh_window('root') == 15 * DAY
+  assert repository.OTARepository(repo.repo_dir).refresh_window('timestamp') == DAY / 4
+  # With the default 365 days, root's window is at most MAX_ROOT_WINDOW.
+  default = repository.OTARepository(str(tmp_path / 'default'), str(tmp_path / 'keys'))
+  assert default.refresh_window('root') == repository.MAX_ROOT_WINDOW
+  assert default.refresh_window('timestamp') == 3.5 * DAY
+
+
+def _cli(*argv):
+  return cli.main(['ota', *argv])
+
+
+def test_stored_expiry_periods_reach_every_later_command(tmp_path, capsys):
+  repo_dir, keys = str(tmp_path / 'repo'), str(tmp_path / 'keys')
+  assert _cli('init', '--repo', repo_dir, '--keys', keys, '--timestamp-expiry', '1d') == 0
+  # init stores the periods in effect: its flag and the defaults for the other roles.
+  with open(os.path.join(repo_dir, repository.CONFIG), encoding='utf-8') as f:
+    assert json.load(f) == {'expiry': {'root': '365d', 'targets': '90d', 'snapshot': '30d',
+                                       'timestamp': '1d'}}
+  # A push with no expiry of its own (OTAPusher's default) signs timestamp for 1 day.
+  pusher = repository.OTARepository(repo_dir, keys)
+  pusher.publish('digits', b'model-one')
+  assert DAY - datetime.timedelta(minutes=1) < datetime.timedelta(
+      seconds=_expires_in(pusher, 'timestamp')) <= DAY
+  capsys.readouterr()
+
+  # config rewrites one role and keeps the others; status then computes its windows from them.
+  assert _cli('config', '--repo', repo_dir, '--snapshot-expiry', '2d') == 0
+  printed = capsys.readouterr().out
+  assert _cli('status', '--repo', repo_dir) == 0
+  roles = {r['role']: r for r in status_lines(capsys.readouterr().out)[1]}
+  # A flag still overrides the stored period for its one command.
+  assert _cli('status', '--repo', repo_dir, '--timestamp-expiry', '4h') == 0
+  overridden = {r['role']: r for r in status_lines(capsys.readouterr().out)[1]}
+  before = files(repository.OTARepository(repo_dir))
+  assert _cli('config', '--repo', repo_dir) == 0  # No flags: prints, writes nothing.
+
+  assert printed.strip() == (
+      '{"expiry": {"root": "365d", "targets": "90d", "snapshot": "2d", "timestamp": "1d"}}')
+  assert capsys.readouterr().out == printed
+  assert files(repository.OTARepository(repo_dir)) == before
+  assert roles['timestamp']['refresh_window_s'] == 12 * 3600
+  assert roles['snapshot']['refresh_window_s'] == 86400
+  assert overridden['timestamp']['refresh_window_s'] == 2 * 3600
+  # The refresh CronJob passes no period: it re-signs snapshot (2d) within its 1-day window.
+  assert _cli('refresh', '--repo', repo_dir, '--keys', keys, '--if-expiring-within', '30d') == 0
+  refreshed = repository.OTARepository(repo_dir)
+  assert 2 * DAY - datetime.timedelta(minutes=1) < datetime.timedelta(
+      seconds=_expires_in(refreshed, 'snapshot')) <= 2 * DAY
+
+
+def test_a_bad_config_json_or_config_without_a_repository_is_a_clear_error(tmp_path, repo, capsys):
+  with open(os.path.join(repo.repo_dir, repository.CONFIG), 'w', encoding='utf-8') as f:
+    f.write('{"expiry": {"timestamp": "soon"}}')
+  with pytest.raises(errors.OTARepositoryError,
+                     match=r"config.json cannot be read as the repository's settings: .*'soon' "
+                     r'is not accepted.*`tfx-edge ota config`'):
+    repository.OTARepository(repo.repo_dir).expiry_status()
+
+  empty = tmp_path / 'not-a-repo'
+  code = _cli('config', '--repo', str(empty), '--timestamp-expiry', '1d')
+  assert code == 2 and 'is not an OTA repository' in capsys.readouterr().err
+  assert not empty.exists() or not os.listdir(empty)
 
 
 # --- renewing root -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import pytest
 
 from components import PTQConverter
 from components import errors
+from components import spec_keys
 from components.common import modes
 from pipelines import pipeline as pipeline_lib
 from pipelines import run_kubeflow
@@ -92,6 +93,29 @@ def test_the_runners_flags_reach_the_optimizers_and_the_pusher(runner, tmp_path)
   assert (qat['allow_float_layers'], qat['skip_layers']) == (True, '^classifier$')
   assert components[pipeline_lib.int8_node('ptq')].exec_properties['mode'] == (
       'int8_float_fallback')
+
+
+@pytest.mark.parametrize('runner', [run_local, run_kubeflow])
+def test_the_release_flags_reach_the_regression_gate_and_the_pusher(runner, tmp_path):
+  argv = ['--require-approval', '--rollout-percent', '10', '--max-regression', '0.005',
+          '--max-slice-regression', '0.03']
+  if runner is run_kubeflow:
+    argv += ['--output', str(tmp_path / 'p.yaml')]
+  components = _by_id(_build(tmp_path, **pipeline_lib.release_kwargs(runner.parse_args(argv))))
+  default = _by_id(_build(tmp_path / 'default', **pipeline_lib.release_kwargs(
+      run_local.parse_args([]))))
+
+  pusher = components[pipeline_lib.PUSHER].exec_properties
+  gate = components[pipeline_lib.REGRESSION_GATE].exec_properties
+  assert (pusher[spec_keys.OTA_REQUIRE_APPROVAL_KEY],
+          pusher[spec_keys.OTA_ROLLOUT_PERCENT_KEY]) == (1, 10)
+  assert (gate[spec_keys.MAX_REGRESSION_KEY], gate[spec_keys.MAX_SLICE_REGRESSION_KEY]) == (
+      0.005, 0.03)
+  # The pusher needs the regression gate's blessing; by default the release is live, to all.
+  assert pusher[spec_keys.OTA_REQUIRE_APPROVAL_KEY] != default[pipeline_lib.PUSHER].exec_properties[
+      spec_keys.OTA_REQUIRE_APPROVAL_KEY]
+  assert default[pipeline_lib.PUSHER].exec_properties[spec_keys.OTA_ROLLOUT_PERCENT_KEY] == 100
+  assert spec_keys.REGRESSION_BLESSING_KEY in components[pipeline_lib.PUSHER].inputs
 
 
 def test_the_runners_defaults_are_the_pipelines(tmp_path):
