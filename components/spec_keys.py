@@ -148,8 +148,12 @@ BLESSING_KEY = 'blessing'  # Same name as the TFX Evaluator's output.
 EVAL_CONFIG_KEY = 'eval_config'  # Same name as the TFX Evaluator's parameter.
 MODULE_PATH_KEY = 'module_path'  # Same name as the TFX Evaluator's parameter.
 OTA_TRUSTED_ROOT_KEY = 'trusted_root'
+# GateExamplesGen: the gate's task (components/common/tasks.py), checked against the model's output.
+TASK_KEY = 'task'
 MAX_REGRESSION_KEY = 'max_regression'
 MAX_SLICE_REGRESSION_KEY = 'max_slice_regression'
+# RegressionGate: standard errors of sampling noise a slice drop beyond its threshold may be.
+SLICE_NOISE_Z_KEY = 'slice_noise_z'
 # first_release, passed, regressed, signature_mismatch or not_evaluated (regression_gate.executor)
 PROP_REGRESSION_STATUS = 'tfx_edge_regression_status'
 PROP_REASON = 'tfx_edge_reason'  # Why a blessing blesses or not, in words.

@@ -152,6 +152,7 @@ def create_pipeline(
     max_regression: float = regression.DEFAULT_MAX_REGRESSION,
     max_slice_regression: float = regression.DEFAULT_MAX_SLICE_REGRESSION,
     slicing_features: Sequence[str] = (),
+    slice_noise_z: float = regression.SLICE_Z,
     released_trusted_root: Optional[str] = None,
     require_approval: bool = False,
     rollout_percent: int = 100,
@@ -228,6 +229,8 @@ def create_pipeline(
       (accuracy as a fraction, 0.0 = none; a relative error increase for `regression`).
     max_slice_regression: regression gate: the same per slice (default 0.02 = 2 points).
     slicing_features: regression gate: features to slice by, besides the label classes.
+    slice_noise_z: regression gate: standard errors of sampling noise a slice's drop beyond
+      max_slice_regression may be and still pass (default 1.645); 0 takes it literally.
     released_trusted_root: regression gate: the root.json devices trust (default: the
       repository's metadata/1.root.json).
     require_approval: publish as a pending release that devices install only after
@@ -312,7 +315,7 @@ def create_pipeline(
   # them all, missing values filled as input_fn fills them (or refused, with counts).
   gate_examples = GateExamplesGen(
       examples=examples, model=ptq_float32.outputs['tflite_model'], label_key=label_key,
-      fill_missing=fill_missing).with_id(GATE_EXAMPLES)
+      fill_missing=fill_missing, task=task).with_id(GATE_EXAMPLES)
   components += [ptq_float32, gate_examples]
   gate = gate_config(label_key, task, min_accuracy=min_accuracy,
                      max_accuracy_drop=max_accuracy_drop, max_error_increase=max_error_increase,
@@ -393,7 +396,8 @@ def create_pipeline(
         task=task,
         max_regression=max_regression,
         max_slice_regression=max_slice_regression,
-        slicing_features=slicing_features).with_id(REGRESSION_GATE)
+        slicing_features=slicing_features,
+        slice_noise_z=slice_noise_z).with_id(REGRESSION_GATE)
     components.append(released_gate)
     release_gate = {'regression_blessing': released_gate.outputs['blessing']}
   pusher = OTAPusher(
@@ -566,6 +570,9 @@ def add_release_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--max-slice-regression', type=float,
                       default=regression.DEFAULT_MAX_SLICE_REGRESSION,
                       help='the same per slice (one slice per label class, and --slice-by).')
+  parser.add_argument('--slice-noise-z', type=float, default=regression.SLICE_Z,
+                      help='a slice whose drop exceeds --max-slice-regression by less than this '
+                      'many standard errors of sampling noise passes; 0: no allowance.')
   parser.add_argument('--slice-by', default='',
                       help='comma-separated features the regression gate also slices by.')
   parser.add_argument('--released-trusted-root', default=None,
@@ -585,6 +592,7 @@ def release_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
   return dict(regression_gate=not args.no_regression_gate, max_regression=args.max_regression,
               max_slice_regression=args.max_slice_regression,
               slicing_features=[f.strip() for f in args.slice_by.split(',') if f.strip()],
+              slice_noise_z=args.slice_noise_z,
               released_trusted_root=args.released_trusted_root,
               require_approval=args.require_approval, rollout_percent=args.rollout_percent)
 

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from absl import logging
 import tensorflow as tf
 from tfx import types
 from tfx.components.trainer import fn_args_utils
@@ -53,19 +54,37 @@ class BoundInputFn:
 
 
 def bind_input_fn(exec_properties: Mapping[str, Any], examples: Sequence[types.Artifact],
-                  splits: Sequence[str]) -> Optional[BoundInputFn]:
+                  splits: Sequence[str], required: bool = True) -> Optional[BoundInputFn]:
   """The input_fn named in exec_properties, bound to splits of examples; None when none is named.
 
   Args:
     exec_properties: holding spec_keys.INPUT_FN_KEY or spec_keys.MODULE_FILE_KEY.
     examples: the Examples artifact(s) the splits belong to.
     splits: one or two split names.
+    required: a module file without `input_fn` is an error (fine-tuning reads through it);
+      False returns None for it (PTQConverter then parses the examples by model input name).
+
+  Raises:
+    ConfigError: the module file has no `input_fn` and one is required.
   """
   source = {k: exec_properties.get(k) for k in (spec_keys.MODULE_FILE_KEY,
                                                 spec_keys.INPUT_FN_KEY)}
   if not any(source.values()):
     return None
-  input_fn = udf_utils.get_fn(source, spec_keys.INPUT_FN_KEY)
+  try:
+    input_fn = udf_utils.get_fn(source, spec_keys.INPUT_FN_KEY)
+  except AttributeError as e:  # What TFX's import_func_from_source raises for a missing name.
+    module_file = source[spec_keys.MODULE_FILE_KEY]
+    # Only the module's missing input_fn; an AttributeError inside the user's code is theirs.
+    if not module_file or source[spec_keys.INPUT_FN_KEY] or "'input_fn'" not in str(e):
+      raise
+    if required:
+      raise ConfigError(f'module_file={module_file!r} has no input_fn(file_pattern, '
+                        'data_accessor, batch_size), which fine-tuning reads the examples '
+                        'through (docs/module_contract.md).') from e
+    logging.info('The module file %s has no input_fn: the examples are parsed by model input '
+                 'name.', module_file)
+    return None
   first, last = splits[0], splits[-1]
   # TFX's own helper turns Examples into the file patterns and DataAccessor a Trainer gets.
   fn_args = fn_args_utils.get_common_fn_args(

@@ -10,6 +10,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components import spec_keys
+from components.common import tasks
 from components.common import validation
 from components.gate import executor
 from components.gate import schema as schema_lib
@@ -21,6 +22,7 @@ class GateExamplesGenSpec(types.ComponentSpec):
       spec_keys.LABEL_KEY: ExecutionParameter(type=str),
       spec_keys.EVAL_SPLIT_KEY: ExecutionParameter(type=str),
       spec_keys.FILL_MISSING_KEY: ExecutionParameter(type=str),  # JSON
+      spec_keys.TASK_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       spec_keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -41,7 +43,9 @@ class GateExamplesGen(base_component.BaseComponent):
   the module's input_fn fills them with), and writes those examples with a Schema that reads the
   inputs and the label dense. It refuses the data (DataError, with the counts and the way out)
   when a model input is absent, of the wrong kind or length, or missing without a fill value, or
-  when a label is missing.
+  when a label is missing. Given the gate's `task`, it first refuses (ConfigError) a model whose
+  output that task's metric cannot measure (tasks.misfit: the argmax of one sigmoid unit, say),
+  before any variant is evaluated; the benchmarker and the pusher check each variant again.
 
   Outputs: `gate_examples`, the eval split filled (give it to the Evaluator as `examples`), and
   `schema` (the Evaluator's `schema`), with custom properties `tfx_edge_eval_examples`,
@@ -57,7 +61,8 @@ class GateExamplesGen(base_component.BaseComponent):
                model: types.BaseChannel,
                label_key: str,
                eval_split: str = 'eval',
-               fill_missing: Optional[Mapping[str, float]] = None):
+               fill_missing: Optional[Mapping[str, float]] = None,
+               task: Optional[str] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -70,15 +75,20 @@ class GateExamplesGen(base_component.BaseComponent):
       fill_missing: {feature: value} filled in where an example lacks a model input, `*` for
         every input not named: the values the module's input_fn fills them with in training.
         Default: none, so missing values are refused.
+      task: the gate's task (components/common/tasks.py TASKS); the model's output is checked
+        against it before the data is read. Default: not checked here.
     """
     validation.non_empty_str('label_key', label_key, 'the label feature')
     validation.non_empty_str('eval_split', eval_split, 'a split of the examples')
+    if task is not None:
+      tasks.validate_task(task)
     spec = GateExamplesGenSpec(
         examples=examples,
         model=model,
         label_key=label_key,
         eval_split=eval_split,
         fill_missing=json.dumps(schema_lib.validate_fill_missing(fill_missing), sort_keys=True),
+        task=task,
         gate_examples=types.Channel(type=standard_artifacts.Examples),
         schema=types.Channel(type=standard_artifacts.Schema))
     super().__init__(spec=spec)

@@ -16,6 +16,9 @@ from tfx.utils import io_utils
 from components import spec_keys
 from components.common import examples_io
 from components.common import model_io
+from components.common import tasks
+from components.common import tflite
+from components.errors import ConfigError
 from components.gate import schema as schema_lib
 
 
@@ -33,7 +36,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     label_key = exec_properties[spec_keys.LABEL_KEY]
     source = f'split {split!r} of Examples artifact {examples.uri}'
 
-    inputs = schema_lib.model_inputs(model_io.read_tflite(model.uri, 'GateExamplesGen'))
+    tflite_model = model_io.read_tflite(model.uri, 'GateExamplesGen')
+    task = exec_properties.get(spec_keys.TASK_KEY)
+    # The first step that sees a converted model: a gate that cannot measure it stops here,
+    # before every variant is fine-tuned, converted and evaluated for nothing.
+    reason = tasks.misfit(task, tflite.output(tflite_model)) if task else ''
+    if reason:
+      raise ConfigError(f'GateExamplesGen: the gate cannot measure the model {model.uri}: '
+                        f'{reason}')
+    inputs = schema_lib.model_inputs(tflite_model)
     fill = schema_lib.resolve_fill_missing(json.loads(exec_properties[spec_keys.FILL_MISSING_KEY]),
                                            inputs)
     schema_lib.check_fill_names(fill, inputs)  # Before reading any data.

@@ -103,8 +103,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             f'{exec_properties[spec_keys.CALIBRATION_SPLIT_KEY]!r}')
       count, digest = calibration.fingerprint(records)
       bound = user_code.bind_input_fn(exec_properties, [calibration_artifact],
-                                      [spec_keys.CALIBRATION_SPLIT_NAME])
-      if bound is None:  # No module code: parse the examples by model input name.
+                                      [spec_keys.CALIBRATION_SPLIT_NAME], required=False)
+      if bound is None:  # No input_fn: parse the examples by model input name.
         arrays = calibration.to_input_arrays(records, model, source=examples.uri)
       else:
         logging.info('PTQConverter: reading the %d calibration examples through input_fn.', count)

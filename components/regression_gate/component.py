@@ -29,6 +29,7 @@ class RegressionGateSpec(types.ComponentSpec):
       spec_keys.EVAL_SPLIT_KEY: ExecutionParameter(type=str),
       spec_keys.MAX_REGRESSION_KEY: ExecutionParameter(type=float),
       spec_keys.MAX_SLICE_REGRESSION_KEY: ExecutionParameter(type=float),
+      spec_keys.SLICE_NOISE_Z_KEY: ExecutionParameter(type=float, optional=True),
   }
   INPUTS = {
       spec_keys.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -78,7 +79,8 @@ class RegressionGate(base_component.BaseComponent):
                max_regression: float = regression.DEFAULT_MAX_REGRESSION,
                max_slice_regression: float = regression.DEFAULT_MAX_SLICE_REGRESSION,
                slicing_features: Sequence[str] = (),
-               eval_split: str = 'eval'):
+               eval_split: str = 'eval',
+               slice_noise_z: float = regression.SLICE_Z):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -99,11 +101,15 @@ class RegressionGate(base_component.BaseComponent):
       max_slice_regression: the same for each slice; default 0.02.
       slicing_features: features whose values are slices, besides the label classes.
       eval_split: the split of `examples` to evaluate.
+      slice_noise_z: a slice whose drop exceeds max_slice_regression still passes when the
+        excess is within this many standard errors of sampling noise (default 1.645, one-sided
+        95%); 0 takes max_slice_regression literally.
     """
     validation.non_empty_str('repository_dir', repository_dir, 'the OTA repository')
     validation.model_name(model_name)
     releases.validate_channel(channel)
     validation.non_empty_str('eval_split', eval_split, 'a split of the examples')
+    slice_noise_z = regression.validate_slice_noise_z(slice_noise_z)
     eval_config = regression.regression_config(label_key, task, max_regression,
                                                max_slice_regression, slicing_features)
     spec = RegressionGateSpec(
@@ -121,6 +127,7 @@ class RegressionGate(base_component.BaseComponent):
         eval_split=eval_split,
         max_regression=float(max_regression),
         max_slice_regression=float(max_slice_regression),
+        slice_noise_z=slice_noise_z,
         released_model=types.Channel(type=standard_artifacts.Model),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing))

@@ -137,7 +137,9 @@ class Executor(evaluator_executor.Executor):
     results = regression.compare(
         evaluation_uri, metric, exec_properties[spec_keys.MAX_REGRESSION_KEY],
         exec_properties[spec_keys.MAX_SLICE_REGRESSION_KEY],
-        higher_is_better=metric not in tasks.LOWER_IS_BETTER)
+        higher_is_better=metric not in tasks.LOWER_IS_BETTER,
+        # .get: pipelines compiled before the parameter existed keep the default.
+        z=exec_properties.get(spec_keys.SLICE_NOISE_Z_KEY, regression.SLICE_Z))
     failed = [r.line(metric) for r in results if r.verdict == regression.REGRESSED]
     noise = [r.line(metric) for r in results if r.verdict == regression.NOISE]
     if not failed and not noise and not tfma.load_validation_result(evaluation_uri).validation_ok:

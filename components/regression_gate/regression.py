@@ -9,7 +9,8 @@ Plain logic: TFMA protos and results, no TFX.
 import dataclasses
 import json
 import math
-from typing import List, Mapping, Optional, Sequence
+import numbers
+from typing import Any, List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 
@@ -143,6 +144,14 @@ def signature_mismatch(candidate: Mapping[str, list], released: Mapping[str, lis
 SLICE_Z = 1.645
 
 
+def validate_slice_noise_z(z: Any, name: str = 'slice_noise_z') -> float:
+  """z as a float if it is a finite number from 0 to 10; ConfigError naming what is accepted."""
+  if isinstance(z, bool) or not isinstance(z, numbers.Real) or not 0 <= z <= 10:
+    raise ConfigError(f'{name}={z!r} is not accepted; give a number of standard errors from 0 '
+                      f'(slice thresholds taken literally) to 10 (default {SLICE_Z}).')
+  return float(z)
+
+
 def slice_drop_is_noise(released: float, candidate: float, examples: int, allowed: float,
                         z: float = SLICE_Z) -> bool:
   """Whether an accuracy drop on a slice beyond `allowed` is within sampling noise.
@@ -190,12 +199,13 @@ class SliceResult:
 
 
 def compare(evaluation_uri: str, metric: str, max_regression: float, max_slice_regression: float,
-            higher_is_better: bool = True) -> List[SliceResult]:
+            higher_is_better: bool = True, z: float = SLICE_Z) -> List[SliceResult]:
   """Every slice of the evaluation, overall first, with its verdict.
 
   The overall slice is held to `max_regression` as TFMA validated it. A slice that TFMA failed
   counts as REGRESSED only when its drop is beyond sampling noise (slice_drop_is_noise), else
-  NOISE; for error metrics (lower is better) TFMA's verdict stands.
+  NOISE (z standard errors; 0 takes the slice threshold literally); for error metrics (lower
+  is better) TFMA's verdict stands.
   """
   values = evaluation.slice_metric_values(evaluation_uri, metric)
   counts = evaluation.slice_metric_values(evaluation_uri, 'example_count')
@@ -213,7 +223,7 @@ def compare(evaluation_uri: str, metric: str, max_regression: float, max_slice_r
     if name in failed:
       verdict = REGRESSED
       if (is_slice and higher_is_better and candidate is not None and released is not None and
-          slice_drop_is_noise(released, candidate, examples, allowed)):
+          slice_drop_is_noise(released, candidate, examples, allowed, z)):
         verdict = NOISE
     results.append(SliceResult(name, examples, candidate, released, allowed, verdict))
   return results

@@ -145,10 +145,10 @@ def tabular_case(tmp_path_factory):
               missing=int(np.isnan(x[400:]).sum()))
 
 
-def _run_gate_schema(case, out, fill_missing):
+def _run_gate_schema(case, out, fill_missing, task=None):
   baseline = tflite_model_artifact(out / 'baseline', case['models']['float32'], mode='float32')
   component = GateExamplesGen(examples=channel(standard_artifacts.Examples), model=channel(),
-                            label_key=module.LABEL, fill_missing=fill_missing)
+                            label_key=module.LABEL, fill_missing=fill_missing, task=task)
   schema, examples = standard_artifacts.Schema(), standard_artifacts.Examples()
   schema.uri, examples.uri = str(out / 'schema'), str(out / 'gate_examples')
   component.EXECUTOR_SPEC.executor_class().Do(
@@ -156,6 +156,23 @@ def _run_gate_schema(case, out, fill_missing):
       {spec_keys.SCHEMA_KEY: [schema], spec_keys.GATE_EXAMPLES_KEY: [examples]},
       dict(component.exec_properties))
   return baseline, schema, examples
+
+
+def test_a_task_whose_metric_cannot_measure_the_model_stops_before_the_data_is_read(
+    tabular_case, tmp_path):
+  # One sigmoid unit gated as multi-class: the argmax would always be class 0.
+  with pytest.raises(ConfigError, match=r"GateExamplesGen: the gate cannot measure the model .*"
+                     r"the argmax of one unit is always class 0.*Use task='binary'"):
+    _run_gate_schema(tabular_case, tmp_path / 'multiclass', module.FILL_MISSING,
+                     task=tasks.MULTICLASS)
+  assert not (tmp_path / 'multiclass' / 'gate_examples').exists()
+  with pytest.raises(ConfigError, match="task='binray' is not accepted; accepted: multiclass"):
+    GateExamplesGen(examples=channel(standard_artifacts.Examples), model=channel(),
+                    label_key=module.LABEL, task='binray')
+
+  _, schema, _ = _run_gate_schema(tabular_case, tmp_path / 'binary', module.FILL_MISSING,
+                                  task=tasks.BINARY)
+  assert schema.get_int_custom_property(spec_keys.PROP_EVAL_EXAMPLES) == 169
 
 
 def _litert_accuracy(tflite_model, x, y):

@@ -98,7 +98,7 @@ def test_the_runners_flags_reach_the_optimizers_and_the_pusher(runner, tmp_path)
 @pytest.mark.parametrize('runner', [run_local, run_kubeflow])
 def test_the_release_flags_reach_the_regression_gate_and_the_pusher(runner, tmp_path):
   argv = ['--require-approval', '--rollout-percent', '10', '--max-regression', '0.005',
-          '--max-slice-regression', '0.03']
+          '--max-slice-regression', '0.03', '--slice-noise-z', '0']
   if runner is run_kubeflow:
     argv += ['--output', str(tmp_path / 'p.yaml')]
   components = _by_id(_build(tmp_path, **pipeline_lib.release_kwargs(runner.parse_args(argv))))
@@ -109,8 +109,10 @@ def test_the_release_flags_reach_the_regression_gate_and_the_pusher(runner, tmp_
   gate = components[pipeline_lib.REGRESSION_GATE].exec_properties
   assert (pusher[spec_keys.OTA_REQUIRE_APPROVAL_KEY],
           pusher[spec_keys.OTA_ROLLOUT_PERCENT_KEY]) == (1, 10)
-  assert (gate[spec_keys.MAX_REGRESSION_KEY], gate[spec_keys.MAX_SLICE_REGRESSION_KEY]) == (
-      0.005, 0.03)
+  assert (gate[spec_keys.MAX_REGRESSION_KEY], gate[spec_keys.MAX_SLICE_REGRESSION_KEY],
+          gate[spec_keys.SLICE_NOISE_Z_KEY]) == (0.005, 0.03, 0.0)
+  assert default[pipeline_lib.REGRESSION_GATE].exec_properties[spec_keys.SLICE_NOISE_Z_KEY] == (
+      1.645)
   # The pusher needs the regression gate's blessing; by default the release is live, to all.
   assert pusher[spec_keys.OTA_REQUIRE_APPROVAL_KEY] != default[pipeline_lib.PUSHER].exec_properties[
       spec_keys.OTA_REQUIRE_APPROVAL_KEY]
@@ -130,13 +132,16 @@ def test_the_runners_defaults_are_the_pipelines(tmp_path):
 BREAST_CANCER_MODULE = 'tests/pipelines/breast_cancer_module.py'
 
 
+@pytest.mark.parametrize('runner', [run_local, run_kubeflow])
 def test_the_users_data_and_module_reach_the_pipeline_with_the_fill_of_its_feature_spec(
-    tmp_path):
+    runner, tmp_path):
   (tmp_path / 'csv').mkdir()
   (tmp_path / 'csv' / 'data.csv').write_text('f00,diagnosis\n1.0,1\n')
-  args = run_local.parse_args(['--data', str(tmp_path / 'csv'), '--module-file',
-                               BREAST_CANCER_MODULE, '--label-key', 'diagnosis',
-                               '--task', 'binary'])
+  argv = ['--data', str(tmp_path / 'csv'), '--module-file', BREAST_CANCER_MODULE, '--label-key',
+          'diagnosis', '--task', 'binary']
+  if runner is run_kubeflow:
+    argv += ['--output', str(tmp_path / 'p.yaml')]
+  args = runner.parse_args(argv)
   kwargs = pipeline_lib.data_kwargs(args)
 
   assert kwargs['fill_missing'] == {f'f{i:02d}': 0.0 for i in range(30)}  # From FEATURE_SPEC.
@@ -149,6 +154,7 @@ def test_the_users_data_and_module_reach_the_pipeline_with_the_fill_of_its_featu
   assert trainer['module_file'] == BREAST_CANCER_MODULE
   gate = components[pipeline_lib.GATE_EXAMPLES].exec_properties
   assert json.loads(gate['fill_missing'])['f07'] == 0.0 and gate['label_key'] == 'diagnosis'
+  assert gate['task'] == 'binary'  # Checked against the float32 model's output before the data.
   assert components[pipeline_lib.int8_node('ptq')].exec_properties['module_file'] == (
       BREAST_CANCER_MODULE)
 

@@ -18,6 +18,7 @@ from components import errors
 from components import spec_keys
 from components.common import model_io
 from components.common import tflite
+from components.common import user_code
 from components.ptq_converter import calibration
 from tests.conftest import write_examples
 from tests.helpers import breast_cancer_data
@@ -119,6 +120,18 @@ def test_without_input_fn_the_missing_features_are_counted_and_the_way_out_named
   assert len(counts) == 30 and all(30 < n < 90 for n in counts), message
   assert "Give PTQConverter the module's input_fn (input_fn= or module_file=)" in message
   assert not os.path.exists(tmp_path / 'tflite' / 'model.tflite')
+
+
+def test_a_module_without_input_fn_falls_back_to_parsing_by_input_name(case, tmp_path):
+  # The examples are read by model input name, whose missing cells are counted as above.
+  module = tmp_path / 'run_fn_only.py'
+  module.write_text('def run_fn(fn_args):\n  raise NotImplementedError\n')
+  with pytest.raises(errors.DataError, match=r"^calibration examples from .*'f\d+' \(\d+ of 300 "):
+    _convert(case, tmp_path, module_file=str(module))
+  # Fine-tuning cannot do without it: a clear error naming the module.
+  with pytest.raises(errors.ConfigError, match=r"module_file='.*run_fn_only.py' has no input_fn"):
+    user_code.bind_input_fn({spec_keys.MODULE_FILE_KEY: str(module)}, [case['examples']],
+                            ['train', 'eval'])
 
 
 def test_with_the_modules_input_fn_the_model_converts_and_keeps_its_accuracy(case, tmp_path):

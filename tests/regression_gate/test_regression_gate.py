@@ -147,6 +147,25 @@ def test_a_model_that_fails_one_class_is_blocked_by_the_slice_threshold(case, tm
 
 
 @pytest.mark.e2e
+def test_slice_noise_z_0_takes_the_slice_threshold_literally(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  blessing, _, output = _gate(case, tmp_path, 'class_killer', repo.repo_dir, max_regression=0.5,
+                              slice_noise_z=0.0)
+
+  metric = tasks.GATE_METRIC[tasks.MULTICLASS][1]
+  literal = regression.compare(output.uri, metric, 0.5, 0.02, z=0.0)
+  dropped = {r.slice for r in literal if r.slice != evaluation.OVERALL and
+             r.released - r.candidate > 0.02 + 1e-6}
+  # Every slice more than 2 points down is a regression, none is excused as noise.
+  assert {r.slice for r in literal if r.verdict == regression.REGRESSED} == dropped
+  assert f'label={KILLED_CLASS}' in dropped
+  assert not [r for r in literal if r.verdict == regression.NOISE]
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (0, executor.REGRESSED)
+  assert all(r.line(metric) in reason for r in literal if r.slice in dropped)
+
+
 def test_the_same_model_as_released_passes(case, tmp_path):
   repo = _repository(tmp_path, released=case['models']['good'])
 
@@ -195,6 +214,9 @@ def test_a_tampered_release_is_refused_as_a_device_refuses_it(case, tmp_path):
     (dict(max_regression=-0.1), 'max_regression=-0.1 is not accepted'),
     (dict(slicing_features='country'), "slicing_features='country' is not accepted"),
     (dict(task='ranking'), "task='ranking' is not accepted"),
+    (dict(slice_noise_z=-1), r'slice_noise_z=-1 is not accepted; give a number of standard '
+     r'errors from 0 \(slice thresholds taken literally\) to 10'),
+    (dict(slice_noise_z='high'), "slice_noise_z='high' is not accepted"),
 ])
 def test_bad_thresholds_fail_when_the_pipeline_is_built(kwargs, message):
   with pytest.raises(ConfigError, match=message):
