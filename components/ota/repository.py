@@ -449,6 +449,12 @@ class DeltaPolicy(JsonConfig):
     validation.fraction('max_ratio', self.max_ratio, low_open=True)
 
 
+def _config_bytes(periods: Mapping[str, datetime.timedelta]) -> bytes:
+  """config.json holding the expiry period of every role."""
+  return json.dumps({'expiry': {role: format_duration(periods[role]) for role in ROLES}},
+                    indent=1).encode()
+
+
 class OTARepository:
   """A model repository at a local path or an fsspec URI (gs://, s3://, memory://, file://)."""
 
@@ -486,8 +492,9 @@ class OTARepository:
     """
     self.repo_dir = repo_dir
     self.delta_policy = delta_policy
-    validate_expiry(expiry)  # Checked now; merged with the repository's config.json when used.
-    self._expiry_given = {role: parse_duration(v) for role, v in (expiry or {}).items()}
+    # Checked now; merged with the repository's config.json when first used.
+    self._expiry_given = {role: period for role, period in validate_expiry(expiry).items()
+                          if role in (expiry or {})}
     self._expiry: Optional[Dict[str, datetime.timedelta]] = None
     if clock is not None and not callable(clock):
       raise ConfigError(f'clock={clock!r} is not accepted; give a function that returns the '
@@ -550,10 +557,8 @@ class OTARepository:
       raise OTARepositoryError(f'{self.repo_dir} is not an OTA repository (no {_TIMESTAMP}); '
                                '`tfx-edge ota init` creates one and stores its expiry flags.')
     periods = dict(self.expiry)
-    data = json.dumps({'expiry': {role: format_duration(periods[role]) for role in ROLES}},
-                      indent=1).encode()
     with self._locked():
-      self.storage.write(CONFIG, data)
+      self.storage.write(CONFIG, _config_bytes(periods))
     return periods
 
   # --- time ---------------------------------------------------------------------------------
@@ -756,8 +761,7 @@ class OTARepository:
       # PEM files are generated for file roles only; HSM and KMS keys are checked by a signature.
       signers = keyring.create_or_load()
       # The periods go with the repository (written first: timestamp.json marks a finished init).
-      self.storage.write(CONFIG, json.dumps({'expiry': {
-          role: format_duration(self.expiry[role]) for role in ROLES}}, indent=1).encode())
+      self.storage.write(CONFIG, _config_bytes(self.expiry))
       root = Metadata(Root(expires=self._expires(Root.type), consistent_snapshot=True))
       for role, signer in signers.items():
         root.signed.add_key(signer.public_key, role)
