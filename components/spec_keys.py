@@ -112,6 +112,8 @@ BUDGETS_KEY = 'budgets'  # JSON of Budgets.
 VARIANT_KEY = 'variant'
 BENCHMARK_JSON_FILE_NAME = 'benchmark.json'
 REPORT_HTML_FILE_NAME = 'index.html'
+# The RegressionGate's copy of the selection report, with the released model's row.
+SELECTION_REPORT_DIR = 'selection'
 # 1 when every measured model fits the device budgets. Not `blessed`, which is the TFMA verdict.
 PROP_WITHIN_BUDGETS = 'tfx_edge_within_budgets'
 PROP_BUDGET_REASON = 'tfx_edge_budget_reason'

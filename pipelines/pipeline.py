@@ -1,6 +1,7 @@
 """The one create_pipeline(...) that every runner (local, Beam, Kubeflow) uses."""
 import argparse
 import dataclasses
+import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -152,6 +153,7 @@ def create_pipeline(
     max_regression: float = regression.DEFAULT_MAX_REGRESSION,
     max_slice_regression: float = regression.DEFAULT_MAX_SLICE_REGRESSION,
     slicing_features: Sequence[str] = (),
+    slicing_specs: Sequence[Any] = (),
     slice_noise_z: float = regression.SLICE_Z,
     released_trusted_root: Optional[str] = None,
     require_approval: bool = False,
@@ -229,6 +231,8 @@ def create_pipeline(
       (accuracy as a fraction, 0.0 = none; a relative error increase for `regression`).
     max_slice_regression: regression gate: the same per slice (default 0.02 = 2 points).
     slicing_features: regression gate: features to slice by, besides the label classes.
+    slicing_specs: regression gate: more slices, each a tfma.SlicingSpec or its JSON form
+      (feature crosses, one value, SQL); see RegressionGate.
     slice_noise_z: regression gate: standard errors of sampling noise a slice's drop beyond
       max_slice_regression may be and still pass (default 1.645); 0 takes it literally.
     released_trusted_root: regression gate: the root.json devices trust (default: the
@@ -388,6 +392,8 @@ def create_pipeline(
         model_blessing=selector.outputs['blessing'],
         examples=gate_examples.outputs['gate_examples'],
         schema=gate_examples.outputs['schema'],
+        # The selection report is written again with the released model's row.
+        selection=selector.outputs['selection'],
         repository_dir=ota_repository,
         trusted_root=released_trusted_root,
         model_name=model_name,
@@ -397,6 +403,7 @@ def create_pipeline(
         max_regression=max_regression,
         max_slice_regression=max_slice_regression,
         slicing_features=slicing_features,
+        slicing_specs=list(slicing_specs),
         slice_noise_z=slice_noise_z).with_id(REGRESSION_GATE)
     components.append(released_gate)
     release_gate = {'regression_blessing': released_gate.outputs['blessing']}
@@ -562,6 +569,19 @@ def data_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
               fill_missing=fill_missing, **user)
 
 
+def _slicing_spec(text: str) -> Dict[str, Any]:
+  """--slice-spec's value: a JSON object (RegressionGate checks it is a SlicingSpec)."""
+  try:
+    spec = json.loads(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(f'{text!r} is not JSON ({e}); give a SlicingSpec object '
+                                     'such as \'{"feature_keys": ["country"]}\'') from None
+  if not isinstance(spec, dict):
+    raise argparse.ArgumentTypeError(f'{text!r} is not a JSON object; give a SlicingSpec such '
+                                     'as \'{"feature_values": {"country": "fr"}}\'')
+  return spec
+
+
 def add_release_arguments(parser: argparse.ArgumentParser) -> None:
   """The regression-gate and release flags that run_local and run_kubeflow share."""
   parser.add_argument('--max-regression', type=float, default=regression.DEFAULT_MAX_REGRESSION,
@@ -575,6 +595,11 @@ def add_release_arguments(parser: argparse.ArgumentParser) -> None:
                       'many standard errors of sampling noise passes; 0: no allowance.')
   parser.add_argument('--slice-by', default='',
                       help='comma-separated features the regression gate also slices by.')
+  parser.add_argument('--slice-spec', action='append', type=_slicing_spec, default=[],
+                      metavar='JSON',
+                      help='a TFMA SlicingSpec the regression gate also slices by, as JSON '
+                      '(repeatable): \'{"feature_keys": ["country", "device"]}\' (a slice per '
+                      'pair of values) or \'{"feature_values": {"country": "fr"}}\' (one slice).')
   parser.add_argument('--released-trusted-root', default=None,
                       help='root.json devices trust, to verify the released model with '
                       '(default: the repository\'s metadata/1.root.json).')
@@ -592,6 +617,7 @@ def release_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
   return dict(regression_gate=not args.no_regression_gate, max_regression=args.max_regression,
               max_slice_regression=args.max_slice_regression,
               slicing_features=[f.strip() for f in args.slice_by.split(',') if f.strip()],
+              slicing_specs=args.slice_spec,
               slice_noise_z=args.slice_noise_z,
               released_trusted_root=args.released_trusted_root,
               require_approval=args.require_approval, rollout_percent=args.rollout_percent)

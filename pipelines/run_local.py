@@ -174,7 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                        args.pipeline_name)))
   report = summary.selection_report(paths['metadata_path'], args.pipeline_name)
   if report:
-    print(f'\nVariant selection report (Pareto front, why each variant won or lost): {report}')
+    print(f'\nVariant selection report (Pareto front, why each variant won or lost, beside the '
+          f'released model): {report}')
   regression_page = summary.regression_report(paths['metadata_path'], args.pipeline_name)
   if regression_page:
     print(f'Regression gate report (the candidate beside the released model, per slice): '

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+import tensorflow as tf
 
 from components import spec_keys
 from components.common import evaluation
@@ -88,9 +89,17 @@ def _store(metadata_path: str) -> metadata_store.MetadataStore:
 
 
 def selection_report(metadata_path: str, pipeline_name: str) -> Optional[str]:
-  """Where the latest run's VariantSelector report (index.html) is, if it ran."""
-  selection = latest_artifacts(_store(metadata_path), pipeline_name,
-                               pipeline_lib.SELECTOR).get(spec_keys.SELECTION_KEY)
+  """Where the latest run's selection report (index.html) is, if VariantSelector ran: the
+  RegressionGate's copy, with the released model's row, when the gate wrote one."""
+  store = _store(metadata_path)
+  gate = latest_artifacts(store, pipeline_name, pipeline_lib.REGRESSION_GATE)
+  if spec_keys.EVALUATION_KEY in gate:
+    page = (f'{gate[spec_keys.EVALUATION_KEY].uri}/{spec_keys.SELECTION_REPORT_DIR}/'
+            f'{spec_keys.REPORT_HTML_FILE_NAME}')
+    if tf.io.gfile.exists(page):
+      return page
+  selection = latest_artifacts(store, pipeline_name, pipeline_lib.SELECTOR).get(
+      spec_keys.SELECTION_KEY)
   return f'{selection.uri}/{spec_keys.REPORT_HTML_FILE_NAME}' if selection is not None else None
 
 

@@ -2,7 +2,7 @@
 
     tfx-edge ota init        --repo REPO --keys DIR
     tfx-edge ota publish     --repo REPO --keys DIR --model FILE --name NAME [--channel C]
-                             [--rollout-percent P] [--require-approval] [--by WHO]
+                             [--rollout-percent P] [--by WHO]
     tfx-edge ota approve     --repo REPO --keys DIR --name NAME --version V --by WHO
                              [--note TEXT] [--mlmd-sqlite FILE | --mlmd-grpc HOST:PORT]
     tfx-edge ota reject      --repo REPO --keys DIR --name NAME --version V [--by WHO]
@@ -182,8 +182,8 @@ def _parser() -> argparse.ArgumentParser:
   publish.add_argument('--rollout-percent', type=int, default=repository.FULL_ROLLOUT,
                        help='percentage of the channel\'s devices that install it (1-100)')
   publish.add_argument('--require-approval', action='store_true',
-                       help='publish it pending: no device installs it until `tfx-edge ota '
-                       'approve`')
+                       help='refused: a pending release is created only by the pipeline '
+                       '(OTAPusher), for a model its gates blessed')
   publish.add_argument('--by', default=None, help='who publishes, recorded in the audit record')
   status.add_argument('--channels', action='store_true',
                       help='one line per name and channel instead: the released version, its '
@@ -279,6 +279,14 @@ def _run(args: argparse.Namespace) -> None:
     repo.init()
     print(f'created OTA repository {args.repo} (trusted root: {args.repo}/metadata/1.root.json)')
   elif args.command == 'publish':
+    if args.require_approval:
+      # A pending release is one an approver may make live: only a model the pipeline's gates
+      # blessed may become one, and a file given here has met no gate.
+      raise TfxEdgeError(
+          '--require-approval is refused: a pending release exists only for a model the '
+          'pipeline\'s gates blessed, and a --model file has met none. Run the pipeline with '
+          '--require-approval (OTAPusher(require_approval=True) records the blessings), or '
+          'publish this file live without --require-approval. Nothing was written.')
     from components.common import tflite  # pylint: disable=g-import-not-at-top
     with open(args.model, 'rb') as f:
       model = f.read()
@@ -382,7 +390,7 @@ def _refresh(repo: repository.OTARepository, window, online_only: bool) -> None:
 
 
 # Custom info that says why a release was shipped, shown by `status`.
-_EVIDENCE = ('tfma_metrics', 'benchmark', 'regression_gate', 'source_model_uri',
+_EVIDENCE = ('tfma_metrics', 'benchmark', 'regression_gate', 'gated_by', 'source_model_uri',
              'promoted_from', 'rolled_back_from')
 
 

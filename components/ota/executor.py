@@ -56,7 +56,7 @@ class Executor(pusher_executor.Executor):
         rollout_percent=exec_properties.get(spec_keys.OTA_ROLLOUT_PERCENT_KEY) or
         repository.FULL_ROLLOUT,
         require_approval=bool(exec_properties.get(spec_keys.OTA_REQUIRE_APPROVAL_KEY)),
-        by=self.NAME, golden=golden_bytes)
+        by=self.NAME, golden=golden_bytes, gated_by=metadata.get('gated_by'))
     created = (release.version, release.channel) not in before
     reason = refusal = ''
     if release.state == repository.PENDING:

@@ -129,7 +129,7 @@ rollout_percent_of = releases_lib.rollout_percent_of
 # Fields of a release's custom info that publish() and the state changes own: info passed to
 # publish() cannot set them, and a rollback does not copy them.
 _RELEASE_FIELDS = ('name', 'version', 'channel', 'patches', 'state', 'rollout_percent',
-                   'approval', 'audit', 'promoted_from')
+                   'approval', 'audit', 'promoted_from', 'gated_by')
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 # How many versions per name and channel targets metadata lists, unless keep_versions= says.
 DEFAULT_KEEP_VERSIONS = 10
@@ -786,7 +786,8 @@ class OTARepository:
   def publish(self, name: str, model: bytes, channel: str = DEFAULT_CHANNEL,
               info: Optional[Mapping[str, Any]] = None, rollout_percent: int = FULL_ROLLOUT,
               require_approval: bool = False, by: Optional[str] = None,
-              golden: Optional[bytes] = None) -> Release:
+              golden: Optional[bytes] = None,
+              gated_by: Optional[Mapping[str, Any]] = None) -> Release:
     """Publishes model bytes as the next version of `name` on `channel`.
 
     `info` goes into the target's custom info (floats as strings, see canonical_info), next to
@@ -802,14 +803,19 @@ class OTARepository:
       channel: release channel.
       info: custom info to sign with the release (metrics, tensors, ...).
       rollout_percent: the percentage (1-100) of the channel's devices that install it.
-      require_approval: publish it pending: no device installs it until approve().
+      require_approval: publish it pending: no device installs it until approve(). Needs
+        `gated_by`: a release proposed for approval must be one a gate blessed.
       by: who publishes, for the audit record.
       golden: the model's golden record (tfx_edge_device.health.record_bytes), published as a
         second target `<model path>.golden.json` in the same commit and named by the custom
         info's `golden` ({path, sha256, length}): the device's health check runs it.
+      gated_by: the gates that blessed this model (OTAPusher records its blessings' URIs and
+        verdicts), signed into the custom info as `gated_by`; required with
+        `require_approval`, so that an approver only ever sees blessed models.
 
     Raises:
-      ConfigError: a bad name, channel, percent, `by` or golden (nothing is written).
+      ConfigError: a bad name, channel, percent, `by` or golden, or `require_approval` without
+        `gated_by` (nothing is written).
       PublishConflictError: other publishers took the next version MAX_ATTEMPTS times.
     """
     validation.model_name(name)
@@ -818,6 +824,16 @@ class OTARepository:
     if not isinstance(require_approval, bool):
       raise ConfigError(f'require_approval={require_approval!r} is not accepted; it must be True '
                         'or False.')
+    if gated_by is not None and (not isinstance(gated_by, Mapping) or not gated_by):
+      raise ConfigError(f'gated_by={gated_by!r:.80} is not accepted; give a non-empty mapping of '
+                        'the gates that blessed the model (their blessings and verdicts), or None.')
+    if require_approval and gated_by is None:
+      # Approval is the last of the gates, not a replacement for them: an approver must never be
+      # offered a model that failed, or never met, the accuracy and regression gates.
+      raise ConfigError(f'{name!r} cannot be published pending approval without the record of the '
+                        'gates that blessed it (gated_by): a pending release exists only for a '
+                        'blessed model. OTAPusher(require_approval=True) (the pipeline\'s '
+                        '--require-approval) publishes one; nothing was written.')
     by = _who('by', by, required=False)
     if golden is not None and (not isinstance(golden, bytes) or not golden):
       raise ConfigError(f'golden={golden!r:.60} is not accepted; give the golden record\'s bytes '
@@ -855,7 +871,8 @@ class OTARepository:
         new_targets[golden_path] = TargetFile.from_data(golden_path, golden, ['sha256'])
         golden_ref = {'golden': {'path': golden_path, 'length': len(golden),
                                  'sha256': hashlib.sha256(golden).hexdigest()}}
-      custom = dict(info, **golden_ref, name=name, version=version, channel=channel,
+      gate_ref = {'gated_by': canonical_info(gated_by)} if gated_by else {}
+      custom = dict(info, **golden_ref, **gate_ref, name=name, version=version, channel=channel,
                     patches=patches, state=PENDING if require_approval else LIVE,
                     rollout_percent=rollout_percent,
                     audit=[_event('publish', by, channel=channel, percent=rollout_percent)])
@@ -880,7 +897,8 @@ class OTARepository:
     model = self.read_target(old)
     info = {k: v for k, v in old.custom.items() if k not in _RELEASE_FIELDS}
     info['rolled_back_from'] = to_version
-    return self.publish(name, model, channel or old.channel, info, by=by)
+    return self.publish(name, model, channel or old.channel, info, by=by,
+                        gated_by=old.custom.get('gated_by'))
 
   # --- release state -----------------------------------------------------------------------
 

@@ -102,6 +102,10 @@ class Executor(base_executor.BaseExecutor):
       metadata['regression_gate'] = {
           'blessed': 1,
           'reason': regression[0].get_string_custom_property(spec_keys.PROP_REASON)}
+    # Which blessings let this model through: an OTA release pending approval needs them.
+    metadata['gated_by'] = {'model_blessing': blessing.uri, **(
+        {'regression_blessing': regression[0].uri, 'regression_status': regression[0]
+         .get_string_custom_property(spec_keys.PROP_REGRESSION_STATUS)} if regression else {})}
     result = self.publish(name, tflite_model, metadata, exec_properties)
     for key, value in result.properties.items():
       if isinstance(value, int):

@@ -1,7 +1,8 @@
 """RegressionGate component: never ship a model worse than the one devices run now."""
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from google.protobuf import json_format
+import tensorflow_model_analysis as tfma
 from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
@@ -9,6 +10,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
+from components import artifact_types
 from components import spec_keys
 from components.common import device_extractors
 from components.common import releases
@@ -36,6 +38,9 @@ class RegressionGateSpec(types.ComponentSpec):
       spec_keys.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
       spec_keys.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
       spec_keys.SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema),
+      # VariantSelector's output: the selection report is written again with the released row.
+      spec_keys.SELECTION_KEY: ChannelParameter(type=artifact_types.VariantSelection,
+                                                optional=True),
   }
   OUTPUTS = {
       spec_keys.RELEASED_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -50,16 +55,16 @@ class RegressionGate(base_component.BaseComponent):
   Fetches the release of `model_name` devices run now on `channel` from the OTA repository
   through TUF, verified as a device verifies it (signatures, expiry, hashes), and evaluates the
   candidate against it with TFMA on the gate's eval examples: overall and per slice (one slice
-  per label class by default, plus `slicing_features`). The candidate must also carry the float32
-  gate's blessing (`model_blessing`); one that lacks it is not evaluated.
+  per label class by default, plus `slicing_features` and `slicing_specs`). The candidate must
+  also carry the float32 gate's blessing (`model_blessing`); one that lacks it is not evaluated.
 
   Outputs: `released_model` (the released TFLite model as a Model artifact, custom property
   `tfx_edge_released_version`, 'none' before the first release), `evaluation` (TFMA's output)
   and `blessing`, with custom properties `blessed`, `tfx_edge_regression_status` (first_release,
-  passed, regressed, signature_mismatch or not_evaluated) and `tfx_edge_reason`, which names the
-  metric, the slice and both values when the candidate regressed. The first release of a name
-  is blessed with the reason recorded; a released model with other inputs or outputs fails the
-  gate with both signatures named.
+  passed, regressed, signature_mismatch, not_evaluated or not_measured) and `tfx_edge_reason`,
+  which names the metric, the slice and both values when the candidate regressed. The first
+  release of a name is blessed with the reason recorded; a released model with other inputs or
+  outputs fails the gate with both signatures named.
   """
 
   SPEC_CLASS = RegressionGateSpec
@@ -80,7 +85,9 @@ class RegressionGate(base_component.BaseComponent):
                max_slice_regression: float = regression.DEFAULT_MAX_SLICE_REGRESSION,
                slicing_features: Sequence[str] = (),
                eval_split: str = 'eval',
-               slice_noise_z: float = regression.SLICE_Z):
+               slice_noise_z: float = regression.SLICE_Z,
+               slicing_specs: Sequence[Union[str, Mapping[str, Any], tfma.SlicingSpec]] = (),
+               selection: Optional[types.BaseChannel] = None):
     """Builds the component; bad values raise ConfigError here, when the pipeline is built.
 
     Args:
@@ -100,6 +107,14 @@ class RegressionGate(base_component.BaseComponent):
         relative error increase for `regression`); default 0.0: none.
       max_slice_regression: the same for each slice; default 0.02.
       slicing_features: features whose values are slices, besides the label classes.
+      slicing_specs: more slices, each a TFMA SlicingSpec or its JSON form (a dict): feature
+        crosses ({"feature_keys": ["country", "device"]}), one value ({"feature_values":
+        {"country": "fr"}}) or a query ({"slice_keys_sql": ...}); a plain string is a feature
+        name. The features must be in the examples (checked against the schema before TFMA
+        runs), and a one-value slice without examples fails the gate: it cannot be measured.
+      selection: VariantSelector's `selection`; when given, the selection report is written
+        again with the released model's row beside the candidates
+        (`<evaluation>/selection/index.html`).
       eval_split: the split of `examples` to evaluate.
       slice_noise_z: a slice whose drop exceeds max_slice_regression still passes when the
         excess is within this many standard errors of sampling noise (default 1.645, one-sided
@@ -111,12 +126,14 @@ class RegressionGate(base_component.BaseComponent):
     validation.non_empty_str('eval_split', eval_split, 'a split of the examples')
     slice_noise_z = regression.validate_slice_noise_z(slice_noise_z)
     eval_config = regression.regression_config(label_key, task, max_regression,
-                                               max_slice_regression, slicing_features)
+                                               max_slice_regression, slicing_features,
+                                               slicing_specs=slicing_specs)
     spec = RegressionGateSpec(
         model=model,
         model_blessing=model_blessing,
         examples=examples,
         schema=schema,
+        selection=selection,
         repository=repository_dir,
         trusted_root=trusted_root,
         model_name=model_name,

@@ -13,6 +13,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import logging
+from google.protobuf import json_format
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx import types
@@ -27,9 +28,11 @@ from components.common import evaluation
 from components.common import model_io
 from components.common import tasks
 from components.common import tflite
+from components.errors import ConfigError
 from components.regression_gate import regression
 from components.regression_gate import released as released_lib
 from components.regression_gate import report
+from components.selector import executor as selector_executor
 
 # What the blessing's PROP_REGRESSION_STATUS says.
 FIRST_RELEASE = 'first_release'  # Nothing released on the channel yet: the gate is skipped.
@@ -37,6 +40,7 @@ PASSED = 'passed'
 REGRESSED = 'regressed'
 SIGNATURE_MISMATCH = 'signature_mismatch'
 NOT_EVALUATED = 'not_evaluated'  # The candidate was not blessed by the float32 gate.
+NOT_MEASURED = 'not_measured'  # A slice the user asked for has no examples: refused.
 
 
 def _bless(blessing: types.Artifact, model: types.Artifact, blessed: bool, status: str,
@@ -70,6 +74,10 @@ class Executor(evaluator_executor.Executor):
     _bless(blessing, model, verdict.blessed, verdict.status, verdict.reason)
     report.write(evaluation_uri, verdict.title, verdict.blessed, verdict.reason, verdict.metric,
                  verdict.results)
+    selections = input_dict.get(spec_keys.SELECTION_KEY) or []
+    if selections:
+      released = artifact_utils.get_single_instance(output_dict[spec_keys.RELEASED_MODEL_KEY])
+      _write_selection_report(selections[0], released, verdict, evaluation_uri)
 
   def _judge(self, model: types.Artifact, input_dict: Dict[str, List[types.Artifact]],
              output_dict: Dict[str, List[types.Artifact]],
@@ -83,6 +91,10 @@ class Executor(evaluator_executor.Executor):
     channel = exec_properties[spec_keys.OTA_CHANNEL_KEY]
     location = exec_properties[spec_keys.OTA_REPOSITORY_KEY]
     title = f'{name} on channel {channel!r}'
+    eval_config = json_format.Parse(exec_properties[spec_keys.EVAL_CONFIG_KEY], tfma.EvalConfig())
+    # A slice on a feature the examples lack would be silently empty: a gate that measures
+    # nothing there. Before the release is even fetched.
+    _check_slice_features(eval_config, input_dict[spec_keys.SCHEMA_KEY], name)
 
     refusal = evaluation.blessing_refusal(model, float_blessing)
     if refusal:
@@ -140,6 +152,14 @@ class Executor(evaluator_executor.Executor):
         higher_is_better=metric not in tasks.LOWER_IS_BETTER,
         # .get: pipelines compiled before the parameter existed keep the default.
         z=exec_properties.get(spec_keys.SLICE_NOISE_Z_KEY, regression.SLICE_Z))
+    measured = {r.slice for r in results}
+    unmeasured = [one for one in map(regression.single_slice, eval_config.slicing_specs)
+                  if one is not None and one not in measured]
+    if unmeasured:
+      return _Verdict(False, NOT_MEASURED, (
+          f'the slice(s) {"; ".join(unmeasured)} asked for in slicing_specs have no example in '
+          f'split {exec_properties[spec_keys.EVAL_SPLIT_KEY]!r}, so the gate cannot tell whether '
+          'the candidate regressed there'), title, metric, results)
     failed = [r.line(metric) for r in results if r.verdict == regression.REGRESSED]
     noise = [r.line(metric) for r in results if r.verdict == regression.NOISE]
     if not failed and not noise and not tfma.load_validation_result(evaluation_uri).validation_ok:
@@ -157,6 +177,39 @@ class Executor(evaluator_executor.Executor):
         f'{values.get(evaluation.BASELINE, float("nan")):.4f} of {name} version '
         f'{released.version} on {channel!r}, and on every slice{within_noise}.'), title, metric,
                     results)
+
+
+def _write_selection_report(selection: types.Artifact, released: types.Artifact,
+                            verdict: '_Verdict', evaluation_uri: str) -> None:
+  """VariantSelector's report again, with the released model's row beside the candidates."""
+  version = released.get_string_custom_property(spec_keys.PROP_RELEASED_VERSION)
+  row = None
+  if version not in ('', 'none'):
+    overall = [r for r in verdict.results if r.slice == evaluation.OVERALL]
+    row = selector_executor.Released(
+        label=f'released v{version}',
+        accuracy=overall[0].released if overall else None,
+        size_bytes=released.get_int_custom_property(spec_keys.PROP_SIZE_BYTES),
+        gzip_bytes=released.get_int_custom_property(spec_keys.PROP_GZIP_SIZE_BYTES),
+        note=f'regression gate: {verdict.status}: {verdict.reason}')
+  selector_executor.rewrite_report(
+      selection, os.path.join(evaluation_uri, spec_keys.SELECTION_REPORT_DIR), row,
+      released_note=f'No released model row: {verdict.reason}')
+
+
+def _check_slice_features(eval_config: tfma.EvalConfig, schemas: List[types.Artifact],
+                          name: str) -> None:
+  """ConfigError when a slicing spec names a feature the gate's examples do not have."""
+  schema = io_utils.SchemaReader().read(os.path.join(
+      artifact_utils.get_single_uri(schemas), spec_keys.SCHEMA_FILE_NAME))
+  known = {f.name for f in schema.feature}
+  for spec in eval_config.slicing_specs:
+    unknown = [f for f in regression.spec_features(spec) if f not in known]
+    if unknown:
+      raise ConfigError(
+          f'RegressionGate ({name}): the slice {json_format.MessageToDict(spec)} names '
+          f'{unknown}, which the eval examples do not have, so the gate could not measure it. '
+          f'Features they have: {sorted(known)}.')
 
 
 @dataclasses.dataclass(frozen=True)

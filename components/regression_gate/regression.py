@@ -12,6 +12,7 @@ import math
 import numbers
 from typing import Any, List, Mapping, Optional, Sequence
 
+from google.protobuf import json_format
 import tensorflow_model_analysis as tfma
 
 from components.common import evaluation
@@ -41,11 +42,72 @@ def check_slicing_features(slicing_features: Sequence[str]) -> List[str]:
   return list(slicing_features)
 
 
+_SPEC_FORMS = ('a feature name ("country": a slice per value), a TFMA SlicingSpec, or its JSON '
+               'form: {"feature_keys": ["country", "device"]} (a slice per pair of values), '
+               '{"feature_values": {"country": "fr"}} (one slice), both, or {"slice_keys_sql": '
+               '"..."}')
+
+
+def check_slicing_specs(slicing_specs: Sequence[Any]) -> List[tfma.SlicingSpec]:
+  """TFMA SlicingSpecs from what a user gives, or ConfigError naming what is accepted.
+
+  Args:
+    slicing_specs: a list whose items are each one of _SPEC_FORMS. Numbers in feature_values
+      are taken as their text, as TFMA compares them.
+  """
+  if isinstance(slicing_specs, (str, bytes, Mapping, tfma.SlicingSpec)) or not isinstance(
+      slicing_specs, (list, tuple)):
+    raise ConfigError(f'slicing_specs={slicing_specs!r:.200} is not accepted: give a list whose '
+                      f'items are each {_SPEC_FORMS}.')
+  out = []
+  for i, item in enumerate(slicing_specs):
+    where = f'slicing_specs[{i}]={item!r:.200}'
+    if isinstance(item, str) and item:
+      spec = tfma.SlicingSpec(feature_keys=[item])
+    elif isinstance(item, tfma.SlicingSpec):
+      spec = tfma.SlicingSpec()
+      spec.CopyFrom(item)
+    elif isinstance(item, Mapping):
+      item = dict(item)
+      if isinstance(item.get('feature_values'), Mapping):
+        item['feature_values'] = {
+            k: str(v) if isinstance(v, numbers.Number) and not isinstance(v, bool) else v
+            for k, v in item['feature_values'].items()}
+      try:
+        spec = json_format.ParseDict(item, tfma.SlicingSpec())
+      except json_format.ParseError as e:
+        raise ConfigError(f'{where} is not a TFMA SlicingSpec ({e}); give {_SPEC_FORMS}.'
+                          ) from None
+    else:
+      raise ConfigError(f'{where} is not accepted; give {_SPEC_FORMS}.')
+    if spec == tfma.SlicingSpec():
+      raise ConfigError(f'{where} names no feature: the overall slice is always evaluated; give '
+                        f'{_SPEC_FORMS}.')
+    if any(not k for k in spec.feature_keys) or any(not k for k in spec.feature_values):
+      raise ConfigError(f'{where} has an empty feature name; give {_SPEC_FORMS}.')
+    out.append(spec)
+  return out
+
+
+def spec_features(spec: tfma.SlicingSpec) -> List[str]:
+  """The features a SlicingSpec slices by (none for a SQL spec: its query names them)."""
+  return sorted({*spec.feature_keys, *spec.feature_values})
+
+
+def single_slice(spec: tfma.SlicingSpec) -> Optional[str]:
+  """The one slice a spec of feature values only selects, as evaluation.slice_text names it;
+  None for a spec that makes a slice per value."""
+  if spec.feature_keys or spec.slice_keys_sql or not spec.feature_values:
+    return None
+  return ', '.join(f'{k}={v}' for k, v in sorted(spec.feature_values.items()))
+
+
 def regression_config(label_key: str, task: str = tasks.MULTICLASS,
                       max_regression: float = DEFAULT_MAX_REGRESSION,
                       max_slice_regression: float = DEFAULT_MAX_SLICE_REGRESSION,
                       slicing_features: Sequence[str] = (),
-                      class_slices: Optional[bool] = None) -> tfma.EvalConfig:
+                      class_slices: Optional[bool] = None,
+                      slicing_specs: Sequence[Any] = ()) -> tfma.EvalConfig:
   """The EvalConfig that gates a candidate TFLite model against the released TFLite model.
 
   The metric is the task's gate metric (components.common.tasks.GATE_METRIC). The candidate
@@ -62,6 +124,8 @@ def regression_config(label_key: str, task: str = tasks.MULTICLASS,
     max_slice_regression: per-slice threshold, in [0, 1).
     slicing_features: features to slice by, each value of each one a slice.
     class_slices: a slice per label class; default: for the tasks with one class label.
+    slicing_specs: more slices, each a feature name, a tfma.SlicingSpec or its JSON form
+      (check_slicing_specs): feature crosses, one value, a SQL query.
 
   Returns:
     An EvalConfig whose models are evaluation.CANDIDATE and evaluation.BASELINE (the released
@@ -81,8 +145,11 @@ def regression_config(label_key: str, task: str = tasks.MULTICLASS,
   if class_slices and task not in _CLASS_TASKS:
     raise ConfigError(f'class_slices=True needs a class label; task={task!r} has none. '
                       f'Tasks with one: {", ".join(_CLASS_TASKS)}.')
-  slices = ([tfma.SlicingSpec(feature_keys=[label_key])] if class_slices else []) + [
-      tfma.SlicingSpec(feature_keys=[f]) for f in features if f != label_key or not class_slices]
+  slices = ([tfma.SlicingSpec(feature_keys=[label_key])] if class_slices else [])
+  for spec in [tfma.SlicingSpec(feature_keys=[f]) for f in features] + check_slicing_specs(
+      slicing_specs):
+    if spec not in slices:  # The class slices may be asked for again.
+      slices.append(spec)
 
   def threshold(fraction):
     if task == tasks.REGRESSION:

@@ -1,8 +1,9 @@
 """VariantSelector executor: Pareto front, the winner, its model and blessing, the report."""
+import dataclasses
 import json
 import os
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from absl import logging
 import tensorflow as tf
@@ -83,6 +84,47 @@ def summary_of(variant: str, entry: Dict[str, Any]) -> Dict[str, Any]:
   }
 
 
+def selection_doc(prefer: str, candidates: List[selection_lib.Candidate],
+                  result: selection_lib.Selection, model_uris: Dict[str, str]) -> Dict[str, Any]:
+  """selection.json's content (selection_lib.from_doc reads it back)."""
+  return {
+      'prefer': prefer,
+      'winner': result.winner,
+      'pareto_front': list(result.front),
+      'reasons': result.reasons,
+      'candidates': [dict(vars(c), eligible=c.eligible, model_uri=model_uris[c.name],
+                          p50_ms=None if c.failed else c.p50_ms)
+                     for c in candidates],
+      'failed': {c.name: c.failed for c in candidates if c.failed},
+  }
+
+
+# The released model's row, which the RegressionGate adds to the report (rewrite_report).
+Released = report.Released
+
+
+def rewrite_report(selection: types.Artifact, output_uri: str, released: Optional[Released],
+                   released_note: str = '') -> None:
+  """Writes a selection's report and selection.json again, into output_uri, with a row of the
+  model devices run now beside the candidates (the RegressionGate measured it after selection).
+
+  Args:
+    selection: VariantSelector's `selection` output.
+    output_uri: where to write index.html, the PNGs and selection.json (with `released`).
+    released: the released model's row; None when there is none (first release).
+    released_note: why there is no row, shown instead.
+  """
+  doc = json.loads(io_utils.read_string_file(
+      os.path.join(selection.uri, spec_keys.SELECTION_JSON_FILE_NAME)))
+  candidates, result = selection_lib.from_doc(doc)
+  with tempfile.TemporaryDirectory() as tmp:
+    report.write(tmp, candidates, result, doc, released, released_note)
+    with open(os.path.join(tmp, spec_keys.SELECTION_JSON_FILE_NAME), 'w') as f:
+      json.dump(dict(doc, released=dataclasses.asdict(released) if released else None), f,
+                indent=2, sort_keys=True)
+    io_utils.copy_dir(tmp, output_uri)
+
+
 class Executor(base_executor.BaseExecutor):
   """Chooses the variant to ship; only that model leaves on the `model` output."""
 
@@ -109,16 +151,7 @@ class Executor(base_executor.BaseExecutor):
     out_model = artifact_utils.get_single_instance(output_dict[spec_keys.SELECTED_MODEL_KEY])
     blessing = artifact_utils.get_single_instance(output_dict[spec_keys.SELECTED_BLESSING_KEY])
     selection = artifact_utils.get_single_instance(output_dict[spec_keys.SELECTION_KEY])
-    doc = {
-        'prefer': prefer,
-        'winner': result.winner,
-        'pareto_front': list(result.front),
-        'reasons': result.reasons,
-        'candidates': [dict(vars(c), eligible=c.eligible, model_uri=models[c.name].uri,
-                            p50_ms=None if c.failed else c.p50_ms)
-                       for c in candidates],
-        'failed': {c.name: c.failed for c in candidates if c.failed},
-    }
+    doc = selection_doc(prefer, candidates, result, {k: m.uri for k, m in models.items()})
     with tempfile.TemporaryDirectory() as tmp:
       with open(os.path.join(tmp, spec_keys.SELECTION_JSON_FILE_NAME), 'w') as f:
         json.dump(doc, f, indent=2, sort_keys=True)

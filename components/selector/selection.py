@@ -1,6 +1,6 @@
 """Pareto front and the choice of the variant to ship; plain logic, no TFX."""
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from components.errors import ConfigError
 
@@ -156,3 +156,13 @@ def select(candidates: Sequence[Candidate], prefer: str = PREFER_SIZE) -> Select
     reasons[c.name] = '; '.join(lost)
   return Selection(winner=winner.name if winner else None,
                    front=tuple(c.name for c in front), reasons=reasons)
+
+
+def from_doc(doc: Dict[str, Any]) -> Tuple[List[Candidate], Selection]:
+  """The candidates and the selection back from the selection.json VariantSelector writes."""
+  names = [f.name for f in dataclasses.fields(Candidate)]
+  candidates = [Candidate(**dict({k: c[k] for k in names if k in c},
+                                 p50_ms=float('nan') if c.get('p50_ms') is None else c['p50_ms']))
+                for c in doc['candidates']]
+  return candidates, Selection(winner=doc['winner'], front=tuple(doc['pareto_front']),
+                               reasons=dict(doc['reasons']))

@@ -21,6 +21,10 @@ from components.ota import repository
 from tests.conftest import REPO_ROOT
 
 DEVICE = os.path.join(REPO_ROOT, 'device')  # The device distribution's source.
+# What OTAPusher records as the blessings of a model it publishes pending approval.
+GATED = {'model_blessing': '/pipeline/VariantSelector/blessing/7',
+         'regression_blessing': '/pipeline/RegressionGate/blessing/8',
+         'regression_status': 'passed'}
 
 
 def days_ago(repo, days, keys_dir=None, **kwargs):

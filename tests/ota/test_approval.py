@@ -5,6 +5,7 @@ import pytest
 
 from components import errors
 from components.ota import cli
+from tests.ota.support import GATED
 from tests.ota.support import fetch
 from tests.ota.support import files
 from tests.ota.support import installed
@@ -15,8 +16,8 @@ from tests.ota.support import verified_targets
 def test_a_pending_release_is_invisible_until_approved(repo, server, tmp_path):
   device = tmp_path / 'device'
   repo.publish('digits', b'model-one')
-  pending = repo.publish('digits', b'model-two', require_approval=True, rollout_percent=100,
-                         by='ci', info={'tfma_metrics': {'accuracy': 0.97}})
+  pending = repo.publish('digits', b'model-two', require_approval=True, gated_by=GATED,
+                         rollout_percent=100, by='ci', info={'tfma_metrics': {'accuracy': 0.97}})
 
   before = fetch(repo, server, device)
   status = repo.channel_status()
@@ -42,7 +43,7 @@ def test_a_pending_release_is_invisible_until_approved(repo, server, tmp_path):
 
 
 def test_a_first_release_that_is_pending_is_not_installed(repo, server, tmp_path):
-  repo.publish('digits', b'model-one', require_approval=True)
+  repo.publish('digits', b'model-one', require_approval=True, gated_by=GATED)
 
   with pytest.raises(errors.NotPublishedError, match=r"no release of 'digits' on channel "
                      r"'stable' at .* is live for device '.+' \(version 1 pending\)"):
@@ -51,10 +52,10 @@ def test_a_first_release_that_is_pending_is_not_installed(repo, server, tmp_path
 
 def test_a_rejected_release_never_ships_and_is_not_published_again(repo, server, tmp_path):
   repo.publish('digits', b'model-one')
-  repo.publish('digits', b'model-two', require_approval=True)
+  repo.publish('digits', b'model-two', require_approval=True, gated_by=GATED)
 
   rejected = repo.reject('digits', 2, by='bob', note='slice 3 regressed')
-  again = repo.publish('digits', b'model-two', require_approval=True)
+  again = repo.publish('digits', b'model-two', require_approval=True, gated_by=GATED)
   result = fetch(repo, server, tmp_path / 'device')
 
   assert rejected.state == 'rejected' and rejected.audit[-1]['note'] == 'slice 3 regressed'
@@ -89,11 +90,11 @@ def test_a_rejected_release_never_ships_and_is_not_published_again(repo, server,
 ])
 def test_refused_approvals_write_nothing_and_say_why(repo, change, error, message):
   repo.publish('digits', b'model-one')
-  repo.publish('digits', b'model-two', require_approval=True)
+  repo.publish('digits', b'model-two', require_approval=True, gated_by=GATED)
   repo.approve('digits', 2, by='alice')
-  repo.publish('digits', b'model-three', require_approval=True)
+  repo.publish('digits', b'model-three', require_approval=True, gated_by=GATED)
   repo.reject('digits', 3, by='bob')
-  repo.publish('digits', b'model-four', require_approval=True)
+  repo.publish('digits', b'model-four', require_approval=True, gated_by=GATED)
   before = files(repo)
 
   with pytest.raises(error, match=message):
@@ -113,8 +114,11 @@ def test_cli_approval_and_rollout_flow(cli_run, repo, server, tmp_path, tflite_m
   name = ['--name', 'digits']
 
   published = cli_run('publish', '--model', str(model), *name, '--by', 'ci')
-  pending = cli_run('publish', '--model', str(retrained), *name, '--require-approval',
-                    '--rollout-percent', '20', '--by', 'ci')
+  # Only the pipeline proposes a release for approval (OTAPusher, with the gates' blessings);
+  # publishing the same bytes again from the CLI shows the pending release.
+  repo.publish('digits', tflite_models['fp32'], rollout_percent=20, require_approval=True,
+               by='OTAPusher', gated_by=GATED)
+  pending = cli_run('publish', '--model', str(retrained), *name, '--by', 'ci')
   waiting = cli_run('status', '--channels', keys=False)
   approved = cli_run('approve', *name, '--version', '2', '--by', 'alice', '--note', 'TFMA ok')
   twice = cli_run('approve', *name, '--version', '2', '--by', 'alice')
@@ -156,6 +160,7 @@ def test_cli_approval_and_rollout_flow(cli_run, repo, server, tmp_path, tflite_m
   # The top-level roles, then digits' delegated targets role.
   assert [r['role'] for r in roles] == ['root', 'targets', 'snapshot', 'timestamp', 'digits']
   assert [e['action'] for e in releases[1]['audit']] == ['publish', 'approve', 'promote', 'halt']
+  assert releases[1]['evidence']['gated_by'] == GATED
   assert channels == [{'name': 'digits', 'channel': 'stable', 'released_version': 1,
                        'rollout_percent': 100, 'approval': None, 'previous_version': None,
                        'halted': [2], 'pending': [], 'rejected': []}]
@@ -207,3 +212,30 @@ def test_cli_usage_errors_of_the_new_commands_exit_2(cli_run, args, message, cap
 
   assert raised.value.code == 2
   assert message in capsys.readouterr().err
+
+
+def test_only_a_gated_model_can_be_proposed_for_approval(cli_run, repo, tmp_path, tflite_models):
+  model = tmp_path / 'model.tflite'
+  model.write_bytes(tflite_models['int8'])
+  repo.publish('digits', b'model-one')
+  before = files(repo)
+
+  code, out, err = cli_run('publish', '--model', str(model), '--name', 'digits',
+                           '--require-approval')
+  with pytest.raises(errors.ConfigError) as unproven:
+    repo.publish('digits', tflite_models['int8'], require_approval=True)
+  with pytest.raises(errors.ConfigError) as empty:
+    repo.publish('digits', tflite_models['int8'], require_approval=True, gated_by={})
+
+  assert (code, out) == (2, '')
+  assert err.startswith('error: --require-approval is refused: a pending release exists only '
+                        'for a model the pipeline\'s gates blessed')
+  assert 'a pending release exists only for a blessed model' in str(unproven.value)
+  assert 'give a non-empty mapping of the gates that blessed the model' in str(empty.value)
+  assert files(repo) == before
+  # A rollback republishes an earlier version's bytes with the gates that blessed them.
+  repo.publish('digits', b'model-two', require_approval=True, gated_by=GATED)
+  repo.approve('digits', 2, by='alice')
+  repo.publish('digits', b'model-three')
+  rolled = repo.rollback('digits', 2)
+  assert (rolled.version, rolled.state, rolled.custom['gated_by']) == (4, 'live', GATED)

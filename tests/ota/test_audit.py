@@ -6,6 +6,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components import spec_keys
 from components.errors import ConfigError
 from components.ota import audit
+from tests.ota.support import GATED
 
 
 def _store_with_pushes(path, releases):
@@ -32,7 +33,8 @@ def _touch(path):
 
 
 def test_an_approval_is_written_onto_the_pushed_artifact_of_that_release_only(repo, tmp_path):
-  release = repo.publish('digits', b'model-v1', info={'mode': 'int8'}, require_approval=True)
+  release = repo.publish('digits', b'model-v1', info={'mode': 'int8'},
+                         require_approval=True, gated_by=GATED)
   approved = repo.approve('digits', release.version, by='alice', note='TFMA 0.97, p50 0.8 ms')
   config, store = _store_with_pushes(tmp_path / 'metadata.sqlite',
                                      [(release.path, release.version), (release.path, 99)])
@@ -63,8 +65,10 @@ def test_a_bad_store_is_refused_before_anything_is_read(kwargs, message):
 
 
 def test_the_cli_records_approve_and_reject_in_ml_metadata(repo, cli_run, tmp_path):
-  first = repo.publish('digits', b'model-v1', info={'mode': 'int8'}, require_approval=True)
-  second = repo.publish('digits', b'model-v2', info={'mode': 'int8'}, require_approval=True)
+  first = repo.publish('digits', b'model-v1', info={'mode': 'int8'},
+                       require_approval=True, gated_by=GATED)
+  second = repo.publish('digits', b'model-v2', info={'mode': 'int8'},
+                        require_approval=True, gated_by=GATED)
   sqlite = tmp_path / 'metadata.sqlite'
   _, store = _store_with_pushes(sqlite, [(first.path, first.version),
                                          (second.path, second.version)])
@@ -86,7 +90,8 @@ def test_the_cli_records_approve_and_reject_in_ml_metadata(repo, cli_run, tmp_pa
 
 
 def test_the_cli_checks_the_store_before_it_signs_a_decision(repo, cli_run, tmp_path):
-  release = repo.publish('digits', b'model-v1', info={'mode': 'int8'}, require_approval=True)
+  release = repo.publish('digits', b'model-v1', info={'mode': 'int8'},
+                         require_approval=True, gated_by=GATED)
   metadata = tmp_path / 'repo' / 'metadata'
   before = {p.name: p.read_bytes() for p in metadata.iterdir()}
 

@@ -175,6 +175,8 @@ def test_ota_pusher_with_approval_publishes_a_pending_release_at_its_rollout(rep
   [release] = repo.releases('digits')
   assert (release.state, release.rollout_percent) == ('pending', 20)
   assert release.audit[0]['by'] == 'OTAPusher'
+  # The blessing that let it through is signed with it, for the approver and the audit.
+  assert release.custom['gated_by'] == {'model_blessing': str(tmp_path / 'blessing')}
   assert pushed.get_int_custom_property('pushed') == 1
   assert pushed.get_string_custom_property(spec_keys.PROP_RELEASE_STATE) == 'pending'
   assert pushed.get_int_custom_property(spec_keys.PROP_ROLLOUT_PERCENT) == 20
@@ -237,6 +239,9 @@ def test_ota_pusher_keeps_the_regression_gates_reason_with_the_release(repo, tmp
 
   assert pushed.get_int_custom_property('pushed') == 1
   assert repo.releases('digits')[0].custom['regression_gate'] == {'blessed': 1, 'reason': reason}
+  assert repo.releases('digits')[0].custom['gated_by'] == {
+      'model_blessing': str(tmp_path / 'blessing'),
+      'regression_blessing': str(tmp_path / 'regression_blessing'), 'regression_status': ''}
 
 
 def test_ota_pusher_does_not_publish_again_a_model_that_was_halted(repo, tmp_path, tflite_models):

@@ -15,6 +15,7 @@ from components import errors
 from components.ota import repository
 from components.ota import signing_keys
 from tests.conftest import REPO_ROOT
+from tests.ota.support import GATED
 from tests.ota.support import days_ago
 from tests.ota.support import fetch as _fetch
 from tests.ota.support import installed as _installed
@@ -365,7 +366,7 @@ def test_a_killed_push_leaves_a_consistent_release_and_a_rerun_completes(repo, s
                                                                          operation, stage):
   repo.publish('digits', b'model-one')
   if operation == 'approve':
-    repo.publish('digits', b'model-two', require_approval=True)
+    repo.publish('digits', b'model-two', require_approval=True, gated_by=GATED)
   _kill_at(repo, stage, operation)
 
   during = _fetch(repo, server, tmp_path / 'device')

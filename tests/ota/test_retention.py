@@ -10,6 +10,7 @@ from components.ota import storage as storage_lib
 from tests.ota.support import fetch
 from tests.ota.support import installed
 from tests.ota.support import serve_storage
+from tests.ota.support import GATED
 
 
 def _repo(repo, **kwargs):
@@ -57,8 +58,8 @@ def test_versions_in_use_stay_listed_beyond_k(repo):
   ota.publish('digits', b'model-1')  # At 100%: where devices outside the rollouts stay.
   for i in range(2, 6):
     ota.publish('digits', f'model-{i}'.encode(), rollout_percent=10)
-  ota.publish('digits', b'model-6', require_approval=True)
-  ota.publish('digits', b'model-7', require_approval=True)
+  ota.publish('digits', b'model-6', require_approval=True, gated_by=GATED)
+  ota.publish('digits', b'model-7', require_approval=True, gated_by=GATED)
   ota.publish('digits', b'canary-8', channel='canary')  # Its own channel, its own K.
   ota.publish('digits', b'canary-9', channel='canary')
   ota.publish('digits', b'canary-10', channel='canary')
@@ -181,7 +182,7 @@ def test_a_bad_min_age_is_refused_and_nothing_is_deleted(repo, min_age):
 def test_gc_and_keep_versions_on_the_command_line(repo, cli_run):
   ota = _repo(repo, keep_versions=None)
   for i in range(1, 5):
-    ota.publish('digits', f'model-{i}'.encode(), require_approval=True)
+    ota.publish('digits', f'model-{i}'.encode(), require_approval=True, gated_by=GATED)
   # An approval with --keep-versions 1 signs metadata that keeps only what is in use.
   code, out, err = cli_run('approve', '--name', 'digits', '--version', '4', '--by', 'alice',
                            '--keep-versions', '1')

@@ -10,6 +10,7 @@ import pytest
 from components import errors
 from components.ota import client
 from components.ota import repository
+from tests.ota.support import GATED
 from tests.ota.support import fetch
 from tests.ota.support import files
 from tests.ota.support import installed
@@ -212,7 +213,7 @@ def test_a_bad_rollout_percent_writes_nothing(repo, percent):
 def test_refused_rollout_changes_write_nothing_and_say_why(repo, change, error, message):
   repo.publish('digits', b'model-one')
   repo.publish('digits', b'model-two', channel='canary', rollout_percent=10)
-  repo.publish('digits', b'model-three', require_approval=True)
+  repo.publish('digits', b'model-three', require_approval=True, gated_by=GATED)
   before = files(repo)
 
   with pytest.raises(error, match=message):

@@ -98,7 +98,9 @@ def test_the_runners_flags_reach_the_optimizers_and_the_pusher(runner, tmp_path)
 @pytest.mark.parametrize('runner', [run_local, run_kubeflow])
 def test_the_release_flags_reach_the_regression_gate_and_the_pusher(runner, tmp_path):
   argv = ['--require-approval', '--rollout-percent', '10', '--max-regression', '0.005',
-          '--max-slice-regression', '0.03', '--slice-noise-z', '0']
+          '--max-slice-regression', '0.03', '--slice-noise-z', '0', '--slice-by', 'source',
+          '--slice-spec', '{"feature_keys": ["source", "device"]}',
+          '--slice-spec', '{"feature_values": {"device": "pixel"}}']
   if runner is run_kubeflow:
     argv += ['--output', str(tmp_path / 'p.yaml')]
   components = _by_id(_build(tmp_path, **pipeline_lib.release_kwargs(runner.parse_args(argv))))
@@ -113,11 +115,31 @@ def test_the_release_flags_reach_the_regression_gate_and_the_pusher(runner, tmp_
           gate[spec_keys.SLICE_NOISE_Z_KEY]) == (0.005, 0.03, 0.0)
   assert default[pipeline_lib.REGRESSION_GATE].exec_properties[spec_keys.SLICE_NOISE_Z_KEY] == (
       1.645)
+  # Slices: overall, the label classes, then --slice-by, then each --slice-spec.
+  slices = json.loads(gate[spec_keys.EVAL_CONFIG_KEY])['slicingSpecs']
+  assert slices == [{}, {'featureKeys': ['label']}, {'featureKeys': ['source']},
+                    {'featureKeys': ['source', 'device']}, {'featureValues': {'device': 'pixel'}}]
   # The pusher needs the regression gate's blessing; by default the release is live, to all.
   assert pusher[spec_keys.OTA_REQUIRE_APPROVAL_KEY] != default[pipeline_lib.PUSHER].exec_properties[
       spec_keys.OTA_REQUIRE_APPROVAL_KEY]
   assert default[pipeline_lib.PUSHER].exec_properties[spec_keys.OTA_ROLLOUT_PERCENT_KEY] == 100
   assert spec_keys.REGRESSION_BLESSING_KEY in components[pipeline_lib.PUSHER].inputs
+
+
+@pytest.mark.parametrize('spec,message', [
+    ('{"feature_keys": ["a"]', 'is not JSON'),
+    ('["a"]', 'is not a JSON object'),
+])
+def test_a_slice_spec_flag_that_is_not_a_json_object_is_refused(spec, message, capsys):
+  with pytest.raises(SystemExit):
+    run_local.parse_args(['--slice-spec', spec])
+  assert message in capsys.readouterr().err
+
+
+def test_a_slice_spec_that_is_not_a_slicing_spec_fails_when_the_pipeline_is_built(tmp_path):
+  args = run_local.parse_args(['--slice-spec', '{"feature": "country"}'])
+  with pytest.raises(errors.ConfigError, match=r'slicing_specs\[0\]=.* is not a TFMA SlicingSpec'):
+    _build(tmp_path, **pipeline_lib.release_kwargs(args))
 
 
 def test_the_runners_defaults_are_the_pipelines(tmp_path):

@@ -6,6 +6,7 @@ deliberately corrupted labels (tests/pipelines/label_noise_module.py). The relea
 fetched by the RegressionGate through TUF and compared with TFMA on the true eval split.
 """
 import os
+import re
 
 import pytest
 
@@ -51,6 +52,10 @@ def test_a_worse_model_is_blocked_by_the_released_one_and_a_better_one_is_publis
   assert rows['released v1'].accuracy == pytest.approx(noisy_accuracy, abs=1e-9)
   assert rows['ptq'].accuracy > noisy_accuracy
   clean_accuracy = rows['ptq'].accuracy
+  # The selection report the run prints has the released model's row beside the candidates.
+  report = re.search(r'Variant selection report .*: (\S+index\.html)', output).group(1)
+  with open(report) as f:
+    assert f'<td class="l">released v1</td><td></td><td>{noisy_accuracy:.4f}</td>' in f.read()
 
   # 3. Corrupted labels again: its int8 passes the float32 gate, the regression gate blocks it.
   output, rows, releases, outcome = _run(out, monkeypatch, 'flip30')

@@ -3,15 +3,20 @@
 Real digits models and their int8 TFLite conversions, a real TUF repository (OTARepository), the
 real RegressionGate executor (the TFX Evaluator's machinery underneath) and TFMA.
 """
+import json
 import os
 
+from google.protobuf import json_format
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tfx.types import standard_artifacts
 from tuf.api import exceptions as tuf_exceptions
 
 from components import GateExamplesGen
 from components import RegressionGate
+from components import artifact_types
 from components import spec_keys
 from components.common import evaluation
 from components.common import tasks
@@ -22,6 +27,9 @@ from components.ptq_converter import conversion
 from components.regression_gate import executor
 from components.regression_gate import regression
 from components.regression_gate import report
+from components.selector import executor as selector_executor
+from components.selector import selection as selection_lib
+from components.selector.selection import Candidate
 from tests.conftest import write_examples
 from tests.helpers import blessing_artifact
 from tests.helpers import channel
@@ -30,6 +38,13 @@ from tests.helpers import tflite_model_artifact
 
 NAME = 'digits'
 KILLED_CLASS = 3  # The class-killer model learned to call every 3 a 5.
+
+
+def _with_scanner(record, i):
+  """The record with a feature no model reads, to slice by: scanner 'a' or 'b', alternately."""
+  example = tf.train.Example.FromString(record)
+  example.features.feature['scanner'].bytes_list.value.append(b'ab'[i % 2:i % 2 + 1])
+  return example.SerializeToString()
 
 
 def _int8(model, pixels, input_name='pixels'):
@@ -56,7 +71,8 @@ def case(tmp_path_factory, digits_records, digits_arrays):
   other = small_model(input_name='image')
   models['other_signature'] = _int8(other, pixels, 'image')
 
-  examples = write_examples(str(root / 'examples'), {'eval': digits_records[1437:]})
+  examples = write_examples(str(root / 'examples'), {'eval': [
+      _with_scanner(record, i) for i, record in enumerate(digits_records[1437:])]})
   baseline = tflite_model_artifact(root / 'float32', conversion.convert(small_model(), 'float32'),
                                    mode='float32')
   component = GateExamplesGen(examples=channel(standard_artifacts.Examples), model=channel(),
@@ -78,7 +94,7 @@ def _repository(tmp_path, released=None):
   return repo
 
 
-def _gate(case, tmp_path, candidate, repo_dir, blessed=True, **kwargs):
+def _gate(case, tmp_path, candidate, repo_dir, blessed=True, selection=None, **kwargs):
   """Runs the RegressionGate executor; returns (blessing, released_model, evaluation)."""
   out = tmp_path / f'run{len(os.listdir(tmp_path))}'
   model = tflite_model_artifact(out / 'candidate', case['models'][candidate])
@@ -86,7 +102,9 @@ def _gate(case, tmp_path, candidate, repo_dir, blessed=True, **kwargs):
   component = RegressionGate(
       model=channel(), model_blessing=channel(standard_artifacts.ModelBlessing),
       examples=channel(standard_artifacts.Examples), schema=channel(standard_artifacts.Schema),
-      repository_dir=repo_dir, model_name=NAME, label_key='label', **kwargs)
+      repository_dir=repo_dir, model_name=NAME, label_key='label',
+      selection=None if selection is None else channel(artifact_types.VariantSelection),
+      **kwargs)
   outputs = {spec_keys.RELEASED_MODEL_KEY: standard_artifacts.Model(),
              spec_keys.EVALUATION_KEY: standard_artifacts.ModelEvaluation(),
              spec_keys.BLESSING_KEY: standard_artifacts.ModelBlessing()}
@@ -95,7 +113,8 @@ def _gate(case, tmp_path, candidate, repo_dir, blessed=True, **kwargs):
     os.makedirs(artifact.uri)
   component.EXECUTOR_SPEC.executor_class().Do(
       {spec_keys.MODEL_KEY: [model], spec_keys.MODEL_BLESSING_KEY: [float_blessing],
-       spec_keys.EXAMPLES_KEY: [case['examples']], spec_keys.SCHEMA_KEY: [case['schema']]},
+       spec_keys.EXAMPLES_KEY: [case['examples']], spec_keys.SCHEMA_KEY: [case['schema']],
+       **({} if selection is None else {spec_keys.SELECTION_KEY: [selection]})},
       {k: [v] for k, v in outputs.items()}, dict(component.exec_properties))
   return (outputs[spec_keys.BLESSING_KEY], outputs[spec_keys.RELEASED_MODEL_KEY],
           outputs[spec_keys.EVALUATION_KEY])
@@ -166,6 +185,60 @@ def test_slice_noise_z_0_takes_the_slice_threshold_literally(case, tmp_path):
   assert all(r.line(metric) in reason for r in literal if r.slice in dropped)
 
 
+def _selection(tmp_path):
+  """selection.json as VariantSelector writes it: ptq selected, pruned50 failed."""
+  candidates = [
+      Candidate(name='ptq', accuracy=0.9, accuracy_blessed=True, accuracy_reason='blessed',
+                within_budget=True, budget_reason='within budgets', p50_ms=0.05,
+                gzip_bytes=20_000, size_bytes=25_000),
+      Candidate.of_failed('pruned50', 'Pruner: out of memory')]
+  result = selection_lib.select(candidates)
+  artifact = artifact_types.VariantSelection()
+  artifact.uri = str(tmp_path / 'selection')
+  os.makedirs(artifact.uri)
+  with open(os.path.join(artifact.uri, spec_keys.SELECTION_JSON_FILE_NAME), 'w') as f:
+    json.dump(selector_executor.selection_doc('size', candidates, result, {
+        'ptq': '/m/ptq', 'pruned50': '/m/pruned50'}), f)
+  return artifact
+
+
+@pytest.mark.e2e
+def test_the_selection_report_shows_the_released_models_row_beside_the_candidates(case,
+                                                                                  tmp_path):
+  repo = _repository(tmp_path, released=case['models']['class_killer'])
+  first = _repository(tmp_path / 'new')
+
+  blessing, released, output = _gate(case, tmp_path, 'good', repo.repo_dir,
+                                     selection=_selection(tmp_path))
+  _, _, first_output = _gate(case, tmp_path / 'new', 'good', first.repo_dir,
+                             selection=_selection(tmp_path / 'new'))
+
+  assert _verdict(blessing)[:2] == (1, executor.PASSED)
+  metric = tasks.GATE_METRIC[tasks.MULTICLASS][1]
+  accuracy = evaluation.metric_values(output.uri, metric)[evaluation.BASELINE]
+  page_dir = os.path.join(output.uri, spec_keys.SELECTION_REPORT_DIR)
+  with open(os.path.join(page_dir, spec_keys.REPORT_HTML_FILE_NAME)) as f:
+    page = f.read()
+  size = len(case['models']['class_killer'])
+  # The candidates' rows as the selector ranked them, then the released model's, measured here.
+  assert page.index('<td class="l">ptq</td>') < page.index('<td class="l">pruned50</td>') < (
+      page.index(f'<td class="l">released v1</td><td></td><td>{accuracy:.4f}</td><td>released'
+                 f'</td><td>-</td><td>not measured</td><td>{size:,}</td>'))
+  assert 'regression gate: passed: no regression' in page
+  assert os.path.getsize(os.path.join(page_dir, 'accuracy_vs_gzip_size.png')) > 1000
+  with open(os.path.join(page_dir, spec_keys.SELECTION_JSON_FILE_NAME)) as f:
+    doc = json.load(f)
+  assert (doc['winner'], doc['released']['label'], doc['released']['accuracy']) == (
+      'ptq', 'released v1', pytest.approx(accuracy))
+  assert released.get_int_custom_property(spec_keys.PROP_SIZE_BYTES) == size
+  # Before the first release there is no row; the page says why.
+  with open(os.path.join(first_output.uri, spec_keys.SELECTION_REPORT_DIR,
+                         spec_keys.REPORT_HTML_FILE_NAME)) as f:
+    first_page = f.read()
+  assert 'released v' not in first_page
+  assert 'No released model row: nothing of &#x27;digits&#x27; is released' in first_page
+
+
 def test_the_same_model_as_released_passes(case, tmp_path):
   repo = _repository(tmp_path, released=case['models']['good'])
 
@@ -224,6 +297,79 @@ def test_bad_thresholds_fail_when_the_pipeline_is_built(kwargs, message):
                    examples=channel(standard_artifacts.Examples),
                    schema=channel(standard_artifacts.Schema), repository_dir='/tmp/repo',
                    model_name=NAME, label_key='label', **kwargs)
+
+
+@pytest.mark.e2e
+def test_slicing_specs_cross_features_and_pick_one_value(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+  specs = [{'feature_keys': ['label', 'scanner']}, {'feature_values': {'scanner': 'b'}}]
+
+  blessing, _, output = _gate(case, tmp_path, 'class_killer', repo.repo_dir, max_regression=0.5,
+                              slicing_specs=specs)
+
+  metric = tasks.GATE_METRIC[tasks.MULTICLASS][1]
+  values = evaluation.slice_metric_values(output.uri, metric)
+  # A slice per (label, scanner) pair, and the one scanner asked for, besides the classes.
+  assert {f'label={c}, scanner={s}' for c in range(10) for s in 'ab'} <= set(values)
+  assert 'scanner=b' in values and 'scanner=a' not in values
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (0, executor.REGRESSED)
+  for scanner in 'ab':  # The crossed slices name both features and both values.
+    crossed = values[f'label={KILLED_CLASS}, scanner={scanner}']
+    assert (f'{metric} on slice label={KILLED_CLASS}, scanner={scanner}: candidate '
+            f'{crossed[evaluation.CANDIDATE]:.4f} vs released '
+            f'{crossed[evaluation.BASELINE]:.4f}') in reason
+
+
+def test_a_slice_on_a_feature_the_examples_lack_fails_before_anything_is_evaluated(case,
+                                                                                   tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  with pytest.raises(ConfigError) as error:
+    _gate(case, tmp_path, 'good', repo.repo_dir,
+          slicing_specs=[{'feature_keys': ['label', 'country']}])
+
+  assert str(error.value) == (
+      "RegressionGate (digits): the slice {'featureKeys': ['label', 'country']} names "
+      "['country'], which the eval examples do not have, so the gate could not measure it. "
+      "Features they have: ['label', 'pixels', 'scanner'].")
+
+
+@pytest.mark.e2e
+def test_a_one_value_slice_without_examples_is_refused_not_passed(case, tmp_path):
+  repo = _repository(tmp_path, released=case['models']['good'])
+
+  blessing, _, _ = _gate(case, tmp_path, 'good', repo.repo_dir,
+                         slicing_specs=[{'feature_values': {'scanner': 'z'}}])
+
+  blessed, status, reason = _verdict(blessing)
+  assert (blessed, status) == (0, executor.NOT_MEASURED)
+  assert reason == ("the slice(s) scanner=z asked for in slicing_specs have no example in split "
+                    "'eval', so the gate cannot tell whether the candidate regressed there")
+
+
+@pytest.mark.parametrize('specs,message', [
+    ('label', "slicing_specs='label' is not accepted: give a list"),
+    ([{'feature_key': ['a']}], r"slicing_specs\[0\]=\{'feature_key': \['a'\]\} is not a TFMA "
+     'SlicingSpec'),
+    ([{}], r'slicing_specs\[0\]=\{\} names no feature: the overall slice is always evaluated'),
+    ([''], r"slicing_specs\[0\]='' is not accepted"),
+    ([{'feature_values': {'': 'x'}}], 'has an empty feature name'),
+    ([3], r'slicing_specs\[0\]=3 is not accepted; give a feature name'),
+])
+def test_bad_slicing_specs_fail_when_the_pipeline_is_built(specs, message):
+  with pytest.raises(ConfigError, match=message):
+    regression.regression_config('label', slicing_specs=specs)
+
+
+def test_slicing_specs_take_protos_dicts_and_names_and_numbers_as_text():
+  config = regression.regression_config('label', slicing_specs=[
+      'label', tfma.SlicingSpec(feature_keys=['a', 'b']), {'feature_values': {'label': 3}}])
+  assert [json_format.MessageToDict(s) for s in config.slicing_specs] == [
+      {}, {'featureKeys': ['label']}, {'featureKeys': ['a', 'b']},
+      {'featureValues': {'label': '3'}}]
+  assert regression.single_slice(config.slicing_specs[3]) == 'label=3'
+  assert regression.single_slice(config.slicing_specs[2]) is None
 
 
 def test_class_slices_follow_the_task_and_slicing_features_are_added():
