@@ -97,7 +97,7 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
       floats.append(layer.name)
     elif registry.supports(layer):
       quantized.append(layer.name)
-    elif _folded_conv(layer) and _folded_conv(layer).name in quantized:
+    elif _folded_conv(model, layer) and _folded_conv(model, layer).name in quantized:
       # tfmot's default 8-bit transforms fold Conv/DepthwiseConv + BatchNormalization (+ ReLU)
       # into one quantized unit when both are annotated; the registry alone does not know BN.
       quantized.append(layer.name)
@@ -118,11 +118,20 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
 _FOLDABLE_CONVS = (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D)
 
 
-def _folded_conv(layer: tf_keras.layers.Layer) -> Optional[tf_keras.layers.Layer]:
-  """The Conv2D/DepthwiseConv2D a BatchNormalization layer folds into, or None."""
-  if not isinstance(layer, tf_keras.layers.BatchNormalization) or len(layer.inbound_nodes) != 1:
+def _folded_conv(model: tf_keras.Model,
+                 layer: tf_keras.layers.Layer) -> Optional[tf_keras.layers.Layer]:
+  """The Conv2D/DepthwiseConv2D a BatchNormalization layer folds into in `model`, or None."""
+  if not isinstance(layer, tf_keras.layers.BatchNormalization):
     return None
-  inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
+  # Only this model's nodes: a layer a clone reuses (strip_pruning, strip_clustering and
+  # clone_model keep unchanged layers) has a node in each model that calls it. Keras keys a
+  # model's nodes as '<layer name>_ib-<index>' (tf_keras' functional._make_node_key).
+  own = getattr(model, '_network_nodes', None)
+  nodes = [node for i, node in enumerate(layer.inbound_nodes)
+           if own is None or f'{layer.name}_ib-{i}' in own]
+  if len(nodes) != 1:
+    return None
+  inbound = tf.nest.flatten(nodes[0].inbound_layers)
   if len(inbound) == 1 and isinstance(inbound[0], _FOLDABLE_CONVS):
     return inbound[0]
   return None
@@ -133,7 +142,7 @@ def folded_batchnorm(model: tf_keras.Model, quantized_layers: Sequence[str]) -> 
   chosen = set(quantized_layers)
   pairs = []
   for layer in model.layers:
-    conv = _folded_conv(layer)
+    conv = _folded_conv(model, layer)
     if conv is not None and layer.name in chosen and conv.name in chosen:
       pairs.append([conv.name, layer.name])
   return pairs

@@ -108,3 +108,18 @@ def test_batchnorm_after_a_skipped_conv_stays_float_and_is_not_folded():
 
   assert floats == ['depthwise', 'depthwise_bn']
   assert ['depthwise', 'depthwise_bn'] not in qat.folded_batchnorm(model, quantized)
+
+
+def test_batchnorm_of_a_model_that_reuses_layers_of_another_still_folds():
+  # strip_pruning and strip_clustering clone a model keeping its unchanged layers, so each
+  # BatchNormalization is called by both models (two inbound nodes); PCQAT after the Pruner in
+  # one process saw that and refused 'bn_Conv1' of MobileNetV2.
+  original = _mobilenet_block()
+  model = tf_keras.models.clone_model(original, clone_function=lambda layer: layer)
+  assert len(model.get_layer('expand_bn').inbound_nodes) == 2
+
+  quantized, floats = qat.plan(model, qat.QATConfig())
+
+  assert floats == []
+  assert qat.folded_batchnorm(model, quantized) == [
+      ['expand', 'expand_bn'], ['depthwise', 'depthwise_bn'], ['project', 'project_bn']]
