@@ -97,7 +97,7 @@ def plan(model: tf_keras.Model, config: QATConfig) -> Tuple[List[str], List[str]
       floats.append(layer.name)
     elif registry.supports(layer):
       quantized.append(layer.name)
-    elif _folded_conv(model, layer) and _folded_conv(model, layer).name in quantized:
+    elif (conv := _folded_conv(model, layer)) is not None and conv.name in quantized:
       # tfmot's default 8-bit transforms fold Conv/DepthwiseConv + BatchNormalization (+ ReLU)
       # into one quantized unit when both are annotated; the registry alone does not know BN.
       quantized.append(layer.name)
