@@ -8,11 +8,13 @@ MobileNetV2 upsampled to 32x32 RGB). Then every optimizer (Pruner 50% and 80%, C
 QATTrainer, and PCQAT: Pruner 50% then QATTrainer, which preserves the sparsity) fine-tunes a
 copy of the same trained model twice through its own executor code (`Executor.optimize`, as in
 a pipeline): once with the settings the project had before
-(constant learning rate, the last epoch kept, no BatchNorm re-estimation) and once with
-FineTuneConfig's defaults (warm-up + cosine, best epoch kept with early stopping, BatchNorm
-statistics re-estimated after pruning and clustering). Both results are converted to int8 TFLite
-and scored on the held-out images against the float32 TFLite of the trained model, side by side
-in one run: the accuracy points each setting loses are what the report compares.
+(1e-3 constant learning rate, the last epoch kept, the model's BatchNorm momentum, no BatchNorm
+re-estimation) and once with FineTuneConfig's defaults (each component's own learning rate,
+1e-4 for QAT, with warm-up + cosine; best epoch kept with early stopping; BatchNorm momentum at
+most 0.9 while training, statistics re-estimated after pruning and clustering). Both results
+are converted to int8 TFLite and scored on the held-out images against the float32 TFLite of the
+trained model, side by side in one run: the accuracy points each setting loses are what the
+report compares. A variant that fails is recorded with its reason, and the run goes on.
 `--longer-epochs N` adds a third run with the defaults over N epochs: what a bigger fine-tuning
 budget recovers.
 """
@@ -55,10 +57,10 @@ from components.qat_trainer import qat  # noqa: E402
 
 _LOG = logging.getLogger('fine_tuning')
 
-# What FineTuneConfig did before it had a schedule, best-epoch keeping and BatchNorm
-# re-estimation.
+# What FineTuneConfig did before it had a schedule, best-epoch keeping, BatchNorm re-estimation
+# and momentum capping, and each component's own learning rate.
 FORMER = dict(lr_schedule='constant', keep_best_epoch=False, early_stopping_patience=0,
-              batchnorm_batches=0)
+              batchnorm_batches=0, batchnorm_momentum=None, learning_rate=1e-3)
 
 # The optimizers' steps: (the executor, its config, the lineage step it adds to the history).
 _PRUNE50 = (pruner_executor.Executor, pruning.PruningConfig(target_sparsity=0.5, end=0.6),
@@ -179,7 +181,8 @@ def benchmark_model(name: str, bench: BenchModel, variants: Sequence[str], quick
   # after 3 of 40 epochs at 0.09). They are re-estimated once training ends.
   training.fine_tune(trained, feed, FineTuneConfig(
       epochs=epochs, steps_per_epoch=50, learning_rate=bench.learning_rate, eval_steps=12,
-      keep_best_epoch=False, early_stopping_patience=0), None, name=f'{name} training')
+      keep_best_epoch=False, early_stopping_patience=0, batchnorm_momentum=None), None,
+                     name=f'{name} training')
   training.reestimate_batch_norm(trained, (batch[0] for batch in feed.train().take(20)))
   fp32 = conversion.convert(trained, modes.FLOAT32)
   base = model_zoo.tflite_accuracy(fp32, data.x_eval, data.y_eval)
@@ -201,8 +204,15 @@ def benchmark_model(name: str, bench: BenchModel, variants: Sequence[str], quick
     for setting, fine_tuning in settings.items():
       tf_keras.utils.set_random_seed(0)  # Every setting starts from the same state.
       start = time.perf_counter()
-      result = _optimize(steps, _copy(trained), feed, fine_tuning)
-      int8 = _int8(result.model, data)
+      try:
+        result = _optimize(steps, _copy(trained), feed, fine_tuning)
+        int8 = _int8(result.model, data)
+      except Exception as e:  # pylint: disable=broad-except
+        # One variant's failure is a result too; the run goes on with the others.
+        row[setting] = {'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300],
+                        'seconds': time.perf_counter() - start}
+        _LOG.exception('[%5.0fs] %s %s, %s: failed', clock(), name, label, setting)
+        continue
       accuracy = model_zoo.tflite_accuracy(int8, data.x_eval, data.y_eval)
       row[setting] = {
           'accuracy': accuracy, 'delta_points': 100 * (accuracy - base),
@@ -227,9 +237,11 @@ def markdown(results: Dict[str, Any]) -> str:
       f'- Host: {host.get("cpu_model")}, {host.get("cpu_count")} cores; the figures are '
       'accuracies, not times.',
       '- Each optimizer fine-tunes a copy of the same trained model through its own executor '
-      'code, with the former settings (constant learning rate, the last epoch kept, no '
-      'BatchNorm re-estimation) and with `FineTuneConfig()` defaults (warm-up + cosine, best '
-      'epoch kept with early stopping, BatchNorm re-estimated after pruning and clustering); '
+      'code, with the former settings (1e-3 constant learning rate, the last epoch kept, the '
+      "model's BatchNorm momentum, no BatchNorm re-estimation) and with `FineTuneConfig()` "
+      "defaults (each component's own learning rate, 1e-4 for QAT, with warm-up + cosine; best "
+      'epoch kept with early stopping; BatchNorm momentum at most 0.9 while training, '
+      'statistics re-estimated after pruning and clustering); '
       'both 3 epochs x 50 steps of 32 (the defaults).' + (
           f' The last column: the defaults over {results["longer_epochs"]} epochs of 50 steps.'
           if results.get('longer_epochs') else ''),
@@ -247,6 +259,11 @@ def markdown(results: Dict[str, Any]) -> str:
     for row in record['variants'].values():
       former, new = row['former'], row['defaults']
       longer = row.get('longer')
+      if any('error' in entry for entry in (former, new, longer) if entry):
+        failed = '; '.join(f'{setting}: {entry["error"]}' for setting, entry in row.items()
+                           if isinstance(entry, dict) and 'error' in entry)
+        lines.append(f'| {row["label"]} | failed: {failed} |')
+        continue
       longer_text = (f' {longer["delta_points"]:+.1f} ({longer["fine_tuning"]["kept_epoch"] + 1}'
                      f' of {longer["fine_tuning"]["epochs_run"]}) |' if longer else '')
       ft = new['fine_tuning'] or {}

@@ -29,6 +29,19 @@ def _entropy_bits(values: np.ndarray) -> float:
   return float(-(p * np.log2(p)).sum())
 
 
+def _distinct_per_channel(values: np.ndarray, tensor: Any) -> int:
+  """The most distinct values in one quantization channel of an int8 constant tensor.
+
+  A tensor with one scale is one channel; a per-channel one is split along its quantized
+  dimension (0 for conv and dense kernels, 3 for depthwise ones).
+  """
+  q = tensor.quantization
+  if q is None or q.scale is None or len(q.scale) <= 1 or tensor.shape is None:
+    return int(np.unique(values).size)
+  channels = np.moveaxis(values.reshape(tuple(tensor.shape)), q.quantizedDimension, 0)
+  return max(int(np.unique(channel).size) for channel in channels)
+
+
 def anatomy(model_bytes: bytes) -> Dict[str, Any]:
   """Splits a TFLite file's bytes into constant tensors by dtype, quantization parameters, rest.
 
@@ -46,8 +59,10 @@ def anatomy(model_bytes: bytes) -> Dict[str, Any]:
         (scale, zero point) pairs over all tensors.
       metadata_bytes: buffers referenced by the model's metadata (runtime version, etc.).
       structure_bytes: the rest: ops, tensor names and shapes, signatures, flatbuffer padding.
-      int8_weights: for int8 constants: zero_fraction, distinct_per_tensor_max, entropy_bits
-        (size-weighted Shannon entropy per value) and gzip_bits (gzip -9 bits per value).
+      int8_weights: for int8 constants: zero_fraction, distinct_per_tensor_max,
+        distinct_per_channel_max (in each channel of a per-channel tensor, else in the tensor),
+        entropy_bits (size-weighted Shannon entropy per value) and gzip_bits (gzip -9 bits per
+        value).
   """
   from ai_edge_litert.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
   model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
@@ -57,6 +72,7 @@ def anatomy(model_bytes: bytes) -> Dict[str, Any]:
   quant_bytes = per_channel = channels = 0
   seen = set()
   int8_tensors: List[np.ndarray] = []
+  per_channel_max = 0
   for subgraph in model.subgraphs:
     for tensor in subgraph.tensors:
       q = tensor.quantization
@@ -76,7 +92,9 @@ def anatomy(model_bytes: bytes) -> Dict[str, Any]:
       raw[dtype].append(np.asarray(data, np.uint8).tobytes())
       constants[dtype] += len(data) // _itemsize(dtype)
       if dtype == 'int8':
-        int8_tensors.append(np.asarray(data, np.uint8).view(np.int8))
+        values = np.asarray(data, np.uint8).view(np.int8)
+        int8_tensors.append(values)
+        per_channel_max = max(per_channel_max, _distinct_per_channel(values, tensor))
   metadata = 0
   for entry in model.metadata or []:
     data = model.buffers[entry.buffer].data
@@ -100,6 +118,7 @@ def anatomy(model_bytes: bytes) -> Dict[str, Any]:
         'values': total,
         'zero_fraction': sum(int((t == 0).sum()) for t in int8_tensors) / total,
         'distinct_per_tensor_max': max(int(np.unique(t).size) for t in int8_tensors),
+        'distinct_per_channel_max': per_channel_max,
         'entropy_bits': sum(_entropy_bits(t) * t.size for t in int8_tensors) / total,
         'gzip_bits': 8 * result['gzip_buffers']['int8'] / total,
     }

@@ -72,8 +72,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
   parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
                       help='fine-tuning steps per epoch of every optimizer.')
-  parser.add_argument('--finetune-learning-rate', type=float,
-                      default=FineTuneConfig.learning_rate)
+  parser.add_argument('--finetune-learning-rate', type=float, default=None,
+                      help='peak fine-tuning learning rate of every optimizer (default: each '
+                      "one's own, 1e-3 for the Pruner and Clusterer, 1e-4 for QATTrainer).")
   parser.add_argument('--calibration-samples', type=int, default=DEFAULT_CALIBRATION_SAMPLES)
   parser.add_argument('--int8-io', choices=(modes.IO_NATIVE, modes.IO_FLOAT32),
                       default=modes.IO_NATIVE,

@@ -14,7 +14,7 @@ class Executor(finetune_executor.OptimizerExecutor):
   STEP = lineage.CLUSTER
   CONFIG_CLASS = clustering.ClusteringConfig
 
-  def optimize(self, model, data, fine_tuning, config, history, log_dir):
+  def apply(self, model, data, fine_tuning, config, history, log_dir):
     preserve = config.preserve_sparsity
     if preserve is None:
       preserve = lineage.PRUNE in history
@@ -32,5 +32,5 @@ class Executor(finetune_executor.OptimizerExecutor):
         spec_keys.PROP_CLUSTER_PRESERVE_SPARSITY: preserve,
         spec_keys.PROP_UNCLUSTERED_LAYERS: too_small,
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
-        spec_keys.PROP_FINE_TUNING: training.record(metrics, batchnorm),
+        spec_keys.PROP_FINE_TUNING: training.record(metrics, batchnorm, fine_tuning),
     })

@@ -15,7 +15,7 @@ class Executor(finetune_executor.OptimizerExecutor):
   STEP = lineage.PRUNE
   CONFIG_CLASS = pruning.PruningConfig
 
-  def optimize(self, model, data, fine_tuning, config, history, log_dir):
+  def apply(self, model, data, fine_tuning, config, history, log_dir):
     layers = pruning.prunable_layers(model, config)
     wrapped = pruning.prune(model, config, fine_tuning.total_steps)
     metrics = training.fine_tune(wrapped, data, fine_tuning, log_dir,
@@ -35,5 +35,5 @@ class Executor(finetune_executor.OptimizerExecutor):
         spec_keys.PROP_SPARSITY_PER_LAYER: per_layer,
         spec_keys.PROP_SPARSITY_STRUCTURE: config.structure,
         spec_keys.PROP_FINETUNE_VAL_ACCURACY: metrics.get('val_accuracy', float('nan')),
-        spec_keys.PROP_FINE_TUNING: training.record(metrics, batchnorm),
+        spec_keys.PROP_FINE_TUNING: training.record(metrics, batchnorm, fine_tuning),
     })

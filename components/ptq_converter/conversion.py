@@ -107,6 +107,40 @@ def convert(model: Union[tf.keras.Model, str],
   return tflite_model
 
 
+def convert_keeping_clusters(model: Union[tf.keras.Model, str], mode: str,
+                             representative_data: Optional[RepresentativeData],
+                             inference_io: str, clusters: int,
+                             clustered_layers: List[str]) -> Tuple[bytes, Optional[Dict[str, int]]]:
+  """Converts a clustered model so its k shared values stay k int8 values, where they can.
+
+  Per-tensor int8 weights keep them, unless a BatchNormalization was folded into a clustered
+  kernel: the converter multiplies each output channel by its own factor, so the shared values
+  differ per channel and one scale per tensor cannot keep them. The model is then converted
+  again with per-channel scales (at most k values in each channel).
+
+  Args:
+    model, mode, representative_data, inference_io: as for convert().
+    clusters: the number of shared values in each clustered kernel.
+    clustered_layers: the Keras layers whose kernels are clustered.
+
+  Returns:
+    (the TFLite model, {TFLite weight tensor: distinct int8 values} of the clustered kernels
+    when per-tensor scales kept the clusters, else None).
+  """
+  per_tensor = convert(model, mode, representative_data, inference_io, per_tensor_weights=True)
+  counts = {name: n for name, n in tflite.unique_int8_weights(per_tensor).items()
+            if tflite.of_layers(name, clustered_layers)}
+  spread = {name: n for name, n in counts.items() if n > clusters}
+  if not spread:
+    logging.info('per-tensor int8 weights keep the %d clusters: distinct values %s', clusters,
+                 counts)
+    return per_tensor, counts
+  logging.info('%d clustered kernel(s) hold more than %d values once converted (BatchNormalization '
+               'folded in rescales each channel): %s; keeping per-channel int8 scales.',
+               len(spread), clusters, spread)
+  return convert(model, mode, representative_data, inference_io), None
+
+
 def converter_for(model: Union[tf.keras.Model, str]) -> tf.lite.TFLiteConverter:
   """A fresh converter of a tf_keras model or a SavedModel's serving signature (no options)."""
   return _converter(model, modes.FLOAT32)

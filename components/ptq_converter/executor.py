@@ -123,10 +123,15 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                         tflite_artifact)
     else:
       clusters = _clusters_to_keep(model_artifact, mode)
-      tflite_model = conversion.convert(model.convertible, mode, representative_data,
-                                        inference_io, per_tensor_weights=bool(clusters))
-      if clusters and not self._keeps_clusters(model_artifact, tflite_model, clusters,
-                                               tflite_artifact):
+      if clusters:
+        clustered = [layer for layer, n in json.loads(model_artifact.get_string_custom_property(
+            spec_keys.PROP_UNIQUE_WEIGHTS)).items() if n <= clusters]
+        tflite_model, kept = conversion.convert_keeping_clusters(
+            model.convertible, mode, representative_data, inference_io, clusters, clustered)
+        if kept is not None:
+          tflite_artifact.set_string_custom_property(spec_keys.PROP_INT8_UNIQUE_WEIGHTS,
+                                                     json.dumps(kept, sort_keys=True))
+      else:
         tflite_model = conversion.convert(model.convertible, mode, representative_data,
                                           inference_io)
     lineage.carry_properties(model_artifact, tflite_artifact)
@@ -171,31 +176,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       logging.info('PTQConverter: integer inputs kept as such: %s.', integer_inputs)
     logging.info('PTQConverter: wrote %d bytes (%s) to %s.', len(tflite_model), mode,
                  tflite_artifact.uri)
-
-  def _keeps_clusters(self, model_artifact: types.Artifact, tflite_model: bytes, clusters: int,
-                      tflite_artifact: types.Artifact) -> bool:
-    """Whether each clustered kernel kept at most `clusters` int8 values in the per-tensor model.
-
-    Not when a BatchNormalization was folded into a clustered kernel: the converter multiplies
-    each output channel by its own factor, so the shared values differ per channel and one scale
-    per tensor cannot keep them; the caller then converts with per-channel scales (at most k
-    values in each channel).
-    """
-    clustered = [layer for layer, n in json.loads(model_artifact.get_string_custom_property(
-        spec_keys.PROP_UNIQUE_WEIGHTS) or '{}').items() if n <= clusters]
-    counts = tflite.unique_int8_weights(tflite_model)
-    checked = {name: n for name, n in counts.items() if tflite.of_layers(name, clustered)}
-    spread = {name: n for name, n in checked.items() if n > clusters}
-    if spread:
-      logging.info('PTQConverter: %d clustered kernel(s) hold more than %d values once converted '
-                   '(BatchNormalization folded in rescales each channel): %s; keeping per-channel '
-                   'int8 scales.', len(spread), clusters, spread)
-      return False
-    logging.info('PTQConverter: per-tensor int8 weights keep the %d clusters: distinct values %s',
-                 clusters, checked)
-    tflite_artifact.set_string_custom_property(spec_keys.PROP_INT8_UNIQUE_WEIGHTS,
-                                               json.dumps(checked, sort_keys=True))
-    return True
 
   def _convert_auto(self, model: model_io.ModelSource,
                     representative_data: conversion.RepresentativeData,

@@ -23,7 +23,8 @@ def quick_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('zoo')
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.model_zoo', '--quick', '--models', 'digits',
-       '--variants', 'int8', 'pruned_int8', '--threads', '1', '--output-dir', str(out)],
+       '--variants', 'int8', 'pruned_int8', 'clustered_int8', '--threads', '1', '--output-dir',
+       str(out)],
       cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   with open(out / 'model_zoo.json') as f:
@@ -40,7 +41,7 @@ def test_writes_markdown_png_json_and_models(quick_run):
   assert 'Host:' in stdout.split('| model |')[0]  # Host info printed before the results.
   assert list(results['models']) == ['digits']
   variants = results['models']['digits']['variants']
-  assert list(variants) == ['fp32', 'int8', 'pruned_int8']  # fp32 always, and first.
+  assert list(variants) == ['fp32', 'int8', 'pruned_int8', 'clustered_int8']  # fp32 first.
   for entry in variants.values():
     assert 'error' not in entry, entry
     assert os.path.getsize(out / entry['file']) == entry['size_bytes']
@@ -79,3 +80,10 @@ def test_goals_have_figures_and_causes(quick_run):
     if goal['result'] == 'MISS':
       assert goal['cause'], goal
   assert 'pruned 80% + int8 + gzip >= 12x smaller' in goals
+  # The digits CNN has no BatchNormalization: as PTQConverter does, the clustered model is
+  # converted with one int8 scale per tensor, which keeps its 16 values in every kernel.
+  clusters = goals['16 clusters: <= 16 int8 values per channel']
+  assert clusters['result'] == 'PASS' and clusters['figure'].endswith('(per-tensor int8 scales)')
+  weights = results['models']['digits']['variants']['clustered_int8']['anatomy']['int8_weights']
+  assert clusters['value'] == weights['distinct_per_channel_max'] <= 16
+  assert weights['distinct_per_tensor_max'] <= 16

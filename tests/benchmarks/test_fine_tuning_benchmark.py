@@ -44,3 +44,29 @@ def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tm
   pcqat = record['variants']['pcqat']
   assert pcqat['defaults']['qat_scheme'] == 'prune_preserve'
   assert f'| pruned 50% + PCQAT int8 | {pcqat["former"]["delta_points"]:+.1f} | ' in report
+
+
+def test_a_failing_variant_is_recorded_and_the_others_still_run(monkeypatch):
+  # In-process, so the benchmark can be given a variant that fails for real: a Pruner told to
+  # skip every layer refuses to run (ConfigError), as a user's bad option would.
+  from benchmarks import fine_tuning
+  from components.common import lineage
+  from components.pruner import executor as pruner_executor
+  from components.pruner import pruning
+  monkeypatch.setitem(fine_tuning.VARIANTS, 'unprunable', ('pruned, every layer skipped', ((
+      pruner_executor.Executor, pruning.PruningConfig(target_sparsity=0.5, skip_layers='.*'),
+      lineage.PRUNE),)))
+  record = fine_tuning.benchmark_model(
+      'digits_cnn', fine_tuning.MODELS['digits_cnn'], ['unprunable', 'clustered16'], True,
+      lambda: 0.0)
+
+  failed = record['variants']['unprunable']
+  for setting in ('former', 'defaults'):
+    assert failed[setting]['error'].startswith('ConfigError: pruning: no layer')
+    assert 'accuracy' not in failed[setting]
+  assert record['variants']['clustered16']['defaults']['accuracy'] > 0.3
+  report = fine_tuning.markdown({'host': {'cpu_model': 'x', 'cpu_count': 2}, 'quick': True,
+                                 'started': 'now', 'duration_s': 60,
+                                 'models': {'digits_cnn': record}})
+  assert '| pruned, every layer skipped | failed: former: ConfigError: pruning: no layer' in report
+  assert '| clustered 16 + int8 | ' in report

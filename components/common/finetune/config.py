@@ -24,6 +24,13 @@ BINARY_CROSSENTROPY = 'binary_crossentropy'
 # Not a Keras loss name: binary cross-entropy on a logit (from_logits=True), for task
 # binary_logits, whose output cannot be told from a regression's.
 BINARY_CROSSENTROPY_FROM_LOGITS = 'binary_crossentropy_from_logits'
+# The learning rates of FineTuneConfig(learning_rate=None), the default. The Pruner and Clusterer
+# move weights far from the trained ones (to zero, to a shared value) and need big steps to
+# recover; QAT starts from a trained (or pruned and fine-tuned) model that only has to adapt to
+# rounding, and big steps undo that training (measured on MobileNetV2, 3 epochs: int8 -5.8
+# points against float32 at 1e-3, -0.6 at 1e-4; docs/benchmarks.md).
+DEFAULT_LEARNING_RATE = 1e-3
+QAT_LEARNING_RATE = 1e-4
 _LOSS_OF_TASK = {tasks.MULTICLASS: SPARSE_CATEGORICAL, tasks.BINARY: BINARY_CROSSENTROPY,
                  tasks.MULTILABEL: BINARY_CROSSENTROPY, tasks.REGRESSION: 'mean_squared_error'}
 
@@ -36,7 +43,9 @@ class FineTuneConfig(JsonConfig):
     epochs: passes of `steps_per_epoch` batches.
     steps_per_epoch: batches per epoch (the user's input_fn repeats indefinitely).
     batch_size: examples per batch, passed to the user's input_fn.
-    learning_rate: optimizer learning rate.
+    learning_rate: the optimizer's (peak) learning rate, or None (the default) for the
+      component's own: DEFAULT_LEARNING_RATE (1e-3) for the Pruner and Clusterer,
+      QAT_LEARNING_RATE (1e-4) for QATTrainer.
     optimizer: one of OPTIMIZERS.
     loss: a Keras loss name, or `auto` (the default) for the one the model's output calls for:
       sparse categorical cross-entropy for 2+ units (from logits when they are linear), binary
@@ -58,11 +67,16 @@ class FineTuneConfig(JsonConfig):
     batchnorm_batches: after pruning or clustering, re-estimate BatchNormalization moving
       statistics from this many training batches (the weights moved under them); the new
       statistics are kept only when the eval split does not score worse. 0 turns it off.
+    batchnorm_momentum: while fine-tuning, BatchNormalization layers whose momentum is higher
+      use this one (the model keeps its own afterwards), so their moving statistics follow the
+      moving weights within an epoch and each epoch's eval score (which picks the epoch kept)
+      is measured with current statistics. None keeps the model's momentum (MobileNetV2's
+      0.999 averages over about 1,000 steps: longer than the default fine-tuning).
   """
   epochs: int = 3
   steps_per_epoch: int = 50
   batch_size: int = 32
-  learning_rate: float = 1e-3
+  learning_rate: Optional[float] = None
   optimizer: str = 'adam'
   loss: str = AUTO_LOSS
   train_split: str = 'train'
@@ -73,6 +87,7 @@ class FineTuneConfig(JsonConfig):
   keep_best_epoch: bool = True
   early_stopping_patience: int = 2
   batchnorm_batches: int = 20
+  batchnorm_momentum: Optional[float] = 0.9
 
   def __post_init__(self):
     for name in ('epochs', 'steps_per_epoch', 'batch_size', 'eval_steps'):
@@ -84,7 +99,10 @@ class FineTuneConfig(JsonConfig):
       raise ConfigError(f'lr_schedule={self.lr_schedule!r} is not accepted; accepted: '
                         f'{", ".join(LR_SCHEDULES)}.')
     validation.fraction('warmup_fraction', self.warmup_fraction, high_open=True)
-    validation.positive_number('learning_rate', self.learning_rate)
+    if self.batchnorm_momentum is not None:
+      validation.fraction('batchnorm_momentum', self.batchnorm_momentum, high_open=True)
+    if self.learning_rate is not None:
+      validation.positive_number('learning_rate', self.learning_rate)
     if self.optimizer not in OPTIMIZERS:
       raise ConfigError(f'optimizer={self.optimizer!r} is not accepted; accepted: '
                         f'{", ".join(OPTIMIZERS)}.')
@@ -97,6 +115,14 @@ class FineTuneConfig(JsonConfig):
                           f'{BINARY_CROSSENTROPY_FROM_LOGITS!r}.') from e
     for name in ('train_split', 'eval_split'):
       validation.non_empty_str(name, getattr(self, name), 'a split of the examples')
+
+  def with_default_learning_rate(self, default: float) -> 'FineTuneConfig':
+    """This config, with `default` as its learning rate when it sets none."""
+    if self.batchnorm_momentum is not None:
+      validation.fraction('batchnorm_momentum', self.batchnorm_momentum, high_open=True)
+    if self.learning_rate is not None:
+      return self
+    return dataclasses.replace(self, learning_rate=default)
 
   @property
   def total_steps(self) -> int:
@@ -121,15 +147,16 @@ class FineTuneConfig(JsonConfig):
   def learning_rate_schedule(self) -> Union[float,
                                             tf_keras.optimizers.schedules.LearningRateSchedule]:
     """The learning rate, or its schedule over `total_steps` optimizer steps."""
+    rate = DEFAULT_LEARNING_RATE if self.learning_rate is None else self.learning_rate
     if self.lr_schedule == CONSTANT:
-      return self.learning_rate
+      return rate
     warmup = self.warmup_steps
     # Keras' CosineDecay warms up linearly from initial_learning_rate to warmup_target, then
     # decays from warmup_target; without warm-up it decays from initial_learning_rate.
     return tf_keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else self.learning_rate,
+        initial_learning_rate=0.0 if warmup else rate,
         decay_steps=max(self.total_steps - warmup, 1),
-        warmup_target=self.learning_rate if warmup else None, warmup_steps=warmup)
+        warmup_target=rate if warmup else None, warmup_steps=warmup)
 
   def make_optimizer(self) -> tf_keras.optimizers.Optimizer:
     return {

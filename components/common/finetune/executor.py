@@ -23,6 +23,7 @@ from components.common import failures
 from components.common import lineage
 from components.common import model_io
 from components.common import user_code
+from components.common.finetune import config as finetune_config
 from components.common.finetune.config import BINARY_CROSSENTROPY
 from components.common.finetune.config import FineTuneConfig
 from components.common.finetune.config import OptimizationConfig
@@ -49,12 +50,23 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
 
   STEP = ''  # What the model's history records (components.common.lineage).
   CONFIG_CLASS: Type[OptimizationConfig] = OptimizationConfig
+  # The learning rate of FineTuneConfig(learning_rate=None) for this optimizer.
+  DEFAULT_LEARNING_RATE = finetune_config.DEFAULT_LEARNING_RATE
 
-  @abc.abstractmethod
   def optimize(self, model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneConfig,
                config: OptimizationConfig, history: List[str],
                log_dir: str) -> OptimizationResult:
-    """Applies the optimization, fine-tunes, strips training wrappers, returns the model."""
+    """Applies the optimization, fine-tunes, strips training wrappers, returns the model.
+
+    Fine-tunes with this optimizer's DEFAULT_LEARNING_RATE when `fine_tuning` sets none.
+    """
+    return self.apply(model, data, fine_tuning.with_default_learning_rate(
+        self.DEFAULT_LEARNING_RATE), config, history, log_dir)
+
+  @abc.abstractmethod
+  def apply(self, model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneConfig,
+            config: OptimizationConfig, history: List[str], log_dir: str) -> OptimizationResult:
+    """optimize() with the learning rate set: the work each optimizer does its own way."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:

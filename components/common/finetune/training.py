@@ -3,6 +3,7 @@
 The optimizer executors bind the user's input_fn to the pipeline's Examples and call fine_tune;
 the benchmark suite calls it on in-memory data, so both train the same way.
 """
+import contextlib
 import dataclasses
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
@@ -86,14 +87,15 @@ def fine_tune(model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneCo
     callbacks.append(best)
   if log_dir:
     callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir))
-  history = model.fit(
-      data.train(),
-      epochs=fine_tuning.epochs,
-      steps_per_epoch=fine_tuning.steps_per_epoch,
-      validation_data=data.eval(),
-      validation_steps=fine_tuning.eval_steps,
-      callbacks=callbacks,
-      verbose=0)
+  with _batchnorm_momentum_at_most(model, fine_tuning.batchnorm_momentum):
+    history = model.fit(
+        data.train(),
+        epochs=fine_tuning.epochs,
+        steps_per_epoch=fine_tuning.steps_per_epoch,
+        validation_data=data.eval(),
+        validation_steps=fine_tuning.eval_steps,
+        callbacks=callbacks,
+        verbose=0)
   epochs_run = len(history.epoch)
   kept = epochs_run - 1
   if best is not None and fine_tuning.keep_best_epoch and best.best_weights is not None:
@@ -110,10 +112,33 @@ def fine_tune(model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneCo
   return metrics
 
 
-def record(metrics: Dict[str, float], batchnorm: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+@contextlib.contextmanager
+def _batchnorm_momentum_at_most(model: tf_keras.Model, momentum: Optional[float]):
+  """Caps the momentum of the model's trainable BatchNormalization layers while in the block.
+
+  fit() traces its train step on entry, and the traced step reads the momentum then, so the
+  model's own value can be given back as soon as training ends.
+  """
+  norms = [] if momentum is None else [
+      layer for layer in _batch_norms(model) if layer.momentum > momentum]
+  saved = [layer.momentum for layer in norms]
+  if norms:
+    logging.info('fine-tuning: BatchNormalization momentum %s -> %s in %d layers while training.',
+                 sorted(set(saved)), momentum, len(norms))
+  for layer in norms:
+    layer.momentum = momentum
+  try:
+    yield
+  finally:
+    for layer, value in zip(norms, saved):
+      layer.momentum = value
+
+
+def record(metrics: Dict[str, float], batchnorm: Optional[Dict[str, Any]],
+           fine_tuning: FineTuneConfig) -> Dict[str, Any]:
   """What an optimizer records of its fine-tuning (spec_keys.PROP_FINE_TUNING)."""
   return {'epochs_run': int(metrics['epochs_run']), 'kept_epoch': int(metrics['kept_epoch']),
-          'batchnorm_reestimation': batchnorm}
+          'learning_rate': fine_tuning.learning_rate, 'batchnorm_reestimation': batchnorm}
 
 
 def _batch_norms(model: tf_keras.Model) -> List[tf_keras.layers.BatchNormalization]:

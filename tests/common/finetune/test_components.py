@@ -93,7 +93,11 @@ def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
       'conv_1', 'conv_2', 'dense', 'classifier'}
   assert 0 < pruned.get_float_custom_property(spec_keys.PROP_FINETUNE_VAL_ACCURACY) <= 1
   assert json.loads(pruned.get_string_custom_property(spec_keys.PROP_FINE_TUNING)) == {
-      'epochs_run': 1, 'kept_epoch': 0, 'batchnorm_reestimation': None}  # No BatchNorm.
+      'epochs_run': 1, 'kept_epoch': 0, 'learning_rate': 1e-3,
+      'batchnorm_reestimation': None}  # No BatchNorm.
+  # TINY sets no learning rate: QATTrainer takes its own, smaller one.
+  assert json.loads(trained.get_string_custom_property(spec_keys.PROP_FINE_TUNING))[
+      'learning_rate'] == 1e-4
   assert tf.io.gfile.glob(os.path.join(run.uri, '**', '*tfevents*')) or tf.io.gfile.glob(
       os.path.join(run.uri, '*', '*tfevents*'))
   unique = json.loads(clustered.get_string_custom_property(spec_keys.PROP_UNIQUE_WEIGHTS))

@@ -23,6 +23,9 @@ from components.common.finetune import config as config_lib
     (dict(early_stopping_patience=-1), 'early_stopping_patience=-1 is not accepted; it must be an '
      'integer >= 0'),
     (dict(batchnorm_batches=2.5), 'batchnorm_batches=2.5 is not accepted'),
+    (dict(batchnorm_momentum=1.0), r'batchnorm_momentum=1.0 is not accepted; it must lie in '
+     r'\[0, 1\)'),
+    (dict(learning_rate='fast'), "learning_rate='fast' is not accepted"),
     (dict(keep_best_epoch='yes'), "keep_best_epoch='yes' is not accepted; it must be True or "
      'False'),
 ])

@@ -156,3 +156,44 @@ def test_no_batchnorm_or_zero_batches_means_no_re_estimation(digits):
   assert training.reestimate_batch_norm_if_better(_model(), _data(digits), config, 't') is None
   off = FineTuneConfig(epochs=1, steps_per_epoch=5, eval_steps=1, batchnorm_batches=0)
   assert training.reestimate_batch_norm_if_better(_model(True), _data(digits), off, 't') is None
+
+
+@pytest.mark.parametrize('executor_module,config,expected', [
+    ('components.pruner.executor', 'components.pruner.pruning:PruningConfig', 1e-3),
+    ('components.clusterer.executor', 'components.clusterer.clustering:ClusteringConfig', 1e-3),
+    ('components.qat_trainer.executor', 'components.qat_trainer.qat:QATConfig', 1e-4),
+])
+def test_each_optimizer_fine_tunes_with_its_own_learning_rate_unless_one_is_set(
+    digits, tmp_path, executor_module, config, expected):
+  import importlib
+  executor = importlib.import_module(executor_module).Executor()
+  module, name = config.split(':')
+  options = getattr(importlib.import_module(module), name)()
+  used = {}
+  for given in (None, 0.02):
+    model = _model()
+    _train(model, digits)
+    result = executor.optimize(model, _data(digits), FineTuneConfig(
+        epochs=1, steps_per_epoch=4, eval_steps=1, learning_rate=given), options, [],
+                               str(tmp_path))
+    used[given] = result.properties['tfx_edge_fine_tuning']['learning_rate']
+
+  assert used == {None: expected, 0.02: 0.02}
+
+
+def test_batchnorm_momentum_is_capped_while_fine_tuning_and_the_model_keeps_its_own(digits):
+  x_train = digits[0]
+  error = {}
+  for cap in (0.9, None):
+    model = _model(batch_norm=True)
+    model.get_layer('norm').momentum = 0.999  # MobileNetV2's: a 1,000-step average.
+    training.fine_tune(model, _data(digits), FineTuneConfig(
+        epochs=1, steps_per_epoch=30, eval_steps=1, learning_rate=1e-5, lr_schedule='constant',
+        keep_best_epoch=False, early_stopping_patience=0, batchnorm_momentum=cap), None)
+    hidden = tf_keras.Model(model.input, model.get_layer('hidden').output)
+    actual = hidden.predict({'pixels': x_train}, verbose=0).mean(axis=0)
+    error[cap] = float(np.abs(model.get_layer('norm').moving_mean.numpy() - actual).mean())
+    assert model.get_layer('norm').momentum == 0.999
+
+  # 30 steps at 0.999 move the moving mean 3% of the way from its initial 0; at 0.9, 96%.
+  assert error[0.9] < error[None] / 5
