@@ -66,7 +66,10 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
   @abc.abstractmethod
   def apply(self, model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneConfig,
             config: OptimizationConfig, history: List[str], log_dir: str) -> OptimizationResult:
-    """optimize() with the learning rate set: the work each optimizer does its own way."""
+    """optimize() with the learning rate set: the work each optimizer does its own way.
+
+    Call optimize(), not this: here `fine_tuning.learning_rate` must already be set.
+    """
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
