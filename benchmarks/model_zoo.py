@@ -75,7 +75,7 @@ INT8_SIZE_GOAL = 3.9
 INT8_SPEED_GOAL = 2.5
 PRUNED_GZIP_GOAL = 12.0
 CLUSTERED_GZIP_GOAL = 10.0
-# Issue 15's goals for MobileNetV2 (BatchNormalization folded into every conv), and for every
+# The goals for MobileNetV2 (BatchNormalization folded into every conv), and for every
 # clustered model: at most CLUSTERS int8 values in each channel of a clustered kernel.
 MOBILENET_PRUNED_GZIP_GOAL = 11.0
 MOBILENET_CLUSTERED_GZIP_GOAL = 8.0
@@ -511,8 +511,8 @@ def check_goals(results: Dict[str, Any]) -> List[Dict[str, Any]]:
           ('clustered_int8', MOBILENET_CLUSTERED_GZIP_GOAL, '16 clusters')):
         if usable(variant):
           entry = variants[variant]
-          goals.append(_goal(f'MobileNetV2 {what} + int8 + gzip >= {target:.0f}x smaller '
-                             '(issue 15)', name, entry['gzip_ratio'], target,
+          goals.append(_goal(f'MobileNetV2 {what} + int8 + gzip >= {target:.0f}x smaller',
+                             name, entry['gzip_ratio'], target,
                              _gzip_figure(entry),
                              functools.partial(_gzip_cause, variants, variant, record)))
   return goals
