@@ -118,8 +118,6 @@ class FineTuneConfig(JsonConfig):
 
   def with_default_learning_rate(self, default: float) -> 'FineTuneConfig':
     """This config, with `default` as its learning rate when it sets none."""
-    if self.batchnorm_momentum is not None:
-      validation.fraction('batchnorm_momentum', self.batchnorm_momentum, high_open=True)
     if self.learning_rate is not None:
       return self
     return dataclasses.replace(self, learning_rate=default)
