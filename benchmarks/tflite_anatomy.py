@@ -22,10 +22,14 @@ def _itemsize(dtype: str) -> int:
     return 1
 
 
-def _entropy_bits(values: np.ndarray) -> float:
-  """Shannon entropy of the byte values, in bits per value (the floor of any entropy coder)."""
-  counts = np.bincount(values.view(np.uint8).ravel(), minlength=256)
-  p = counts[counts > 0] / values.size
+def entropy_bits(values: np.ndarray) -> float:
+  """Shannon entropy of the values, in bits per value (the floor of any entropy coder).
+
+  Any dtype: int8 weights, or the float kernel of a clustered Keras layer, whose entropy is
+  that of its cluster assignment.
+  """
+  _, counts = np.unique(values, return_counts=True)
+  p = counts / values.size
   return float(-(p * np.log2(p)).sum())
 
 
@@ -119,7 +123,7 @@ def anatomy(model_bytes: bytes) -> Dict[str, Any]:
         'zero_fraction': sum(int((t == 0).sum()) for t in int8_tensors) / total,
         'distinct_per_tensor_max': max(int(np.unique(t).size) for t in int8_tensors),
         'distinct_per_channel_max': per_channel_max,
-        'entropy_bits': sum(_entropy_bits(t) * t.size for t in int8_tensors) / total,
+        'entropy_bits': sum(entropy_bits(t) * t.size for t in int8_tensors) / total,
         'gzip_bits': 8 * result['gzip_buffers']['int8'] / total,
     }
   return result

@@ -69,7 +69,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   pipeline_lib.add_optimization_arguments(parser)
   pipeline_lib.add_release_arguments(parser)
   parser.add_argument('--train-steps', type=int, default=pipeline_lib.DEFAULT_TRAIN_STEPS)
-  parser.add_argument('--finetune-epochs', type=int, default=FineTuneConfig.epochs)
+  parser.add_argument('--finetune-epochs', type=int, default=None,
+                      help='fine-tuning epochs of every optimizer (default: each one\'s own, 10 '
+                      'for the Pruner, 3 for the Clusterer and QATTrainer).')
   parser.add_argument('--finetune-steps', type=int, default=FineTuneConfig.steps_per_epoch,
                       help='fine-tuning steps per epoch of every optimizer.')
   parser.add_argument('--finetune-learning-rate', type=float, default=None,

@@ -3,6 +3,7 @@ from absl import logging
 
 from components import spec_keys
 from components.common import lineage
+from components.common.finetune import config as finetune_config
 from components.common.finetune import executor as finetune_executor
 from components.common.finetune import training
 from components.errors import OptimizationError
@@ -14,6 +15,7 @@ class Executor(finetune_executor.OptimizerExecutor):
 
   STEP = lineage.PRUNE
   CONFIG_CLASS = pruning.PruningConfig
+  DEFAULT_EPOCHS = finetune_config.PRUNING_EPOCHS
 
   def apply(self, model, data, fine_tuning, config, history, log_dir):
     layers = pruning.prunable_layers(model, config)

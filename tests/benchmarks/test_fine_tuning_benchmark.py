@@ -1,8 +1,8 @@
 """The fine-tuning recovery benchmark (benchmarks/fine_tuning.py) in --quick mode, end to end.
 
-Runs the script as a user does, in a subprocess, on the digits CNN and two variants (the
-Clusterer, and PCQAT: the Pruner then QATTrainer): every setting goes through the optimizers' own
-executors, and the report shows them side by side.
+Runs the script as a user does, in a subprocess, on the digits CNN and three variants (the
+Clusterer, PCQAT: the Pruner then QATTrainer, and the Pruner alone): every setting goes through
+the optimizers' own executors, and the report shows them side by side.
 """
 import json
 import subprocess
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e  # Trains, fine-tunes twice and converts: about a m
 def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'benchmarks.fine_tuning', '--quick', '--models', 'digits_cnn',
-       '--variants', 'clustered16', 'pcqat', '--longer-epochs', '3', '--output-dir',
+       '--variants', 'clustered16', 'pcqat', 'pruned50', '--longer-epochs', '3', '--output-dir',
        str(tmp_path)],
       cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -44,6 +44,15 @@ def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tm
   pcqat = record['variants']['pcqat']
   assert pcqat['defaults']['qat_scheme'] == 'prune_preserve'
   assert f'| pruned 50% + PCQAT int8 | {pcqat["former"]["delta_points"]:+.1f} | ' in report
+  # Pruned variants are also converted with one scale per weight tensor: fewer scales to ship.
+  pruned = record['variants']['pruned50']
+  for setting in ('defaults', 'longer'):
+    per_tensor = pruned[setting]['per_tensor']
+    assert per_tensor['gzip_ratio'] >= 0.98 * pruned[setting]['gzip_ratio']
+    assert -100 <= per_tensor['delta_points'] <= 100
+  assert 'per_tensor' not in pruned['former'] and 'per_tensor' not in row['defaults']
+  assert (f'pruned 50% + int8 (defaults): Δ {pruned["defaults"]["per_tensor"]["delta_points"]:+.1f}'
+          in report)
 
 
 def test_a_failing_variant_is_recorded_and_the_others_still_run(monkeypatch):

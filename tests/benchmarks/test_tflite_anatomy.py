@@ -40,3 +40,11 @@ def test_per_channel_scales_count_the_values_of_each_channel_not_of_the_tensor()
   assert per_channel['int8_weights']['distinct_per_tensor_max'] == 9
   assert per_tensor['int8_weights']['distinct_per_channel_max'] == 16
   assert per_tensor['int8_weights']['distinct_per_tensor_max'] == 16
+
+
+def test_entropy_counts_the_values_of_any_dtype():
+  # Four equally used values take 2 bits; one value in eight of a float kernel's takes fewer.
+  assert tflite_anatomy.entropy_bits(np.array([-3, -1, 1, 3] * 5, np.int8)) == 2.0
+  kernel = np.array([0.25] * 7 + [-0.5], np.float32)
+  p = np.array([7 / 8, 1 / 8])
+  assert tflite_anatomy.entropy_bits(kernel) == float(-(p * np.log2(p)).sum())

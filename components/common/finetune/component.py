@@ -64,7 +64,8 @@ class OptimizerComponent(base_component.BaseComponent):
     fine_tuning = fine_tuning_or_default(fine_tuning)
     config = self.CONFIG_CLASS() if config is None else validation.instance_of(
         self.CONFIG_ARGUMENT, config, self.CONFIG_CLASS)
-    config.check_fits(fine_tuning)
+    # Checked against the epochs and learning rate the executor will use (its own for unset ones).
+    config.check_fits(self.EXECUTOR_SPEC.executor_class.with_defaults(fine_tuning))
     super().__init__(spec=OptimizerSpec(
         model=model,
         examples=examples,

@@ -50,25 +50,32 @@ class OptimizerExecutor(base_executor.BaseExecutor, abc.ABC):
 
   STEP = ''  # What the model's history records (components.common.lineage).
   CONFIG_CLASS: Type[OptimizationConfig] = OptimizationConfig
-  # The learning rate of FineTuneConfig(learning_rate=None) for this optimizer.
+  # The learning rate and epochs of FineTuneConfig(learning_rate=None, epochs=None) for this
+  # optimizer.
   DEFAULT_LEARNING_RATE = finetune_config.DEFAULT_LEARNING_RATE
+  DEFAULT_EPOCHS = finetune_config.DEFAULT_EPOCHS
+
+  @classmethod
+  def with_defaults(cls, fine_tuning: FineTuneConfig) -> FineTuneConfig:
+    """`fine_tuning` with this optimizer's learning rate and epochs where it sets none."""
+    return fine_tuning.with_defaults(cls.DEFAULT_LEARNING_RATE, cls.DEFAULT_EPOCHS)
 
   def optimize(self, model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneConfig,
                config: OptimizationConfig, history: List[str],
                log_dir: str) -> OptimizationResult:
     """Applies the optimization, fine-tunes, strips training wrappers, returns the model.
 
-    Fine-tunes with this optimizer's DEFAULT_LEARNING_RATE when `fine_tuning` sets none.
+    Fine-tunes with this optimizer's DEFAULT_LEARNING_RATE and DEFAULT_EPOCHS where
+    `fine_tuning` sets none.
     """
-    return self.apply(model, data, fine_tuning.with_default_learning_rate(
-        self.DEFAULT_LEARNING_RATE), config, history, log_dir)
+    return self.apply(model, data, self.with_defaults(fine_tuning), config, history, log_dir)
 
   @abc.abstractmethod
   def apply(self, model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneConfig,
             config: OptimizationConfig, history: List[str], log_dir: str) -> OptimizationResult:
-    """optimize() with the learning rate set: the work each optimizer does its own way.
+    """optimize() with the learning rate and epochs set: the work each optimizer does its way.
 
-    Call optimize(), not this: here `fine_tuning.learning_rate` must already be set.
+    Call optimize(), not this: here `fine_tuning.learning_rate` and `epochs` must be set.
     """
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],

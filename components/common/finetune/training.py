@@ -11,6 +11,7 @@ from absl import logging
 import tensorflow as tf
 import tf_keras
 
+from components.common.finetune import config
 from components.common.finetune.config import FineTuneConfig
 
 
@@ -74,6 +75,8 @@ def fine_tune(model: tf_keras.Model, data: FineTuneData, fine_tuning: FineTuneCo
     keep_best_epoch, else the last), for example `val_accuracy`, plus `epochs_run` and
     `kept_epoch` (from 0).
   """
+  # A component has set its own learning rate and epochs; plain-logic callers get the defaults.
+  fine_tuning = fine_tuning.with_defaults(config.DEFAULT_LEARNING_RATE, config.DEFAULT_EPOCHS)
   monitor = _compile(model, fine_tuning, run_eagerly)
   callbacks = [*(callbacks or []), ProgressLogger(fine_tuning.total_steps, name=name)]
   first = min(first_complete_epoch, fine_tuning.epochs - 1)
@@ -137,8 +140,9 @@ def _batchnorm_momentum_at_most(model: tf_keras.Model, momentum: Optional[float]
 def record(metrics: Dict[str, float], batchnorm: Optional[Dict[str, Any]],
            fine_tuning: FineTuneConfig) -> Dict[str, Any]:
   """What an optimizer records of its fine-tuning (spec_keys.PROP_FINE_TUNING)."""
-  return {'epochs_run': int(metrics['epochs_run']), 'kept_epoch': int(metrics['kept_epoch']),
-          'learning_rate': fine_tuning.learning_rate, 'batchnorm_reestimation': batchnorm}
+  return {'epochs': fine_tuning.epochs, 'epochs_run': int(metrics['epochs_run']),
+          'kept_epoch': int(metrics['kept_epoch']), 'learning_rate': fine_tuning.learning_rate,
+          'batchnorm_reestimation': batchnorm}
 
 
 def _batch_norms(model: tf_keras.Model) -> List[tf_keras.layers.BatchNormalization]:

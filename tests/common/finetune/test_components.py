@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts
 import tf_keras
 
 from components import Clusterer
+from components import FineTuneConfig
 from components import Pruner
 from components import QATTrainer
 from components import errors
@@ -34,7 +35,10 @@ def _channels():
     (Pruner, dict(input_fn=None), 'give exactly one of input_fn=None'),
     (Pruner, dict(module_file='m.py'), "give exactly one of input_fn='pipelines.digits_module"),
     (Pruner, dict(input_fn='input_fn'), "input_fn='input_fn' is not an import path"),
-    (Pruner, dict(pruning=PruningConfig(begin=200, end=300)),
+    # Checked against the Pruner's own 10 epochs of 50 steps when fine_tuning sets none.
+    (Pruner, dict(pruning=PruningConfig(begin=600, end=700)),
+     'pruning begins at step 600 but fine-tuning has only 500 steps'),
+    (Pruner, dict(pruning=PruningConfig(begin=200, end=300), fine_tuning=FineTuneConfig(epochs=3)),
      'pruning begins at step 200 but fine-tuning has only 150 steps'),
     (Pruner, dict(fine_tuning={'epochs': 1}),
      r"fine_tuning=\{'epochs': 1\} is not accepted; it must be a FineTuneConfig\."),
@@ -93,7 +97,7 @@ def test_prune_cluster_qat_chain_records_history_and_converts_to_int8_only(
       'conv_1', 'conv_2', 'dense', 'classifier'}
   assert 0 < pruned.get_float_custom_property(spec_keys.PROP_FINETUNE_VAL_ACCURACY) <= 1
   assert json.loads(pruned.get_string_custom_property(spec_keys.PROP_FINE_TUNING)) == {
-      'epochs_run': 1, 'kept_epoch': 0, 'learning_rate': 1e-3,
+      'epochs': 1, 'epochs_run': 1, 'kept_epoch': 0, 'learning_rate': 1e-3,
       'batchnorm_reestimation': None}  # No BatchNorm.
   # TINY sets no learning rate: QATTrainer takes its own, smaller one.
   assert json.loads(trained.get_string_custom_property(spec_keys.PROP_FINE_TUNING))[

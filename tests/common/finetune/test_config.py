@@ -10,6 +10,7 @@ from components.common.finetune import config as config_lib
 
 @pytest.mark.parametrize('kwargs,message', [
     (dict(epochs=0), 'epochs=0 is not accepted; it must be a positive integer'),
+    (dict(epochs=2.5), 'epochs=2.5 is not accepted; it must be a positive integer'),
     (dict(steps_per_epoch=-1), 'steps_per_epoch=-1 is not accepted'),
     (dict(batch_size=0), 'batch_size=0 is not accepted'),
     (dict(eval_steps=1.5), 'eval_steps=1.5 is not accepted'),
@@ -43,6 +44,19 @@ def test_fine_tune_config_makes_its_optimizer_and_counts_its_steps():
   assert config.total_steps == 21
   assert isinstance(optimizer, tf_keras.optimizers.SGD)
   assert float(optimizer.learning_rate) == pytest.approx(0.05)
+
+
+def test_unset_epochs_and_learning_rate_take_the_component_s_own_and_set_ones_stay():
+  unset = config_lib.FineTuneConfig(steps_per_epoch=7)
+  mine = config_lib.FineTuneConfig(steps_per_epoch=7, epochs=2, learning_rate=0.05)
+
+  assert unset.epochs is None and unset.learning_rate is None
+  assert config_lib.FineTuneConfig.from_json(unset.to_json()) == unset
+  filled = unset.with_defaults(config_lib.QAT_LEARNING_RATE, config_lib.PRUNING_EPOCHS)
+  assert (filled.learning_rate, filled.epochs, filled.total_steps) == (1e-4, 10, 70)
+  assert mine.with_defaults(1e-4, 10) == mine
+  # Plain-logic callers that never fill them in train DEFAULT_EPOCHS.
+  assert unset.total_steps == config_lib.DEFAULT_EPOCHS * 7
 
 
 def test_the_cosine_schedule_warms_up_then_decays_to_zero_over_the_fine_tuning():

@@ -159,26 +159,29 @@ def test_no_batchnorm_or_zero_batches_means_no_re_estimation(digits):
 
 
 @pytest.mark.parametrize('executor_module,config,expected', [
-    ('components.pruner.executor', 'components.pruner.pruning:PruningConfig', 1e-3),
-    ('components.clusterer.executor', 'components.clusterer.clustering:ClusteringConfig', 1e-3),
-    ('components.qat_trainer.executor', 'components.qat_trainer.qat:QATConfig', 1e-4),
+    ('components.pruner.executor', 'components.pruner.pruning:PruningConfig', (1e-3, 10)),
+    ('components.clusterer.executor', 'components.clusterer.clustering:ClusteringConfig',
+     (1e-3, 3)),
+    ('components.qat_trainer.executor', 'components.qat_trainer.qat:QATConfig', (1e-4, 3)),
 ])
-def test_each_optimizer_fine_tunes_with_its_own_learning_rate_unless_one_is_set(
+def test_each_optimizer_fine_tunes_with_its_own_learning_rate_and_epochs_unless_set(
     digits, tmp_path, executor_module, config, expected):
   import importlib
   executor = importlib.import_module(executor_module).Executor()
   module, name = config.split(':')
   options = getattr(importlib.import_module(module), name)()
   used = {}
-  for given in (None, 0.02):
+  for given in ((None, None), (0.02, 2)):
     model = _model()
     _train(model, digits)
     result = executor.optimize(model, _data(digits), FineTuneConfig(
-        epochs=1, steps_per_epoch=4, eval_steps=1, learning_rate=given), options, [],
+        epochs=given[1], steps_per_epoch=4, eval_steps=1, learning_rate=given[0]), options, [],
                                str(tmp_path))
-    used[given] = result.properties['tfx_edge_fine_tuning']['learning_rate']
+    record = result.properties['tfx_edge_fine_tuning']
+    used[given] = (record['learning_rate'], record['epochs'])
+    assert record['epochs_run'] <= record['epochs']
 
-  assert used == {None: expected, 0.02: 0.02}
+  assert used == {(None, None): expected, (0.02, 2): (0.02, 2)}
 
 
 def test_batchnorm_momentum_is_capped_while_fine_tuning_and_the_model_keeps_its_own(digits):
