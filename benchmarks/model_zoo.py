@@ -621,9 +621,11 @@ def _gzip_cause(variants, variant, record) -> str:
   if variant == 'clustered_int8' and 'clustered_entropy_bits' in info:
     bits = info['clustered_entropy_bits']
     what += (f'. The clusters themselves carry {bits:.2f} bits per weight (the entropy of the '
-             'cluster assignment in the Keras kernels, before any int8 scale), so even one scale '
-             'per tensor (BatchNormalization folded before clustering) could not take the '
-             f'clustered weights below {tflite_anatomy.gzip_ratio_bound(bits):.1f}x')
+             'cluster assignment in the Keras kernels, before any int8 scale)')
+    if info.get('clustered_int8_scales') != 'per-tensor':
+      what += (', so even one scale per tensor (BatchNormalization folded before clustering) '
+               'could not take the clustered weights below '
+               f'{tflite_anatomy.gzip_ratio_bound(bits):.1f}x')
   return (f'{what}. The int8 weights\' entropy is {w["entropy_bits"]:.2f} bits per weight, so no '
           f'byte coder gets them below {tflite_anatomy.gzip_ratio_bound(w["entropy_bits"]):.1f}x '
           f'smaller than float32; gzip -9 reaches {w["gzip_bits"]:.2f} bits per weight '

@@ -139,7 +139,9 @@ class PruningConfig(OptimizationConfig):
     """
     schedule = self.make_schedule(fine_tuning.total_steps)
     step = schedule.begin_step if self.schedule == CONSTANT else schedule.end_step
-    return min(step // fine_tuning.steps_per_epoch, fine_tuning.epochs - 1)
+    # total_steps, not epochs: a config whose epochs are unset counts DEFAULT_EPOCHS.
+    epochs = fine_tuning.total_steps // fine_tuning.steps_per_epoch
+    return min(step // fine_tuning.steps_per_epoch, epochs - 1)
 
 
 def prunable_layers(model: tf_keras.Model, config: PruningConfig) -> List[str]:

@@ -101,10 +101,11 @@ def test_pruned_variant_is_also_measured_with_one_scale_per_tensor(quick_run):
   record = results['models']['digits']
   alt = record['optimization']['pruned_per_tensor']
   pruned = record['variants']['pruned_int8']
-  # Fewer scales, same zeros: the per-tensor payload cannot be larger than the per-channel one
-  # by more than gzip's noise, and its accuracy is a real measurement.
-  assert alt['gzip_bytes'] <= pruned['gzip_bytes'] + 64
-  assert 0.0 <= alt['accuracy'] <= 1.0
+  # Same zeros, one scale per tensor instead of one per output channel of each conv kernel: the
+  # float32 scales that gzip barely shrinks are gone, so the payload is smaller.
+  assert alt['gzip_bytes'] < pruned['gzip_bytes']
   goal = {g['goal']: g for g in results['goals']}['pruned 80% + int8 + gzip >= 12x smaller']
   if goal['result'] == 'MISS':
-    assert 'one int8 scale per weight tensor instead of per channel' in goal['cause']
+    assert (f'one int8 scale per weight tensor instead of per channel the payload would be '
+            f'{alt["gzip_bytes"]:,} B' in goal['cause'])
+    assert f'at {100 * alt["accuracy"]:.1f}% accuracy' in goal['cause']

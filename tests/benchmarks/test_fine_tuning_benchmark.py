@@ -44,12 +44,11 @@ def test_quick_run_compares_the_former_settings_and_the_defaults_side_by_side(tm
   pcqat = record['variants']['pcqat']
   assert pcqat['defaults']['qat_scheme'] == 'prune_preserve'
   assert f'| pruned 50% + PCQAT int8 | {pcqat["former"]["delta_points"]:+.1f} | ' in report
-  # Pruned variants are also converted with one scale per weight tensor: fewer scales to ship.
+  # Pruned variants are also converted with one scale per weight tensor: no per-channel scales
+  # of the conv kernels to ship, so a smaller payload.
   pruned = record['variants']['pruned50']
   for setting in ('defaults', 'longer'):
-    per_tensor = pruned[setting]['per_tensor']
-    assert per_tensor['gzip_ratio'] >= 0.98 * pruned[setting]['gzip_ratio']
-    assert -100 <= per_tensor['delta_points'] <= 100
+    assert pruned[setting]['per_tensor']['gzip_ratio'] > pruned[setting]['gzip_ratio']
   assert 'per_tensor' not in pruned['former'] and 'per_tensor' not in row['defaults']
   assert (f'pruned 50% + int8 (defaults): Δ {pruned["defaults"]["per_tensor"]["delta_points"]:+.1f}'
           in report)

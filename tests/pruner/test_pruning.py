@@ -114,6 +114,11 @@ def test_the_first_complete_epoch_is_the_one_that_ends_at_the_target_sparsity():
       fine) == 1
   # A ramp to the very last step: the last epoch.
   assert pruning.PruningConfig(end=1.0, frequency=5).first_complete_epoch(fine) == 2
+  # Epochs left unset count as DEFAULT_EPOCHS (3) in plain logic; the Pruner fills in its 10.
+  unset = FineTuneConfig(steps_per_epoch=10)
+  assert pruning.PruningConfig(end=1.0, frequency=5).first_complete_epoch(unset) == 2
+  assert pruning.PruningConfig(end=1.0, frequency=5).first_complete_epoch(
+      unset.with_defaults(1e-3, 10)) == 9
 
 
 def test_a_model_with_nothing_to_prune_is_refused():
